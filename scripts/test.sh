@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command from the README. On a fresh machine it sets up everything the tests need:
+#   - the real models and the Python venv (gguf-py, numpy) from ../shared/scripts/fetch-models.sh
+#   - llama.cpp's tools, the peer we measure against, from ../shared/scripts/build-llamacpp.sh
+# then runs the unit/integration tests (offline) and the conformance checks against llama.cpp
+# (the test profile optimises dependencies, so the numeric checks run at near-release speed).
+# Assets are cached in $SHUKU_ASSETS (default ~/.cache/shuku-assets) and $LLAMACPP_HOME
+# (default ~/.cache/shuku-llamacpp); both scripts are idempotent.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHUKU_SHARED:-$ROOT/../shared}
+export SHUKU_SHARED=$(cd "$SHARED" && pwd)
+export SHUKU_ASSETS=${SHUKU_ASSETS:-$HOME/.cache/shuku-assets}
+export LLAMACPP_HOME=${LLAMACPP_HOME:-$HOME/.cache/shuku-llamacpp}
+cd "$ROOT"
+
+echo "==> assets: $SHUKU_ASSETS"
+bash "$SHUKU_SHARED/scripts/fetch-models.sh" "$SHUKU_ASSETS" >/dev/null
+echo "==> llama.cpp tools: $LLAMACPP_HOME"
+bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
+
+echo "==> unit and integration tests"
+cargo test --workspace
+
+echo "==> conformance against llama.cpp and gguf-py"
+cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
