@@ -1,1 +1,44 @@
-//! placeholder
+//! shuku's shared full-precision llama-family model.
+//!
+//! * [`LlamaConfig`]: the one parser of HF `config.json`, with per-layer widths for pruned models.
+//! * [`Llama`]: a differentiable f32 forward (weights are candle `Var`s, every op backpropagates), a KV cache
+//!   for generation, and an observer hook for calibration statistics ([`Calibration`]).
+//! * HF folders and the hub: [`Llama::from_hf_dir`], [`Llama::from_hub`], [`Llama::save_hf_dir`].
+//! * Evaluation through `shuku-eval`: `Llama` is a [`shuku_eval::LogitsSource`].
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use shuku_model::{KvCache, Llama, LlamaConfig};
+//!
+//! let config = LlamaConfig::from_json_str(r#"{
+//!     "model_type": "llama", "vocab_size": 32, "hidden_size": 16, "num_hidden_layers": 2,
+//!     "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24
+//! }"#, "config.json")?;
+//! let model = Llama::random(config, 0, &Device::Cpu)?;
+//! let tokens = Tensor::new(&[[1u32, 5, 7]], &Device::Cpu)?;
+//! let logits = model.forward(&tokens, None)?; // [1, 3, 32]
+//! assert_eq!(logits.dims(), &[1, 3, 32]);
+//! let continuation = model.generate_greedy(&[1, 5, 7], 4)?;
+//! assert_eq!(continuation.len(), 4);
+//! # Ok::<(), shuku_model::ModelError>(())
+//! ```
+
+mod calibration;
+mod config;
+mod error;
+mod evaluation;
+mod gguf;
+mod hf;
+mod layout;
+mod model;
+pub mod ops;
+mod rng;
+mod tokenizer;
+pub use calibration::{Calibration, CalibrationOptions, LinearStats};
+pub use config::{LayerDims, LlamaConfig, ModelType};
+pub use error::{ConfigProblem, ModelError, Result};
+pub use layout::{TensorRole, TensorSpec};
+pub use hf::{load_safetensors, resolve_hub_dir};
+pub use model::{KvCache, LinearObserver, Llama};
+pub use tokenizer::Tokenizer;
+

@@ -1,0 +1,313 @@
+//! HF folders: load (`config.json` + single or sharded safetensors, memory-mapped), save (atomically), and
+//! resolve from the hub cache (online or with `HF_HUB_OFFLINE`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::model::Llama;
+
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+/// Tokenizer files copied next to a saved model, when the source has them.
+const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+
+fn not_found(path: &Path, what: &str) -> ModelError {
+    ModelError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, what.to_string()))
+}
+
+/// Loads every tensor of one safetensors file as f32 (from f32, f16 or bf16) on `device`.
+pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let file_label = path.display().to_string();
+    let file = fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the map is read-only and dropped before returning; a concurrent writer could only make the
+    // parse fail or read garbage values, never violate memory safety of this process's own data.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+        file: file_label.clone(),
+        message: e.to_string(),
+    })?;
+    let mut out = HashMap::new();
+    for (name, view) in st.iter() {
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::UnsupportedDType {
+                    file: file_label,
+                    tensor: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let t = Tensor::from_vec(values, view.shape(), device)?;
+        out.insert(name.to_string(), t);
+    }
+    Ok(out)
+}
+
+/// Shard files named by a `model.safetensors.index.json`.
+fn shard_files(index: &Path) -> Result<Vec<String>> {
+    let label = index.display().to_string();
+    let text = fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        file: label.clone(),
+        source,
+    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Safetensors {
+            file: label.clone(),
+            message: "no `weight_map` object".into(),
+        })?;
+    let files: BTreeSet<String> = map
+        .values()
+        .map(|f| {
+            f.as_str().map(str::to_string).ok_or_else(|| ModelError::Safetensors {
+                file: label.clone(),
+                message: "`weight_map` values must be file names".into(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(files.into_iter().collect())
+}
+
+/// All tensors of an HF folder, single-file or sharded; returns them with a label naming the source.
+fn load_dir_tensors(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
+    let single = dir.join(SINGLE);
+    if single.is_file() {
+        return Ok((load_safetensors(&single, device)?, single.display().to_string()));
+    }
+    let index = dir.join(INDEX);
+    if !index.is_file() {
+        return Err(not_found(&single, "neither model.safetensors nor model.safetensors.index.json exists"));
+    }
+    let mut all = HashMap::new();
+    for shard in shard_files(&index)? {
+        let path = dir.join(&shard);
+        for (name, t) in load_safetensors(&path, device)? {
+            if all.insert(name.clone(), t).is_some() {
+                return Err(ModelError::Safetensors {
+                    file: path.display().to_string(),
+                    message: format!("tensor {name} appears in more than one shard"),
+                });
+            }
+        }
+    }
+    Ok((all, index.display().to_string()))
+}
+
+/// Whether `HF_HUB_OFFLINE` asks for cache-only operation (as the Python hub does).
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// The local snapshot folder of `repo_id` at `revision` (default `main`) holding `config.json`, the weights
+/// and, when the repo has it, `tokenizer.json`. Downloads what is missing unless `HF_HUB_OFFLINE` is set, in
+/// which case only the cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`) is consulted.
+pub fn resolve_hub_dir(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
+    let revision = revision.unwrap_or("main");
+    if hub_offline() {
+        offline_snapshot(repo_id, revision)
+    } else {
+        online_snapshot(repo_id, revision)
+    }
+}
+
+/// hf-hub's cache layout: `<cache>/models--org--name/{refs/<rev>, snapshots/<commit>/<file>}`.
+fn offline_snapshot(repo_id: &str, revision: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let repo_dir = cache
+        .path()
+        .join(hf_hub::Repo::model(repo_id.to_string()).folder_name());
+    let commit = fs::read_to_string(repo_dir.join("refs").join(revision))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| revision.to_string()); // a commit hash names its snapshot directly
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    let missing = |file: &str| ModelError::HubOffline {
+        repo: repo_id.to_string(),
+        revision: revision.to_string(),
+        file: file.to_string(),
+        cache: cache.path().clone(),
+    };
+    if !snapshot.join("config.json").is_file() {
+        return Err(missing("config.json"));
+    }
+    let index = snapshot.join(INDEX);
+    if index.is_file() {
+        for shard in shard_files(&index)? {
+            if !snapshot.join(&shard).is_file() {
+                return Err(missing(&shard));
+            }
+        }
+    } else if !snapshot.join(SINGLE).is_file() {
+        return Err(missing(SINGLE));
+    }
+    Ok(snapshot)
+}
+
+fn online_snapshot(repo_id: &str, revision: &str) -> Result<PathBuf> {
+    let hub_err = |file: &str, e: &dyn std::fmt::Display| ModelError::Hub {
+        repo: repo_id.to_string(),
+        revision: revision.to_string(),
+        file: file.to_string(),
+        message: e.to_string(),
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .build()
+        .map_err(|e| hub_err("<api>", &e))?;
+    let repo = api.repo(hf_hub::Repo::with_revision(
+        repo_id.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    ));
+    let config = repo.get("config.json").map_err(|e| hub_err("config.json", &e))?;
+    if let Err(single_err) = repo.get(SINGLE) {
+        let index = repo
+            .get(INDEX)
+            .map_err(|_| hub_err(SINGLE, &single_err))?;
+        for shard in shard_files(&index)? {
+            repo.get(&shard).map_err(|e| hub_err(&shard, &e))?;
+        }
+    }
+    // The tokenizer is optional for loading the model; fetch it so callers find it next to the config.
+    let _ = repo.get("tokenizer.json");
+    let _ = repo.get("tokenizer_config.json");
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| not_found(&config, "snapshot directory"))
+}
+
+/// Copies the tokenizer files from `src` (a directory, or a `tokenizer.json` path) into `dst`.
+fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+    let (dir, main) = if src.is_dir() {
+        (src.to_path_buf(), src.join("tokenizer.json"))
+    } else {
+        (src.parent().map(Path::to_path_buf).unwrap_or_default(), src.to_path_buf())
+    };
+    if !main.is_file() {
+        return Err(not_found(&main, "tokenizer.json not found"));
+    }
+    fs::copy(&main, dst.join("tokenizer.json")).map_err(|e| ModelError::io(&main, e))?;
+    for name in &TOKENIZER_FILES[1..] {
+        let p = dir.join(name);
+        if p.is_file() {
+            fs::copy(&p, dst.join(name)).map_err(|e| ModelError::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Llama {
+    /// Loads an HF folder: `config.json` plus `model.safetensors` or a sharded
+    /// `model.safetensors.index.json`; f32/f16/bf16 weights become f32.
+    pub fn from_hf_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = LlamaConfig::from_file(dir.join("config.json"))?;
+        let (tensors, label) = load_dir_tensors(dir, device)?;
+        Self::from_tensor_map(config, tensors, &label, device)
+    }
+
+    /// Loads `repo_id` from the HF hub through hf-hub's cache; see [`resolve_hub_dir`] for offline use.
+    pub fn from_hub(repo_id: &str, revision: Option<&str>, device: &Device) -> Result<Self> {
+        Self::from_hf_dir(resolve_hub_dir(repo_id, revision)?, device)
+    }
+
+    /// Writes an HF folder: `config.json` with the current widths, f32 `model.safetensors` in HF names, and
+    /// the tokenizer files from `tokenizer_src` (a folder or a `tokenizer.json`). Everything is written to a
+    /// temporary folder next to `dir` and renamed into place, so a crash never leaves half a model. An existing
+    /// non-empty `dir` is replaced only when `overwrite` is true.
+    pub fn save_hf_dir(&self, dir: impl AsRef<Path>, tokenizer_src: Option<&Path>, overwrite: bool) -> Result<()> {
+        let dir = dir.as_ref();
+        let exists = dir.exists();
+        if exists {
+            let non_empty = !dir.is_dir()
+                || fs::read_dir(dir)
+                    .map_err(|e| ModelError::io(dir, e))?
+                    .next()
+                    .is_some();
+            if non_empty && !overwrite {
+                return Err(ModelError::OutputExists { path: dir.to_path_buf() });
+            }
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".shuku-save-")
+            .tempdir_in(&parent)
+            .map_err(|e| ModelError::io(&parent, e))?;
+
+        let config_path = tmp.path().join("config.json");
+        let json = serde_json::to_string_pretty(&self.config().to_hf_json()).map_err(|source| ModelError::Json {
+            file: config_path.display().to_string(),
+            source,
+        })?;
+        fs::write(&config_path, json + "\n").map_err(|e| ModelError::io(&config_path, e))?;
+        self.write_safetensors(&tmp.path().join(SINGLE))?;
+        if let Some(src) = tokenizer_src {
+            copy_tokenizer(src, tmp.path())?;
+        }
+
+        if exists {
+            // Move the old folder aside (into a temp dir that deletes it), then put the new one in place.
+            let old = tempfile::Builder::new()
+                .prefix(".shuku-old-")
+                .tempdir_in(&parent)
+                .map_err(|e| ModelError::io(&parent, e))?;
+            fs::rename(dir, old.path().join("old")).map_err(|e| ModelError::io(dir, e))?;
+        }
+        let staged = tmp.keep();
+        fs::rename(&staged, dir).map_err(|e| ModelError::io(dir, e))?;
+        Ok(())
+    }
+
+    /// f32 safetensors of every weight under its HF name (metadata `format: pt`, which `transformers` expects).
+    pub fn write_safetensors(&self, path: &Path) -> Result<()> {
+        let tensors = self.named_tensors();
+        let mut buffers = Vec::with_capacity(tensors.len());
+        for (name, t) in &tensors {
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            buffers.push((name.clone(), t.dims().to_vec(), bytes));
+        }
+        let views = buffers
+            .iter()
+            .map(|(name, shape, bytes)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| ModelError::Safetensors {
+                        file: path.display().to_string(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| ModelError::Safetensors {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}

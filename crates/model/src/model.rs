@@ -1,0 +1,398 @@
+//! The full-precision llama-family decoder: f32 weights held as candle `Var`s so trainers can differentiate
+//! through it, with an incremental KV cache for generation and an observer hook for calibration.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::layout::{layer_prefix, TensorRole};
+use crate::ops;
+use crate::rng::Normal;
+
+/// Receives the input of every linear layer during [`Llama::forward_observed`].
+///
+/// Layers that read the same activation are reported together: q/k/v share one input, gate/up share one.
+/// `input` is `[tokens, in_features]`, detached from the autograd graph.
+pub trait LinearObserver {
+    /// `weights` are the HF names of the weights that consume `input`.
+    fn observe(&mut self, weights: &[&str], input: &Tensor) -> Result<()>;
+}
+
+/// A linear layer `y = x Wᵀ + b` with PyTorch-layout weight `[out, in]`.
+struct Linear {
+    name: String,
+    weight: Var,
+    bias: Option<Var>,
+}
+
+impl Linear {
+    /// `x` is `[N, in]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor())?,
+            None => y,
+        })
+    }
+}
+
+struct Block {
+    input_layernorm: Var,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    post_attention_layernorm: Var,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+/// Per-layer keys and values of the positions seen so far, so generation evaluates one new token at a time.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    seq_len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `config`'s layer count.
+    pub fn new(config: &LlamaConfig) -> Self {
+        Self {
+            layers: vec![None; config.num_hidden_layers()],
+            seq_len: 0,
+        }
+    }
+
+    /// Positions already cached (the position of the next token).
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.seq_len = 0;
+    }
+}
+
+/// A llama / mistral / qwen2 decoder with f32 `Var` weights.
+pub struct Llama {
+    config: LlamaConfig,
+    device: Device,
+    embed_tokens: Var,
+    blocks: Vec<Block>,
+    norm: Var,
+    lm_head: Option<Var>,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Llama {
+    /// A model with deterministic random weights (normal, std 0.02; norm gains 1) for tests and
+    /// experiments.
+    pub fn random(config: LlamaConfig, seed: u64, device: &Device) -> Result<Self> {
+        let mut rng = Normal::new(seed);
+        let mut tensors = HashMap::new();
+        for spec in config.tensor_specs() {
+            let n = spec.shape.iter().product();
+            let data = match spec.role {
+                TensorRole::Norm => vec![1.0; n],
+                TensorRole::Weight | TensorRole::Bias => rng.vec(n, 0.02),
+            };
+            tensors.insert(spec.name, Tensor::from_vec(data, spec.shape, device)?);
+        }
+        Self::from_tensor_map(config, tensors, "<random>", device)
+    }
+
+    /// Builds a model from HF-named tensors (any float dtype, converted to f32 on the embedding's device),
+    /// checking every shape against `config`.
+    pub fn from_named_tensors(config: LlamaConfig, tensors: HashMap<String, Tensor>) -> Result<Self> {
+        let device = tensors
+            .get("model.embed_tokens.weight")
+            .map(|t| t.device().clone())
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: "<tensors>".into(),
+                tensor: "model.embed_tokens.weight".into(),
+            })?;
+        Self::from_tensor_map(config, tensors, "<tensors>", &device)
+    }
+
+    /// Shared by every constructor: shape checks, unknown-tensor checks, `Var` creation.
+    pub(crate) fn from_tensor_map(
+        config: LlamaConfig,
+        mut tensors: HashMap<String, Tensor>,
+        file: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut vars: HashMap<String, Var> = HashMap::new();
+        for spec in config.tensor_specs() {
+            let t = tensors
+                .remove(&spec.name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    file: file.to_string(),
+                    tensor: spec.name.clone(),
+                })?;
+            if t.dims() != spec.shape.as_slice() {
+                return Err(ModelError::ShapeMismatch {
+                    tensor: spec.name,
+                    expected: spec.shape,
+                    found: t.dims().to_vec(),
+                });
+            }
+            let t = t.to_dtype(DType::F32)?.to_device(device)?;
+            vars.insert(spec.name, Var::from_tensor(&t)?);
+        }
+        // Tensors HF checkpoints may carry that this model recomputes or shares.
+        tensors.retain(|name, _| {
+            !(name.ends_with(".rotary_emb.inv_freq")
+                || (config.tie_word_embeddings && name == "lm_head.weight"))
+        });
+        if let Some(name) = tensors.keys().min() {
+            return Err(ModelError::UnexpectedTensor {
+                file: file.to_string(),
+                tensor: name.clone(),
+            });
+        }
+        let mut take = |name: String| vars.remove(&name).expect("tensor_specs listed it");
+        let linear = |take: &mut dyn FnMut(String) -> Var, name: &str, bias: bool| Linear {
+            weight: take(format!("{name}.weight")),
+            bias: bias.then(|| take(format!("{name}.bias"))),
+            name: format!("{name}.weight"),
+        };
+        let embed_tokens = take("model.embed_tokens.weight".into());
+        let mut blocks = Vec::with_capacity(config.layers.len());
+        for (i, dims) in config.layers.iter().enumerate() {
+            let p = layer_prefix(i);
+            let b = config.attention_bias;
+            blocks.push(Block {
+                input_layernorm: take(format!("{p}input_layernorm.weight")),
+                q_proj: linear(&mut take, &format!("{p}self_attn.q_proj"), b),
+                k_proj: linear(&mut take, &format!("{p}self_attn.k_proj"), b),
+                v_proj: linear(&mut take, &format!("{p}self_attn.v_proj"), b),
+                o_proj: linear(&mut take, &format!("{p}self_attn.o_proj"), false),
+                post_attention_layernorm: take(format!("{p}post_attention_layernorm.weight")),
+                gate_proj: linear(&mut take, &format!("{p}mlp.gate_proj"), false),
+                up_proj: linear(&mut take, &format!("{p}mlp.up_proj"), false),
+                down_proj: linear(&mut take, &format!("{p}mlp.down_proj"), false),
+                n_heads: dims.n_heads,
+                n_kv_heads: dims.n_kv_heads,
+            });
+        }
+        let norm = take("model.norm.weight".into());
+        let lm_head = (!config.tie_word_embeddings).then(|| take("lm_head.weight".into()));
+        Ok(Self {
+            config,
+            device: device.clone(),
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// The configuration (current widths).
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every trainable parameter under its HF name, in HF order (tied models have no `lm_head.weight`).
+    pub fn parameters(&self) -> Vec<(String, Var)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = layer_prefix(i);
+            out.push((format!("{p}input_layernorm.weight"), b.input_layernorm.clone()));
+            for l in [&b.q_proj, &b.k_proj, &b.v_proj] {
+                out.push((l.name.clone(), l.weight.clone()));
+                if let Some(bias) = &l.bias {
+                    out.push((l.name.replace(".weight", ".bias"), bias.clone()));
+                }
+            }
+            out.push((b.o_proj.name.clone(), b.o_proj.weight.clone()));
+            out.push((
+                format!("{p}post_attention_layernorm.weight"),
+                b.post_attention_layernorm.clone(),
+            ));
+            for l in [&b.gate_proj, &b.up_proj, &b.down_proj] {
+                out.push((l.name.clone(), l.weight.clone()));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), head.clone()));
+        }
+        out
+    }
+
+    /// Every weight as a plain tensor under its HF name, for export and saving.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.parameters()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Logits `[B, T, V]` for tokens `[B, T]` (u32). With a cache, the tokens continue the cached sequence
+    /// and are appended to it.
+    pub fn forward(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.forward_observed(tokens, cache, None)
+    }
+
+    /// [`Llama::forward`] that also shows every linear layer's input to `observer` (calibration).
+    pub fn forward_observed(
+        &self,
+        tokens: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        mut observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Tensor> {
+        let (b, t) = self.check_tokens(tokens)?;
+        let cfg = &self.config;
+        let hd = cfg.head_dim;
+        let offset = match cache.as_deref() {
+            Some(c) if c.layers.len() != self.blocks.len() => {
+                return Err(ModelError::InvalidInput(format!(
+                    "KV cache has {} layers, model has {}",
+                    c.layers.len(),
+                    self.blocks.len()
+                )))
+            }
+            Some(c) => c.seq_len,
+            None => 0,
+        };
+        let (cos, sin) = ops::rope_tables(hd, cfg.rope_theta, offset, t, &self.device)?;
+        let mask = (t > 1)
+            .then(|| ops::causal_mask(t, offset, &self.device))
+            .transpose()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        let mut observe = |names: &[&str], x: &Tensor| -> Result<()> {
+            match observer.as_deref_mut() {
+                Some(o) => o.observe(names, &x.detach()),
+                None => Ok(()),
+            }
+        };
+
+        let mut x = self
+            .embed_tokens
+            .as_tensor()
+            .embedding(&tokens.flatten_all()?)?; // [B*T, H]
+        for (li, blk) in self.blocks.iter().enumerate() {
+            // Attention.
+            let hn = ops::rms_norm(&x, blk.input_layernorm.as_tensor(), cfg.rms_norm_eps)?;
+            observe(
+                &[&blk.q_proj.name, &blk.k_proj.name, &blk.v_proj.name],
+                &hn,
+            )?;
+            let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+                Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let q = heads(blk.q_proj.forward(&hn)?, blk.n_heads)?;
+            let k = heads(blk.k_proj.forward(&hn)?, blk.n_kv_heads)?;
+            let v = heads(blk.v_proj.forward(&hn)?, blk.n_kv_heads)?;
+            let q = ops::rope(&q, &cos, &sin)?;
+            let mut k = ops::rope(&k, &cos, &sin)?;
+            let mut v = v;
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = &c.layers[li] {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                c.layers[li] = Some((k.clone(), v.clone()));
+            }
+            let rep = blk.n_heads / blk.n_kv_heads;
+            let k = ops::repeat_kv(&k, rep)?;
+            let v = ops::repeat_kv(&v, rep)?;
+            let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            if let Some(m) = &mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = ops::softmax_last_dim(&att)?;
+            let o = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b * t, blk.n_heads * hd))?;
+            observe(&[&blk.o_proj.name], &o)?;
+            x = (x + blk.o_proj.forward(&o)?)?;
+
+            // SwiGLU MLP.
+            let hn = ops::rms_norm(&x, blk.post_attention_layernorm.as_tensor(), cfg.rms_norm_eps)?;
+            observe(&[&blk.gate_proj.name, &blk.up_proj.name], &hn)?;
+            let act = (ops::silu(&blk.gate_proj.forward(&hn)?)? * blk.up_proj.forward(&hn)?)?;
+            observe(&[&blk.down_proj.name], &act)?;
+            x = (x + blk.down_proj.forward(&act)?)?;
+        }
+        if let Some(c) = cache {
+            c.seq_len += t;
+        }
+        let x = ops::rms_norm(&x, self.norm.as_tensor(), cfg.rms_norm_eps)?;
+        let head = match &self.lm_head {
+            Some(w) => {
+                observe(&["lm_head.weight"], &x)?;
+                w.as_tensor()
+            }
+            None => self.embed_tokens.as_tensor(),
+        };
+        let logits = x.matmul(&head.t()?)?;
+        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+    }
+
+    /// Checks dtype, rank and token ids; returns `(B, T)`.
+    fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
+        if tokens.dtype() != DType::U32 {
+            return Err(ModelError::InvalidInput(format!(
+                "token tensor must be u32, got {:?}",
+                tokens.dtype()
+            )));
+        }
+        let (b, t) = tokens
+            .dims2()
+            .map_err(|_| ModelError::InvalidInput(format!("tokens must be [B, T], got {:?}", tokens.dims())))?;
+        if b == 0 || t == 0 {
+            return Err(ModelError::InvalidInput("empty token batch".into()));
+        }
+        let max = tokens.flatten_all()?.max(D::Minus1)?.to_scalar::<u32>()?;
+        if max as usize >= self.config.vocab_size {
+            return Err(ModelError::InvalidInput(format!(
+                "token id {max} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok((b, t))
+    }
+
+    /// Greedy continuation of `prompt` by `n` tokens using the KV cache; returns only the new tokens.
+    pub fn generate_greedy(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(ModelError::InvalidInput("empty prompt".into()));
+        }
+        let mut cache = KvCache::new(&self.config);
+        let mut input = prompt.to_vec();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let tokens = Tensor::from_vec(input.clone(), (1, input.len()), &self.device)?;
+            let logits = self.forward(&tokens, Some(&mut cache))?;
+            let last = logits.squeeze(0)?.get(input.len() - 1)?;
+            let next = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
+            out.push(next);
+            input = vec![next];
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,130 @@
+//! Differentiable building blocks made only of basic candle ops.
+//!
+//! candle's fused kernels (`candle_nn::ops::softmax_last_dim`, `candle_nn::ops::rms_norm`,
+//! `candle_nn::rotary_emb::rope`, `QMatMul`) have no backward pass: a model built on them trains silently
+//! nothing. Everything here is composed of element-wise ops, reductions, `narrow`/`cat` and `matmul`, all of
+//! which candle differentiates; `tests/gradients.rs` proves every parameter receives a gradient.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::error::Result;
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)?)
+}
+
+/// Softmax over the last dimension. The row maximum is subtracted for stability and detached: softmax is
+/// shift-invariant, so the gradient through it would be zero anyway.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Log-softmax over the last dimension (stable: max subtracted, detached).
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&lse)?)
+}
+
+/// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32); differentiable, for trainers and
+/// tests.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let lp = log_softmax_last_dim(logits)?;
+    let picked = lp.gather(&targets.unsqueeze(1)?, 1)?;
+    Ok(picked.mean_all()?.neg()?)
+}
+
+/// SiLU (`x * sigmoid(x)`); candle-core's unary op, which has a backward pass.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.silu()?)
+}
+
+/// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len`, in HF's rotate-half layout
+/// (the `head_dim/2` frequencies repeated twice). Angles are computed in f64 so long positions stay exact.
+pub fn rope_tables(
+    head_dim: usize,
+    theta: f64,
+    offset: usize,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for p in offset..offset + len {
+        let row: Vec<f64> = (0..half)
+            .map(|i| p as f64 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|a| a.cos() as f32));
+            sin.extend(row.iter().map(|a| a.sin() as f32));
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (len, head_dim), device)?,
+        Tensor::from_vec(sin, (len, head_dim), device)?,
+    ))
+}
+
+/// Applies HF rotate-half RoPE to `x` `[B, H, T, D]` with tables `[T, D]`:
+/// `x * cos + cat(-x₂, x₁) * sin`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// Additive causal mask `[T, offset + T]`: query `i` (absolute position `offset + i`) sees keys `0 ..= offset + i`.
+pub fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let s = offset + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..s).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, s), device)?.to_dtype(DType::F32)?)
+}
+
+/// Repeats key/value heads `[B, KV, S, D]` → `[B, KV * rep, S, D]` so head `h` uses KV head `h / rep`.
+pub fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, s, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kv, rep, s, d))?
+        .contiguous()?
+        .reshape((b, kv * rep, s, d))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_exp_of_log_softmax() {
+        let x = Tensor::new(&[[1000f32, 1001., 999.], [0., -1., 2.]], &Device::Cpu).unwrap();
+        let s = softmax_last_dim(&x).unwrap();
+        let sums = s.sum(1).unwrap().to_vec1::<f32>().unwrap();
+        assert!(sums.iter().all(|v| (v - 1.0).abs() < 1e-6));
+        let ls = log_softmax_last_dim(&x).unwrap().exp().unwrap();
+        let diff = (s - ls).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity() {
+        let (cos, sin) = rope_tables(4, 10000.0, 0, 1, &Device::Cpu).unwrap();
+        let x = Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 4))
+            .unwrap();
+        let y = rope(&x, &cos, &sin).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+    }
+}
