@@ -1,0 +1,40 @@
+//! Training and knowledge distillation for shuku, on candle.
+//!
+//! candle provides autograd (`Tensor::backward`) and candle-nn 0.11 an `AdamW`, but a
+//! distillation run needs more than that, so this crate hand-writes it:
+//!
+//! * **Losses** ([`loss`]): candle-nn has `cross_entropy`/`nll`/`mse` only — no forward/reverse
+//!   KL, no (generalized) JSD, no ignore-index. Worse, its fused kernels
+//!   `ops::softmax_last_dim`, `ops::rms_norm`, `ops::layer_norm`, `rotary_emb::rope`/`rope_i`
+//!   are registered with `apply_op*_no_bwd` and silently drop gradients, so every loss here is
+//!   built from basic differentiable ops (max-shifted log-sum-exp).
+//! * **Optimizer** ([`optim`]): candle-nn's `AdamW` keeps its moments private (they cannot be
+//!   checkpointed), decays every parameter including norms and biases, and candle-nn has no
+//!   gradient clipping and no gradient accumulation.
+//! * **Schedules** ([`schedule`]): candle-nn only has `set_learning_rate`; warmup + cosine,
+//!   linear and constant schedules are here, plus temperature schedules in [`loss`].
+//! * **Data** ([`data`]): streaming tokenization and packing with a checkpointable sampler.
+//! * **Checkpoints** ([`checkpoint`]): weights + Adam moments + step + sampler state in one
+//!   safetensors file, written atomically, so a resumed run continues bit for bit.
+//! * **Trainer** ([`trainer`]): the loop tying these together, over any [`Trainable`] model.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod loss;
+pub mod optim;
+pub mod rng;
+pub mod schedule;
+pub mod trainer;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, TrainingState};
+pub use data::{Batch, BatchState, ByteTokenizer, DataConfig, TextTokenizer, TokenDataset};
+pub use error::{DistillError, Result};
+pub use loss::{
+    cross_entropy, forward_kl, generalized_jsd, reverse_kl, DistillLoss, DivergenceKind, HiddenMse,
+    LossOutput, TemperatureSchedule,
+};
+pub use optim::{clip_grad_norm, AdamW, AdamWConfig, GradAccumulator, Gradients};
+pub use rng::SplitMix64;
+pub use schedule::LrSchedule;
+pub use trainer::{FitReport, LogFormat, StepRecord, TrainConfig, Trainable, Trainer};
