@@ -87,7 +87,10 @@ impl Calibration {
             )));
         }
         let sq = input.sqr()?.sum(0)?.to_vec1::<f32>()?;
-        g.sum_sq.iter_mut().zip(sq).for_each(|(acc, v)| *acc += f64::from(v));
+        g.sum_sq
+            .iter_mut()
+            .zip(sq)
+            .for_each(|(acc, v)| *acc += f64::from(v));
         g.n_tokens += n;
         if want_hessian {
             let xtx = input.t()?.matmul(&input)?;
@@ -103,7 +106,11 @@ impl Calibration {
 impl Calibration {
     /// Runs `model` over each batch (one token sequence each, evaluated independently) and collects the
     /// statistics of every linear layer's input.
-    pub fn collect(model: &Llama, batches: &[Vec<u32>], options: CalibrationOptions) -> Result<Self> {
+    pub fn collect(
+        model: &Llama,
+        batches: &[Vec<u32>],
+        options: CalibrationOptions,
+    ) -> Result<Self> {
         let mut cal = Calibration::default();
         let mut collector = Collector {
             cal: &mut cal,

@@ -208,9 +208,9 @@ impl LlamaConfig {
 
     /// Validates an already parsed `config.json`.
     pub fn from_json(value: &Value, file: &str) -> Result<Self> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ModelError::config(file, "<root>", ConfigProblem::WrongType("an object")))?;
+        let obj = value.as_object().ok_or_else(|| {
+            ModelError::config(file, "<root>", ConfigProblem::WrongType("an object"))
+        })?;
         let f = Fields { file, obj };
 
         let model_type = match f.present("model_type") {
@@ -279,7 +279,8 @@ impl LlamaConfig {
         if rope_theta.is_nan() || rope_theta <= 0.0 {
             return Err(f.err("rope_theta", ConfigProblem::Zero));
         }
-        let max_position_embeddings = match f.usize_opt("max_position_embeddings")?.unwrap_or(2048) {
+        let max_position_embeddings = match f.usize_opt("max_position_embeddings")?.unwrap_or(2048)
+        {
             0 => return Err(f.err("max_position_embeddings", ConfigProblem::Zero)),
             n => n,
         };
@@ -321,7 +322,10 @@ impl LlamaConfig {
                 .enumerate()
                 .map(|(i, item)| {
                     let obj = item.as_object().ok_or_else(|| {
-                        f.err(&format!("shuku_layers[{i}]"), ConfigProblem::WrongType("an object"))
+                        f.err(
+                            &format!("shuku_layers[{i}]"),
+                            ConfigProblem::WrongType("an object"),
+                        )
                     })?;
                     let label = format!("{} (shuku_layers[{i}])", f.file);
                     let lf = Fields { file: &label, obj };

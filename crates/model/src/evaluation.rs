@@ -15,7 +15,11 @@ impl Llama {
     }
 
     /// llama.cpp-protocol perplexity of `tokens` (the whole tokenized text).
-    pub fn perplexity(&self, tokens: &[u32], protocol: &PerplexityProtocol) -> Result<PerplexityReport> {
+    pub fn perplexity(
+        &self,
+        tokens: &[u32],
+        protocol: &PerplexityProtocol,
+    ) -> Result<PerplexityReport> {
         let mut source = self;
         Ok(shuku_eval::perplexity(&mut source, tokens, protocol, None)?)
     }

@@ -23,7 +23,9 @@ fn to_u32(field: &str, v: usize) -> Result<u32> {
 }
 
 fn per_layer(field: &str, values: impl Iterator<Item = usize>) -> Result<PerLayer<u32>> {
-    let v = values.map(|x| to_u32(field, x)).collect::<Result<Vec<_>>>()?;
+    let v = values
+        .map(|x| to_u32(field, x))
+        .collect::<Result<Vec<_>>>()?;
     Ok(PerLayer::Layers(v).simplified())
 }
 
@@ -71,7 +73,13 @@ impl LlamaConfig {
             Some(v) => v as usize,
             None => match file.get("tokenizer.ggml.tokens") {
                 Some(Value::Array(a)) => a.len(),
-                _ => return Err(ModelError::config(FILE, key("vocab_size"), ConfigProblem::Missing)),
+                _ => {
+                    return Err(ModelError::config(
+                        FILE,
+                        key("vocab_size"),
+                        ConfigProblem::Missing,
+                    ))
+                }
             },
         };
         let hidden_size = p.embedding_length as usize;
@@ -79,7 +87,13 @@ impl LlamaConfig {
         let head_dim = match p.key_length {
             Some(k) => k as usize,
             None if heads0 > 0 => hidden_size / heads0,
-            None => return Err(ModelError::config(FILE, key("attention.head_count"), ConfigProblem::Zero)),
+            None => {
+                return Err(ModelError::config(
+                    FILE,
+                    key("attention.head_count"),
+                    ConfigProblem::Zero,
+                ))
+            }
         };
         let has = |name: &str| file.tensor_infos().iter().any(|t| t.name == name);
         let token = |k: &str| file.get_u32(k).ok();
@@ -109,16 +123,24 @@ impl LlamaConfig {
             ModelType::Qwen2 => "qwen2",
         };
         let heads0 = self.layers.first().map_or(0, |l| l.n_heads);
-        let implicit = heads0 > 0 && self.hidden_size % heads0 == 0 && self.hidden_size / heads0 == self.head_dim;
+        let implicit = heads0 > 0
+            && self.hidden_size % heads0 == 0
+            && self.hidden_size / heads0 == self.head_dim;
         let head_dim = to_u32("head_dim", self.head_dim)?;
         Ok(ArchParams {
             arch: arch.to_string(),
             context_length: to_u32("max_position_embeddings", self.max_position_embeddings)?,
             embedding_length: to_u32("hidden_size", self.hidden_size)?,
             block_count: to_u32("num_hidden_layers", self.layers.len())?,
-            feed_forward_length: per_layer("intermediate_size", self.layers.iter().map(|l| l.intermediate_size))?,
+            feed_forward_length: per_layer(
+                "intermediate_size",
+                self.layers.iter().map(|l| l.intermediate_size),
+            )?,
             head_count: per_layer("num_attention_heads", self.layers.iter().map(|l| l.n_heads))?,
-            head_count_kv: per_layer("num_key_value_heads", self.layers.iter().map(|l| l.n_kv_heads))?,
+            head_count_kv: per_layer(
+                "num_key_value_heads",
+                self.layers.iter().map(|l| l.n_kv_heads),
+            )?,
             rms_norm_eps: self.rms_norm_eps as f32,
             rope_freq_base: self.rope_theta as f32,
             key_length: (!implicit).then_some(head_dim),

@@ -15,10 +15,17 @@ use crate::model::Llama;
 const SINGLE: &str = "model.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
 /// Tokenizer files copied next to a saved model, when the source has them.
-const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+const TOKENIZER_FILES: [&str; 3] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
 
 fn not_found(path: &Path, what: &str) -> ModelError {
-    ModelError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, what.to_string()))
+    ModelError::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, what.to_string()),
+    )
 }
 
 /// Loads every tensor of one safetensors file as f32 (from f32, f16 or bf16) on `device`.
@@ -80,10 +87,12 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
     let files: BTreeSet<String> = map
         .values()
         .map(|f| {
-            f.as_str().map(str::to_string).ok_or_else(|| ModelError::Safetensors {
-                file: label.clone(),
-                message: "`weight_map` values must be file names".into(),
-            })
+            f.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ModelError::Safetensors {
+                    file: label.clone(),
+                    message: "`weight_map` values must be file names".into(),
+                })
         })
         .collect::<Result<_>>()?;
     Ok(files.into_iter().collect())
@@ -93,11 +102,17 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
 fn load_dir_tensors(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
     let single = dir.join(SINGLE);
     if single.is_file() {
-        return Ok((load_safetensors(&single, device)?, single.display().to_string()));
+        return Ok((
+            load_safetensors(&single, device)?,
+            single.display().to_string(),
+        ));
     }
     let index = dir.join(INDEX);
     if !index.is_file() {
-        return Err(not_found(&single, "neither model.safetensors nor model.safetensors.index.json exists"));
+        return Err(not_found(
+            &single,
+            "neither model.safetensors nor model.safetensors.index.json exists",
+        ));
     }
     let mut all = HashMap::new();
     for shard in shard_files(&index)? {
@@ -117,7 +132,12 @@ fn load_dir_tensors(dir: &Path, device: &Device) -> Result<(HashMap<String, Tens
 /// Whether `HF_HUB_OFFLINE` asks for cache-only operation (as the Python hub does).
 fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -180,11 +200,11 @@ fn online_snapshot(repo_id: &str, revision: &str) -> Result<PathBuf> {
         hf_hub::RepoType::Model,
         revision.to_string(),
     ));
-    let config = repo.get("config.json").map_err(|e| hub_err("config.json", &e))?;
+    let config = repo
+        .get("config.json")
+        .map_err(|e| hub_err("config.json", &e))?;
     if let Err(single_err) = repo.get(SINGLE) {
-        let index = repo
-            .get(INDEX)
-            .map_err(|_| hub_err(SINGLE, &single_err))?;
+        let index = repo.get(INDEX).map_err(|_| hub_err(SINGLE, &single_err))?;
         for shard in shard_files(&index)? {
             repo.get(&shard).map_err(|e| hub_err(&shard, &e))?;
         }
@@ -203,7 +223,10 @@ fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     let (dir, main) = if src.is_dir() {
         (src.to_path_buf(), src.join("tokenizer.json"))
     } else {
-        (src.parent().map(Path::to_path_buf).unwrap_or_default(), src.to_path_buf())
+        (
+            src.parent().map(Path::to_path_buf).unwrap_or_default(),
+            src.to_path_buf(),
+        )
     };
     if !main.is_file() {
         return Err(not_found(&main, "tokenizer.json not found"));
@@ -237,7 +260,12 @@ impl Llama {
     /// the tokenizer files from `tokenizer_src` (a folder or a `tokenizer.json`). Everything is written to a
     /// temporary folder next to `dir` and renamed into place, so a crash never leaves half a model. An existing
     /// non-empty `dir` is replaced only when `overwrite` is true.
-    pub fn save_hf_dir(&self, dir: impl AsRef<Path>, tokenizer_src: Option<&Path>, overwrite: bool) -> Result<()> {
+    pub fn save_hf_dir(
+        &self,
+        dir: impl AsRef<Path>,
+        tokenizer_src: Option<&Path>,
+        overwrite: bool,
+    ) -> Result<()> {
         let dir = dir.as_ref();
         let exists = dir.exists();
         if exists {
@@ -247,7 +275,9 @@ impl Llama {
                     .next()
                     .is_some();
             if non_empty && !overwrite {
-                return Err(ModelError::OutputExists { path: dir.to_path_buf() });
+                return Err(ModelError::OutputExists {
+                    path: dir.to_path_buf(),
+                });
             }
         }
         let parent = match dir.parent() {
@@ -261,9 +291,11 @@ impl Llama {
             .map_err(|e| ModelError::io(&parent, e))?;
 
         let config_path = tmp.path().join("config.json");
-        let json = serde_json::to_string_pretty(&self.config().to_hf_json()).map_err(|source| ModelError::Json {
-            file: config_path.display().to_string(),
-            source,
+        let json = serde_json::to_string_pretty(&self.config().to_hf_json()).map_err(|source| {
+            ModelError::Json {
+                file: config_path.display().to_string(),
+                source,
+            }
         })?;
         fs::write(&config_path, json + "\n").map_err(|e| ModelError::io(&config_path, e))?;
         self.write_safetensors(&tmp.path().join(SINGLE))?;
@@ -305,9 +337,11 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| ModelError::Safetensors {
-            file: path.display().to_string(),
-            message: e.to_string(),
+        safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| {
+            ModelError::Safetensors {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            }
         })
     }
 }

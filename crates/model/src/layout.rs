@@ -35,32 +35,75 @@ impl LlamaConfig {
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
         let (v, h, hd) = (self.vocab_size, self.hidden_size, self.head_dim);
         let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
-        let mut out = vec![spec("model.embed_tokens.weight".into(), vec![v, h], TensorRole::Weight)];
+        let mut out = vec![spec(
+            "model.embed_tokens.weight".into(),
+            vec![v, h],
+            TensorRole::Weight,
+        )];
         for (i, l) in self.layers.iter().enumerate() {
             let p = layer_prefix(i);
             let (q, kv, ffn) = (l.n_heads * hd, l.n_kv_heads * hd, l.intermediate_size);
-            out.push(spec(format!("{p}input_layernorm.weight"), vec![h], TensorRole::Norm));
+            out.push(spec(
+                format!("{p}input_layernorm.weight"),
+                vec![h],
+                TensorRole::Norm,
+            ));
             for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                out.push(spec(format!("{p}self_attn.{proj}.weight"), vec![rows, h], TensorRole::Weight));
+                out.push(spec(
+                    format!("{p}self_attn.{proj}.weight"),
+                    vec![rows, h],
+                    TensorRole::Weight,
+                ));
                 if self.attention_bias {
-                    out.push(spec(format!("{p}self_attn.{proj}.bias"), vec![rows], TensorRole::Bias));
+                    out.push(spec(
+                        format!("{p}self_attn.{proj}.bias"),
+                        vec![rows],
+                        TensorRole::Bias,
+                    ));
                 }
             }
-            out.push(spec(format!("{p}self_attn.o_proj.weight"), vec![h, q], TensorRole::Weight));
-            out.push(spec(format!("{p}post_attention_layernorm.weight"), vec![h], TensorRole::Norm));
-            out.push(spec(format!("{p}mlp.gate_proj.weight"), vec![ffn, h], TensorRole::Weight));
-            out.push(spec(format!("{p}mlp.up_proj.weight"), vec![ffn, h], TensorRole::Weight));
-            out.push(spec(format!("{p}mlp.down_proj.weight"), vec![h, ffn], TensorRole::Weight));
+            out.push(spec(
+                format!("{p}self_attn.o_proj.weight"),
+                vec![h, q],
+                TensorRole::Weight,
+            ));
+            out.push(spec(
+                format!("{p}post_attention_layernorm.weight"),
+                vec![h],
+                TensorRole::Norm,
+            ));
+            out.push(spec(
+                format!("{p}mlp.gate_proj.weight"),
+                vec![ffn, h],
+                TensorRole::Weight,
+            ));
+            out.push(spec(
+                format!("{p}mlp.up_proj.weight"),
+                vec![ffn, h],
+                TensorRole::Weight,
+            ));
+            out.push(spec(
+                format!("{p}mlp.down_proj.weight"),
+                vec![h, ffn],
+                TensorRole::Weight,
+            ));
         }
         out.push(spec("model.norm.weight".into(), vec![h], TensorRole::Norm));
         if !self.tie_word_embeddings {
-            out.push(spec("lm_head.weight".into(), vec![v, h], TensorRole::Weight));
+            out.push(spec(
+                "lm_head.weight".into(),
+                vec![v, h],
+                TensorRole::Weight,
+            ));
         }
         out
     }
 
     /// Number of parameters (tied embeddings counted once).
     pub fn n_params(&self) -> usize {
-        self.tensor_specs().iter().map(|s| s.shape.iter().product::<usize>()).sum()
+        self.tensor_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
     }
 }

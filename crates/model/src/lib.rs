@@ -37,8 +37,7 @@ mod tokenizer;
 pub use calibration::{Calibration, CalibrationOptions, LinearStats};
 pub use config::{LayerDims, LlamaConfig, ModelType};
 pub use error::{ConfigProblem, ModelError, Result};
-pub use layout::{TensorRole, TensorSpec};
 pub use hf::{load_safetensors, resolve_hub_dir};
+pub use layout::{TensorRole, TensorSpec};
 pub use model::{KvCache, LinearObserver, Llama};
 pub use tokenizer::Tokenizer;
-

@@ -118,7 +118,10 @@ impl Llama {
 
     /// Builds a model from HF-named tensors (any float dtype, converted to f32 on the embedding's device),
     /// checking every shape against `config`.
-    pub fn from_named_tensors(config: LlamaConfig, tensors: HashMap<String, Tensor>) -> Result<Self> {
+    pub fn from_named_tensors(
+        config: LlamaConfig,
+        tensors: HashMap<String, Tensor>,
+    ) -> Result<Self> {
         let device = tensors
             .get("model.embed_tokens.weight")
             .map(|t| t.device().clone())
@@ -215,10 +218,16 @@ impl Llama {
 
     /// Every trainable parameter under its HF name, in HF order (tied models have no `lm_head.weight`).
     pub fn parameters(&self) -> Vec<(String, Var)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         for (i, b) in self.blocks.iter().enumerate() {
             let p = layer_prefix(i);
-            out.push((format!("{p}input_layernorm.weight"), b.input_layernorm.clone()));
+            out.push((
+                format!("{p}input_layernorm.weight"),
+                b.input_layernorm.clone(),
+            ));
             for l in [&b.q_proj, &b.k_proj, &b.v_proj] {
                 out.push((l.name.clone(), l.weight.clone()));
                 if let Some(bias) = &l.bias {
@@ -296,10 +305,7 @@ impl Llama {
         for (li, blk) in self.blocks.iter().enumerate() {
             // Attention.
             let hn = ops::rms_norm(&x, blk.input_layernorm.as_tensor(), cfg.rms_norm_eps)?;
-            observe(
-                &[&blk.q_proj.name, &blk.k_proj.name, &blk.v_proj.name],
-                &hn,
-            )?;
+            observe(&[&blk.q_proj.name, &blk.k_proj.name, &blk.v_proj.name], &hn)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor> {
                 Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
             };
@@ -332,7 +338,11 @@ impl Llama {
             x = (x + blk.o_proj.forward(&o)?)?;
 
             // SwiGLU MLP.
-            let hn = ops::rms_norm(&x, blk.post_attention_layernorm.as_tensor(), cfg.rms_norm_eps)?;
+            let hn = ops::rms_norm(
+                &x,
+                blk.post_attention_layernorm.as_tensor(),
+                cfg.rms_norm_eps,
+            )?;
             observe(&[&blk.gate_proj.name, &blk.up_proj.name], &hn)?;
             let act = (ops::silu(&blk.gate_proj.forward(&hn)?)? * blk.up_proj.forward(&hn)?)?;
             observe(&[&blk.down_proj.name], &act)?;
@@ -361,9 +371,9 @@ impl Llama {
                 tokens.dtype()
             )));
         }
-        let (b, t) = tokens
-            .dims2()
-            .map_err(|_| ModelError::InvalidInput(format!("tokens must be [B, T], got {:?}", tokens.dims())))?;
+        let (b, t) = tokens.dims2().map_err(|_| {
+            ModelError::InvalidInput(format!("tokens must be [B, T], got {:?}", tokens.dims()))
+        })?;
         if b == 0 || t == 0 {
             return Err(ModelError::InvalidInput("empty token batch".into()));
         }

@@ -85,7 +85,15 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 pub fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
     let s = offset + t;
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..s).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..s).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (t, s), device)?.to_dtype(DType::F32)?)
 }
@@ -125,6 +133,9 @@ mod tests {
             .reshape((1, 1, 1, 4))
             .unwrap();
         let y = rope(&x, &cos, &sin).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1., 2., 3., 4.]
+        );
     }
 }

@@ -12,7 +12,9 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,13 +47,18 @@ impl Tokenizer {
 
     /// Token ids of `text`; `add_special` applies the tokenizer's post-processor (e.g. a BOS).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special).map_err(|e| self.err(e))?;
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| self.err(e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`; `skip_special` drops special tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| self.err(e))
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| self.err(e))
     }
 
     /// Vocabulary size including added tokens.
