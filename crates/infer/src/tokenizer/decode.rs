@@ -9,7 +9,7 @@ use super::vocab::{attr, Vocab, VocabKind};
 
 /// The piece of every token as llama.cpp renders it with `special = true`, computed once.
 pub fn piece_cache(vocab: &Vocab) -> Vec<Box<[u8]>> {
-    (0..vocab.len() as u32)
+    (0..vocab.n_tokens() as u32)
         .map(|id| render(vocab, id).into_boxed_slice())
         .collect()
 }

@@ -250,7 +250,7 @@ impl Tokenizer {
 
     /// Number of tokens.
     pub fn vocab_size(&self) -> usize {
-        self.vocab.len()
+        self.vocab.n_tokens()
     }
 
     /// Whether `encode(.., add_special = true, ..)` prepends BOS.

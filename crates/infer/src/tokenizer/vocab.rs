@@ -101,7 +101,7 @@ pub struct SpecialIds {
 
 /// A resolved vocabulary.
 #[derive(Debug)]
-pub struct Vocab {
+pub(crate) struct Vocab {
     pub kind: VocabKind,
     pub texts: Vec<String>,
     pub scores: Vec<f32>,
@@ -498,7 +498,7 @@ impl Vocab {
     }
 
     /// Number of tokens.
-    pub fn len(&self) -> usize {
+    pub fn n_tokens(&self) -> usize {
         self.texts.len()
     }
 
