@@ -243,7 +243,11 @@ pub fn export(
         out.push((s("token_type"), Value::Array(Array::I32(types))));
     }
 
-    let special = special_tokens(&tok, cfg.as_ref(), config.as_ref(), &added, unk_text, n_vocab)?;
+    let mut special = special_tokens(&tok, cfg.as_ref(), config.as_ref(), &added, unk_text, n_vocab)?;
+    // gguf-py's writer order: bos, eos, unk, sep, pad, cls, mask — whatever file supplied them.
+    special
+        .ids
+        .sort_by_key(|(t, _)| SPECIAL_TYPES.iter().position(|s| s == t).unwrap_or(usize::MAX));
     for (typ, id) in &special.ids {
         let key = match *typ {
             "bos" => "bos_token_id",
