@@ -16,11 +16,13 @@
 //! * **Data** ([`data`]): streaming tokenization and packing with a checkpointable sampler.
 //! * **Checkpoints** ([`checkpoint`]): weights + Adam moments + step + sampler state in one
 //!   safetensors file, written atomically, so a resumed run continues bit for bit.
-//! * **Trainer** ([`trainer`]): the loop tying these together, over any [`Trainable`] model.
+//! * **Trainer** ([`trainer`]): the loop tying these together, over any [`Trainable`] model;
+//!   shuku-model's `Llama` implements it (and its `Tokenizer` implements [`TextTokenizer`]).
 
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+mod llama;
 pub mod loss;
 pub mod optim;
 pub mod rng;
