@@ -145,7 +145,9 @@ pub enum Error {
         name: String,
     },
     /// A tensor's first dimension is not a multiple of its type's block size.
-    #[error("tensor `{name}`: ne[0] = {ne0} is not a multiple of the {ttype} block size {block_size}")]
+    #[error(
+        "tensor `{name}`: ne[0] = {ne0} is not a multiple of the {ttype} block size {block_size}"
+    )]
     RowNotBlockAligned {
         /// The tensor.
         name: String,

@@ -259,7 +259,10 @@ impl ArchParams {
     pub fn to_metadata(&self) -> Vec<(String, Value)> {
         let mut v = vec![
             (self.key("context_length"), Value::U32(self.context_length)),
-            (self.key("embedding_length"), Value::U32(self.embedding_length)),
+            (
+                self.key("embedding_length"),
+                Value::U32(self.embedding_length),
+            ),
             (self.key("block_count"), Value::U32(self.block_count)),
             (
                 self.key("feed_forward_length"),
@@ -297,7 +300,9 @@ impl ArchParams {
         let k = |s: &str| format!("{arch}.{s}");
         let per_layer = |s: &str| -> Result<PerLayer<u32>> {
             let key = k(s);
-            let v = m.get(&key).ok_or_else(|| Error::MissingKey { key: key.clone() })?;
+            let v = m
+                .get(&key)
+                .ok_or_else(|| Error::MissingKey { key: key.clone() })?;
             PerLayer::from_value(&key, v)
         };
         let head_count = per_layer("attention.head_count")?;
@@ -387,7 +392,10 @@ mod tests {
 
     #[test]
     fn file_type_ids() {
-        assert_eq!(LlamaFileType::from_id(15), Some(LlamaFileType::MostlyQ4_K_M));
+        assert_eq!(
+            LlamaFileType::from_id(15),
+            Some(LlamaFileType::MostlyQ4_K_M)
+        );
         assert_eq!(LlamaFileType::MostlyBF16.id(), 32);
         assert_eq!(LlamaFileType::MostlyQ8_0.id(), 7);
         assert!(!LlamaFileType::MostlyF16.is_quantized());

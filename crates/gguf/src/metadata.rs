@@ -151,9 +151,10 @@ impl Metadata {
         f: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Result<T> {
         self.require(key)?;
-        self.typed(key, expected, f)?.ok_or_else(|| Error::MissingKey {
-            key: key.to_string(),
-        })
+        self.typed(key, expected, f)?
+            .ok_or_else(|| Error::MissingKey {
+                key: key.to_string(),
+            })
     }
 
     /// Integer value fitting `u32` (any integer type).

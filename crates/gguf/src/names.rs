@@ -40,7 +40,10 @@ const GEMMA3_LAYER: &[(&str, &str)] = &[
     ("self_attn.o_proj.weight", "attn_output.weight"),
     ("self_attn.q_norm.weight", "attn_q_norm.weight"),
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("post_attention_layernorm.weight", "post_attention_norm.weight"),
+    (
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
     ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
     ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
@@ -138,36 +141,57 @@ mod tests {
             ("model.embed_tokens.weight", "token_embd.weight"),
             ("model.norm.weight", "output_norm.weight"),
             ("lm_head.weight", "output.weight"),
-            ("model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
-            ("model.layers.3.self_attn.q_proj.weight", "blk.3.attn_q.weight"),
+            (
+                "model.layers.0.input_layernorm.weight",
+                "blk.0.attn_norm.weight",
+            ),
+            (
+                "model.layers.3.self_attn.q_proj.weight",
+                "blk.3.attn_q.weight",
+            ),
             ("model.layers.3.self_attn.k_proj.bias", "blk.3.attn_k.bias"),
             ("model.layers.3.self_attn.v_proj.bias", "blk.3.attn_v.bias"),
-            ("model.layers.11.self_attn.o_proj.weight", "blk.11.attn_output.weight"),
-            ("model.layers.2.post_attention_layernorm.weight", "blk.2.ffn_norm.weight"),
-            ("model.layers.2.mlp.gate_proj.weight", "blk.2.ffn_gate.weight"),
+            (
+                "model.layers.11.self_attn.o_proj.weight",
+                "blk.11.attn_output.weight",
+            ),
+            (
+                "model.layers.2.post_attention_layernorm.weight",
+                "blk.2.ffn_norm.weight",
+            ),
+            (
+                "model.layers.2.mlp.gate_proj.weight",
+                "blk.2.ffn_gate.weight",
+            ),
             ("model.layers.2.mlp.up_proj.weight", "blk.2.ffn_up.weight"),
-            ("model.layers.29.mlp.down_proj.weight", "blk.29.ffn_down.weight"),
+            (
+                "model.layers.29.mlp.down_proj.weight",
+                "blk.29.ffn_down.weight",
+            ),
         ];
         for (h, g) in pairs {
             assert_eq!(hf_to_gguf(h).as_deref(), Some(g));
             assert_eq!(gguf_to_hf(g).as_deref(), Some(h));
         }
         assert_eq!(
-            hf_to_gguf_arch("gemma3", "model.layers.1.post_attention_layernorm.weight")
-                .as_deref(),
+            hf_to_gguf_arch("gemma3", "model.layers.1.post_attention_layernorm.weight").as_deref(),
             Some("blk.1.post_attention_norm.weight")
         );
         assert_eq!(
-            hf_to_gguf_arch("gemma3", "model.layers.1.pre_feedforward_layernorm.weight")
-                .as_deref(),
+            hf_to_gguf_arch("gemma3", "model.layers.1.pre_feedforward_layernorm.weight").as_deref(),
             Some("blk.1.ffn_norm.weight")
         );
     }
 
     #[test]
     fn skipped_and_unknown_names() {
-        assert_eq!(hf_to_gguf("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
-        assert!(is_ignored_hf("model.layers.0.self_attn.rotary_emb.inv_freq"));
+        assert_eq!(
+            hf_to_gguf("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
+        assert!(is_ignored_hf(
+            "model.layers.0.self_attn.rotary_emb.inv_freq"
+        ));
         assert!(!is_ignored_hf("model.layers.0.mlp.up_proj.weight"));
         for bad in [
             "model.layers.x.mlp.up_proj.weight",
@@ -181,7 +205,12 @@ mod tests {
         ] {
             assert_eq!(hf_to_gguf(bad), None, "{bad}");
         }
-        for bad in ["blk.x.attn_q.weight", "blk.0.nope.weight", "blk.0", "output"] {
+        for bad in [
+            "blk.x.attn_q.weight",
+            "blk.0.nope.weight",
+            "blk.0",
+            "output",
+        ] {
             assert_eq!(gguf_to_hf(bad), None, "{bad}");
         }
     }

@@ -9,7 +9,12 @@
 ///
 /// `n_rows` must be divisible by `2 * n_head` (returns `None` otherwise, or when `rows` does not
 /// hold exactly `n_rows * row_len` elements).
-pub fn permute_qk<T: Copy>(rows: &[T], n_rows: usize, row_len: usize, n_head: usize) -> Option<Vec<T>> {
+pub fn permute_qk<T: Copy>(
+    rows: &[T],
+    n_rows: usize,
+    row_len: usize,
+    n_head: usize,
+) -> Option<Vec<T>> {
     remap(rows, n_rows, row_len, n_head, false)
 }
 
@@ -77,7 +82,7 @@ mod tests {
 
     #[test]
     fn inverse_round_trips() {
-        for (n_head, d, row_len) in [(1, 2, 1), (4, 8, 3), (3, 64, 5), (9, 64, 2)] {
+        for (n_head, d, row_len) in [(1, 4, 1), (4, 8, 3), (3, 64, 5), (9, 64, 2)] {
             let n_rows = n_head * d;
             let x: Vec<f32> = (0..n_rows * row_len).map(|v| v as f32).collect();
             let p = permute_qk(&x, n_rows, row_len, n_head).unwrap_or_default();

@@ -100,12 +100,15 @@ impl<'a> Cursor<'a> {
         }
         // n <= remaining, so it fits in usize and the range is in bounds.
         let end = self.pos + n as usize;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| Error::Truncated {
-            what: what(),
-            offset: self.pos as u64,
-            need: n,
-            have,
-        })?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| Error::Truncated {
+                what: what(),
+                offset: self.pos as u64,
+                need: n,
+                have,
+            })?;
         self.pos = end;
         Ok(s)
     }
@@ -129,13 +132,13 @@ impl<'a> Cursor<'a> {
     fn check_count(&self, count: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<usize> {
         let remaining = self.remaining();
         match count.checked_mul(min_size) {
-            Some(need) if need <= remaining => usize::try_from(count).map_err(|_| {
-                Error::CountTooLarge {
+            Some(need) if need <= remaining => {
+                usize::try_from(count).map_err(|_| Error::CountTooLarge {
                     what: what(),
                     count,
                     remaining,
-                }
-            }),
+                })
+            }
             _ => Err(Error::CountTooLarge {
                 what: what(),
                 count,
@@ -597,9 +600,11 @@ impl GgufFile {
     ///
     /// For a tensor of unknown type the view holds no bytes (its size is unknown).
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
-        let info = self.tensor_info(name).ok_or_else(|| Error::TensorNotFound {
-            name: name.to_string(),
-        })?;
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| Error::TensorNotFound {
+                name: name.to_string(),
+            })?;
         self.view(info)
     }
 
@@ -614,7 +619,11 @@ impl GgufFile {
 }
 
 /// The bytes of `info` inside a whole file `bytes` whose data section starts at `data_offset`.
-pub fn view_in<'a>(bytes: &'a [u8], data_offset: u64, info: &'a TensorInfo) -> Result<TensorView<'a>> {
+pub fn view_in<'a>(
+    bytes: &'a [u8],
+    data_offset: u64,
+    info: &'a TensorInfo,
+) -> Result<TensorView<'a>> {
     let len = info.n_bytes().unwrap_or(0);
     let oob = || Error::TensorOutOfBounds {
         name: info.name.clone(),

@@ -243,11 +243,21 @@ pub fn export(
         out.push((s("token_type"), Value::Array(Array::I32(types))));
     }
 
-    let mut special = special_tokens(&tok, cfg.as_ref(), config.as_ref(), &added, unk_text, n_vocab)?;
+    let mut special = special_tokens(
+        &tok,
+        cfg.as_ref(),
+        config.as_ref(),
+        &added,
+        unk_text,
+        n_vocab,
+    )?;
     // gguf-py's writer order: bos, eos, unk, sep, pad, cls, mask — whatever file supplied them.
-    special
-        .ids
-        .sort_by_key(|(t, _)| SPECIAL_TYPES.iter().position(|s| s == t).unwrap_or(usize::MAX));
+    special.ids.sort_by_key(|(t, _)| {
+        SPECIAL_TYPES
+            .iter()
+            .position(|s| s == t)
+            .unwrap_or(usize::MAX)
+    });
     for (typ, id) in &special.ids {
         let key = match *typ {
             "bos" => "bos_token_id",
@@ -278,7 +288,9 @@ pub fn export(
     }
     if let Some(ct) = cfg.as_ref().and_then(|c| c.get("chat_template")) {
         match ct {
-            Json::String(t) => out.push(("tokenizer.chat_template".into(), Value::String(t.clone()))),
+            Json::String(t) => {
+                out.push(("tokenizer.chat_template".into(), Value::String(t.clone())))
+            }
             Json::Array(list) => {
                 let mut names = Vec::new();
                 for e in list {
@@ -291,12 +303,18 @@ pub fn export(
                     if name == "default" {
                         out.push(("tokenizer.chat_template".into(), Value::String(t.into())));
                     } else {
-                        out.push((format!("tokenizer.chat_template.{name}"), Value::String(t.into())));
+                        out.push((
+                            format!("tokenizer.chat_template.{name}"),
+                            Value::String(t.into()),
+                        ));
                         names.push(name.to_string());
                     }
                 }
                 if !names.is_empty() {
-                    out.push(("tokenizer.chat_templates".into(), Value::Array(Array::String(names))));
+                    out.push((
+                        "tokenizer.chat_templates".into(),
+                        Value::Array(Array::String(names)),
+                    ));
                 }
             }
             _ => {}
@@ -308,7 +326,9 @@ pub fn export(
 /// Stores token `id`, growing the table (ids are bounded to keep hostile JSON from exhausting memory).
 fn put(base: &mut Vec<Option<(String, f32)>>, id: usize, text: String, score: f32) -> Result<()> {
     if id > 16_000_000 {
-        return Err(Error::Tokenizer(format!("token id {id} is implausibly large")));
+        return Err(Error::Tokenizer(format!(
+            "token id {id} is implausibly large"
+        )));
     }
     if base.len() <= id {
         base.resize(id + 1, None);
@@ -321,7 +341,12 @@ fn put(base: &mut Vec<Option<(String, f32)>>, id: usize, text: String, score: f3
 
 fn added_tokens(tok: &Json) -> Result<Vec<Added>> {
     let mut v = Vec::new();
-    for a in tok.get("added_tokens").and_then(Json::as_array).into_iter().flatten() {
+    for a in tok
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
         let id = a.get("id").and_then(Json::as_u64);
         let content = a.get("content").and_then(Json::as_str);
         match (id, content) {
@@ -338,7 +363,12 @@ fn added_tokens(tok: &Json) -> Result<Vec<Added>> {
 
 fn read_merges(model: &Json) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for m in model.get("merges").and_then(Json::as_array).into_iter().flatten() {
+    for m in model
+        .get("merges")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
         match m {
             Json::String(s) => {
                 let (a, b) = s
@@ -346,7 +376,10 @@ fn read_merges(model: &Json) -> Result<Vec<(String, String)>> {
                     .ok_or_else(|| Error::Tokenizer(format!("merge {s:?} has no space")))?;
                 out.push((a.to_string(), b.to_string()));
             }
-            Json::Array(p) => match (p.first().and_then(Json::as_str), p.get(1).and_then(Json::as_str)) {
+            Json::Array(p) => match (
+                p.first().and_then(Json::as_str),
+                p.get(1).and_then(Json::as_str),
+            ) {
                 // Pair format (transformers >= 4.45): spaces inside a part are encoded as U+0120,
                 // exactly as gguf-py does, so the "a b" string form stays unambiguous.
                 (Some(a), Some(b)) if p.len() == 2 => {
@@ -371,9 +404,11 @@ fn contains_type(j: &Json, t: &str) -> bool {
 }
 
 /// The contraction-free tail of the Llama-3 split regex (digits in runs of up to 3).
-const LLAMA3_TAIL: &str = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_TAIL: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The contraction-free tail of the Qwen2 split regex (single digits).
-const QWEN2_TAIL: &str = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_TAIL: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn split_regex(j: &Json) -> Option<&str> {
     if j.get("type").and_then(Json::as_str) != Some("Split") {
@@ -393,13 +428,26 @@ pub fn detect_pre(pre_tok: &Json) -> Result<String> {
         Some(_) => vec![pre_tok],
         None => vec![],
     };
-    let ty = |j: &Json| j.get("type").and_then(Json::as_str).unwrap_or("").to_string();
+    let ty = |j: &Json| {
+        j.get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let bl_regex = |j: &Json| j.get("use_regex").and_then(Json::as_bool).unwrap_or(true);
     let types: Vec<String> = parts.iter().map(|j| ty(j)).collect();
-    let found = match types.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let found = match types
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["ByteLevel"] if parts.first().is_some_and(|j| bl_regex(j)) => Some("gpt-2"),
         ["Digits", "ByteLevel"]
-            if parts.first().and_then(|j| j.get("individual_digits")).and_then(Json::as_bool)
+            if parts
+                .first()
+                .and_then(|j| j.get("individual_digits"))
+                .and_then(Json::as_bool)
                 == Some(true)
                 && parts.get(1).is_some_and(|j| bl_regex(j)) =>
         {
@@ -421,7 +469,10 @@ pub fn detect_pre(pre_tok: &Json) -> Result<String> {
     found.map(str::to_string).ok_or_else(|| {
         let mut d = pre_tok.to_string();
         if d.len() > 300 {
-            let cut = (0..=300).rev().find(|&i| d.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=300)
+                .rev()
+                .find(|&i| d.is_char_boundary(i))
+                .unwrap_or(0);
             d.truncate(cut);
             d.push('…');
         }
@@ -439,7 +490,10 @@ fn looks_special(t: &str) -> bool {
 
 fn is_byte_token(t: &str) -> bool {
     let b = t.as_bytes();
-    b.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && b[3..5].iter().all(u8::is_ascii_hexdigit)
+    b.len() == 6
+        && t.starts_with("<0x")
+        && t.ends_with('>')
+        && b[3..5].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// Whether the normalizer / pre-tokenizer prepends `▁` to the input (SentencePiece `add_dummy_prefix`).
@@ -449,7 +503,10 @@ fn adds_space_prefix(tok: &Json) -> bool {
             Some("Prepend") => j.get("prepend").and_then(Json::as_str) == Some("\u{2581}"),
             Some("Metaspace") => match j.get("prepend_scheme").and_then(Json::as_str) {
                 Some(s) => s != "never",
-                None => j.get("add_prefix_space").and_then(Json::as_bool).unwrap_or(true),
+                None => j
+                    .get("add_prefix_space")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(true),
             },
             Some("Sequence") => ["normalizers", "pretokenizers"]
                 .iter()
@@ -506,7 +563,8 @@ fn special_tokens(
     n_vocab: usize,
 ) -> Result<Special> {
     let mut sp = Special::default();
-    let cfg_tok = |typ: &str| cfg.and_then(|c| token_content(c.get(format!("{typ}_token").as_str())));
+    let cfg_tok =
+        |typ: &str| cfg.and_then(|c| token_content(c.get(format!("{typ}_token").as_str())));
     let mut bos = cfg_tok("bos").or_else(|| cfg_tok("cls"));
     let mut eos = cfg_tok("eos").or_else(|| cfg_tok("sep"));
 
@@ -524,7 +582,11 @@ fn special_tokens(
                     sp.set_add("sep", true);
                 }
                 Some("TemplateProcessing") => {
-                    let single = p.get("single").and_then(Json::as_array).cloned().unwrap_or_default();
+                    let single = p
+                        .get("single")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     if single.len() > 1 {
                         let sid = |j: Option<&Json>| {
                             j.and_then(|j| j.get("SpecialToken"))
@@ -536,7 +598,8 @@ fn special_tokens(
                             if cfg.is_none() {
                                 bos = Some(first.clone());
                             }
-                            let is_bos = Some(&first) == bos.as_ref() || Some(&first) == cfg_tok("cls").as_ref();
+                            let is_bos = Some(&first) == bos.as_ref()
+                                || Some(&first) == cfg_tok("cls").as_ref();
                             sp.set_add("bos", is_bos);
                         }
                         if let Some(last) = sid(single.last()) {
@@ -551,10 +614,18 @@ fn special_tokens(
         }
     }
 
-    let lookup = |content: &str| added.iter().find(|a| a.content == content).map(|a| a.id as u64);
+    let lookup = |content: &str| {
+        added
+            .iter()
+            .find(|a| a.content == content)
+            .map(|a| a.id as u64)
+    };
     if let Some(cfg) = cfg {
         for typ in SPECIAL_TYPES {
-            if let Some(b) = cfg.get(format!("add_{typ}_token").as_str()).and_then(Json::as_bool) {
+            if let Some(b) = cfg
+                .get(format!("add_{typ}_token").as_str())
+                .and_then(Json::as_bool)
+            {
                 sp.set_add(typ, b);
             }
             let content = match typ {
@@ -603,15 +674,23 @@ mod tests {
         let smol = json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, bl(true)]});
         assert_eq!(detect_pre(&smol).ok().as_deref(), Some("smollm"));
-        let split = |re: &str| json!({"type": "Sequence", "pretokenizers": [
+        let split = |re: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
-            bl(false)]});
+            bl(false)]})
+        };
         let l3 = format!("(?i:'s|'t|'re|'ve|'m|'ll|'d)|{LLAMA3_TAIL}");
         let q2 = format!("(?i:'s|'t|'re|'ve|'m|'ll|'d)|{QWEN2_TAIL}");
         assert_eq!(detect_pre(&split(&l3)).ok().as_deref(), Some("llama-bpe"));
         assert_eq!(detect_pre(&split(&q2)).ok().as_deref(), Some("qwen2"));
-        assert!(matches!(detect_pre(&split("x")), Err(Error::UnknownPreTokenizer(_))));
-        assert!(matches!(detect_pre(&Json::Null), Err(Error::UnknownPreTokenizer(_))));
+        assert!(matches!(
+            detect_pre(&split("x")),
+            Err(Error::UnknownPreTokenizer(_))
+        ));
+        assert!(matches!(
+            detect_pre(&Json::Null),
+            Err(Error::UnknownPreTokenizer(_))
+        ));
     }
 
     #[test]
@@ -630,18 +709,37 @@ mod tests {
             export(&tj, None, &ExportOptions::default()),
             Err(Error::UnknownPreTokenizer(_))
         ));
-        let opts = ExportOptions { vocab_size: Some(7), pre: Some("custom".into()), config_json: None };
+        let opts = ExportOptions {
+            vocab_size: Some(7),
+            pre: Some("custom".into()),
+            config_json: None,
+        };
         let m = export(&tj, None, &opts).unwrap_or_default();
         let get = |k: &str| m.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
-        assert_eq!(get("tokenizer.ggml.pre"), Some(Value::String("custom".into())));
+        assert_eq!(
+            get("tokenizer.ggml.pre"),
+            Some(Value::String("custom".into()))
+        );
         let toks = get("tokenizer.ggml.tokens");
         assert_eq!(
-            toks.as_ref().and_then(Value::as_string_array).map(|t| t.to_vec()),
-            Some(vec!["<|endoftext|>", "a", "b", "ab", "hello", "[PAD5]", "[PAD6]"]
-                .into_iter().map(String::from).collect())
+            toks.as_ref()
+                .and_then(Value::as_string_array)
+                .map(|t| t.to_vec()),
+            Some(
+                vec!["<|endoftext|>", "a", "b", "ab", "hello", "[PAD5]", "[PAD6]"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
         );
-        assert_eq!(get("tokenizer.ggml.token_type"), Some(Value::Array(Array::I32(vec![3, 1, 1, 1, 4, 4, 4]))));
-        assert_eq!(get("tokenizer.ggml.merges"), Some(Value::Array(Array::String(vec!["a b".into()]))));
+        assert_eq!(
+            get("tokenizer.ggml.token_type"),
+            Some(Value::Array(Array::I32(vec![3, 1, 1, 1, 4, 4, 4])))
+        );
+        assert_eq!(
+            get("tokenizer.ggml.merges"),
+            Some(Value::Array(Array::String(vec!["a b".into()])))
+        );
     }
 
     #[test]
@@ -662,12 +760,26 @@ mod tests {
         let cfg = json!({"bos_token": "<s>", "unk_token": "<unk>"}).to_string();
         let m = export(&tj, Some(&cfg), &ExportOptions::default()).unwrap_or_default();
         let get = |k: &str| m.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
-        assert_eq!(get("tokenizer.ggml.model"), Some(Value::String("llama".into())));
-        assert_eq!(get("tokenizer.ggml.token_type"), Some(Value::Array(Array::I32(vec![2, 3, 6, 1, 1, 1]))));
-        assert_eq!(get("tokenizer.ggml.scores"), Some(Value::Array(Array::F32(vec![0.0, 0.0, 0.0, 0.0, 0.0, -1.0]))));
+        assert_eq!(
+            get("tokenizer.ggml.model"),
+            Some(Value::String("llama".into()))
+        );
+        assert_eq!(
+            get("tokenizer.ggml.token_type"),
+            Some(Value::Array(Array::I32(vec![2, 3, 6, 1, 1, 1])))
+        );
+        assert_eq!(
+            get("tokenizer.ggml.scores"),
+            Some(Value::Array(Array::F32(vec![
+                0.0, 0.0, 0.0, 0.0, 0.0, -1.0
+            ])))
+        );
         assert_eq!(get("tokenizer.ggml.bos_token_id"), Some(Value::U32(1)));
         assert_eq!(get("tokenizer.ggml.unknown_token_id"), Some(Value::U32(0)));
         assert_eq!(get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
-        assert_eq!(get("tokenizer.ggml.add_space_prefix"), Some(Value::Bool(true)));
+        assert_eq!(
+            get("tokenizer.ggml.add_space_prefix"),
+            Some(Value::Bool(true))
+        );
     }
 }

@@ -67,8 +67,9 @@ ggml_types! {
     Q5_1 = 7, 32, 24, "Q5_1", "q5_1";
     /// 8-bit, scale per 32.
     Q8_0 = 8, 32, 34, "Q8_0", "q8_0";
-    /// 8-bit with f32 scale and sum (activation type).
-    Q8_1 = 9, 32, 40, "Q8_1", "q8_1";
+    /// 8-bit with f16 scale and sum (activation type). 36 bytes per block as ggml's
+    /// `block_q8_1` static_assert says; gguf-py's table (40) is stale.
+    Q8_1 = 9, 32, 36, "Q8_1", "q8_1";
     /// 2-bit k-quant.
     Q2_K = 10, 256, 84, "Q2_K", "q2_K";
     /// 3-bit k-quant.

@@ -44,10 +44,7 @@ impl TensorDesc {
 
     /// Bytes of data this tensor must receive.
     pub fn n_bytes(&self) -> Option<u64> {
-        let n = self
-            .dims
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        let n = self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
         self.ttype.bytes_for(n)
     }
 }
@@ -201,9 +198,9 @@ impl GgufWriter {
                 ttype: TensorType::Known(t.ttype),
                 offset: 0,
             })?;
-            let n = t
-                .n_bytes()
-                .ok_or_else(|| Error::DimOverflow { name: t.name.clone() })?;
+            let n = t.n_bytes().ok_or_else(|| Error::DimOverflow {
+                name: t.name.clone(),
+            })?;
             placed.push((t, offset));
             offset = offset
                 .checked_add(n)
@@ -265,10 +262,13 @@ impl GgufWriter {
 
     /// Starts the next tensor, which must be `name`; feed it with [`TensorSink`].
     pub fn begin_tensor(&mut self, name: &str) -> Result<TensorSink<'_>> {
-        let (desc, _) = self.tensors.get(self.next).ok_or_else(|| Error::OutOfOrder {
-            expected: "<none: all tensors written>".into(),
-            got: name.to_string(),
-        })?;
+        let (desc, _) = self
+            .tensors
+            .get(self.next)
+            .ok_or_else(|| Error::OutOfOrder {
+                expected: "<none: all tensors written>".into(),
+                got: name.to_string(),
+            })?;
         if desc.name != name {
             return Err(Error::OutOfOrder {
                 expected: desc.name.clone(),
@@ -492,7 +492,8 @@ pub fn write_to_vec(
     if let Some(a) = alignment {
         opts = opts.alignment(a);
     }
-    let mut w = opts.create_in_memory(metadata, tensors.iter().map(|(d, _)| d.clone()).collect())?;
+    let mut w =
+        opts.create_in_memory(metadata, tensors.iter().map(|(d, _)| d.clone()).collect())?;
     for (d, b) in tensors {
         w.write_tensor(&d.name, b)?;
     }

@@ -60,7 +60,10 @@ fn truncation_at_every_section() {
     }
     // After the counts, a short file trips the count check before anything else.
     for n in [24, 30] {
-        assert!(matches!(parse(&full[..n]), Err(Error::CountTooLarge { .. })), "cut {n}");
+        assert!(
+            matches!(parse(&full[..n]), Err(Error::CountTooLarge { .. })),
+            "cut {n}"
+        );
     }
     // Every other prefix fails with Truncated/CountTooLarge/TensorOutOfBounds and never panics.
     for n in 0..full.len() {
@@ -81,7 +84,10 @@ fn truncation_at_every_section() {
 /// A first key/value big enough that the up-front count checks pass, so truncation is
 /// detected at the field itself.
 fn padded(n_tensors: u64, n_kv: u64) -> Bytes {
-    Bytes::header(n_tensors, n_kv).str("pad").u32(8).str(&"p".repeat(100))
+    Bytes::header(n_tensors, n_kv)
+        .str("pad")
+        .u32(8)
+        .str(&"p".repeat(100))
 }
 const PAD_END: usize = 24 + 8 + 3 + 4 + 8 + 100;
 
@@ -107,7 +113,14 @@ fn truncated_fields_name_the_field() {
         assert!(w.contains(frag), "{cut}: {w}");
     }
     // Array: cut in element type, in length, in elements.
-    let arr = padded(0, 2).str("arr").u32(9).u32(4).u64(3).u32(1).u32(2).u32(3);
+    let arr = padded(0, 2)
+        .str("arr")
+        .u32(9)
+        .u32(4)
+        .u64(3)
+        .u32(1)
+        .u32(2)
+        .u32(3);
     let a = PAD_END + 8 + 3 + 4;
     for (cut, frag) in [
         (a + 2, "array element type of `arr`"),
@@ -147,10 +160,25 @@ fn truncated_tensor_infos() {
 #[test]
 fn bad_magic_versions_and_endianness() {
     expect!(Bytes::new().raw(b"GGML").u32(3).u64(0).u64(0), Error::BadMagic { found } if &found == b"GGML");
-    expect!(Bytes::new().raw(b"GGUF").u32(1).u64(0).u64(0), Error::UnsupportedVersion(1));
-    assert!(err(&Bytes::new().raw(b"GGUF").u32(1).u64(0).u64(0)).to_string().contains("v1"));
-    expect!(Bytes::new().raw(b"GGUF").u32(4).u64(0).u64(0), Error::UnsupportedVersion(4));
-    expect!(Bytes::new().raw(b"GGUF").raw(&3u32.to_be_bytes()).u64(0).u64(0), Error::BigEndian { version: 3 });
+    expect!(
+        Bytes::new().raw(b"GGUF").u32(1).u64(0).u64(0),
+        Error::UnsupportedVersion(1)
+    );
+    assert!(err(&Bytes::new().raw(b"GGUF").u32(1).u64(0).u64(0))
+        .to_string()
+        .contains("v1"));
+    expect!(
+        Bytes::new().raw(b"GGUF").u32(4).u64(0).u64(0),
+        Error::UnsupportedVersion(4)
+    );
+    expect!(
+        Bytes::new()
+            .raw(b"GGUF")
+            .raw(&3u32.to_be_bytes())
+            .u64(0)
+            .u64(0),
+        Error::BigEndian { version: 3 }
+    );
     // v2 is accepted.
     assert!(parse(&Bytes::new().raw(b"GGUF").u32(2).u64(0).u64(0).0).is_ok());
 }
@@ -159,14 +187,20 @@ fn bad_magic_versions_and_endianness() {
 fn counts_and_lengths_beyond_the_input() {
     expect!(Bytes::header(u64::MAX, 0), Error::CountTooLarge { ref what, .. } if what == "tensor count");
     expect!(Bytes::header(0, 1 << 40), Error::CountTooLarge { ref what, .. } if what == "metadata count");
-    expect!(Bytes::header(0, 1).u64(u64::MAX).raw(b"k").u32(4).u32(0), Error::CountTooLarge { .. });
+    expect!(
+        Bytes::header(0, 1).u64(u64::MAX).raw(b"k").u32(4).u32(0),
+        Error::CountTooLarge { .. }
+    );
     // Array length that would need more bytes than remain.
     expect!(
         Bytes::header(0, 1).str("a").u32(9).u32(12).u64(1 << 60).zeros(16),
         Error::CountTooLarge { ref what, count, .. } if what.contains("`a`") && count == 1 << 60
     );
     // Array of strings: each string needs 8 bytes at least.
-    expect!(Bytes::header(0, 1).str("a").u32(9).u32(8).u64(10).zeros(40), Error::CountTooLarge { .. });
+    expect!(
+        Bytes::header(0, 1).str("a").u32(9).u32(8).u64(10).zeros(40),
+        Error::CountTooLarge { .. }
+    );
 }
 
 #[test]
@@ -179,30 +213,72 @@ fn nested_array_bomb_is_bounded() {
     b = b.u32(4).u64(0);
     expect!(b, Error::NestingTooDeep { ref key, .. } if key == "bomb");
     // Nested arrays within the limit parse.
-    let ok = Bytes::header(0, 1).str("n").u32(9).u32(9).u64(2).u32(4).u64(1).u32(7).u32(8).u64(0);
+    let ok = Bytes::header(0, 1)
+        .str("n")
+        .u32(9)
+        .u32(9)
+        .u64(2)
+        .u32(4)
+        .u64(1)
+        .u32(7)
+        .u32(8)
+        .u64(0);
     let h = parse(&ok.0).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(h.metadata.get("n").and_then(|v| v.as_array()).map(|a| a.len()), Some(2));
+    assert_eq!(
+        h.metadata
+            .get("n")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len()),
+        Some(2)
+    );
 }
 
 #[test]
 fn bad_values_and_keys() {
     expect!(Bytes::header(0, 1).str("k").u32(13).u32(0), Error::UnknownValueType { ref key, type_id: 13 } if key == "k");
-    expect!(Bytes::header(0, 1).str("k").u32(9).u32(77).u64(0), Error::UnknownValueType { type_id: 77, .. });
+    expect!(
+        Bytes::header(0, 1).str("k").u32(9).u32(77).u64(0),
+        Error::UnknownValueType { type_id: 77, .. }
+    );
     expect!(Bytes::header(0, 1).u64(2).raw(&[0xff, 0xfe]).u32(4).u32(0), Error::InvalidUtf8 { ref what } if what.contains("key"));
-    expect!(Bytes::header(0, 1).str("k").u32(8).u64(1).raw(&[0xc3]).zeros(8), Error::InvalidUtf8 { .. });
-    expect!(Bytes::header(0, 1).str("k").u32(7).u8(2).zeros(4), Error::InvalidBool { byte: 2, .. });
+    expect!(
+        Bytes::header(0, 1)
+            .str("k")
+            .u32(8)
+            .u64(1)
+            .raw(&[0xc3])
+            .zeros(8),
+        Error::InvalidUtf8 { .. }
+    );
+    expect!(
+        Bytes::header(0, 1).str("k").u32(7).u8(2).zeros(4),
+        Error::InvalidBool { byte: 2, .. }
+    );
     expect!(Bytes::header(0, 2).kv_u32("dup", 1).kv_u32("dup", 2), Error::DuplicateKey { ref key } if key == "dup");
 }
 
 #[test]
 fn alignment_rules() {
     let with_align = |v: Bytes| Bytes::header(0, 1).str("general.alignment").raw(&v.0);
-    expect!(with_align(Bytes::new().u32(4).u32(0)), Error::BadAlignment(0));
-    expect!(with_align(Bytes::new().u32(4).u32(48)), Error::BadAlignment(48));
+    expect!(
+        with_align(Bytes::new().u32(4).u32(0)),
+        Error::BadAlignment(0)
+    );
+    expect!(
+        with_align(Bytes::new().u32(4).u32(48)),
+        Error::BadAlignment(48)
+    );
     expect!(with_align(Bytes::new().u32(10).u64(32)), Error::WrongType { ref key, .. } if key == "general.alignment");
-    expect!(with_align(Bytes::new().u32(8).str("32")), Error::WrongType { .. });
+    expect!(
+        with_align(Bytes::new().u32(8).str("32")),
+        Error::WrongType { .. }
+    );
     // A valid non-default alignment moves the data section.
-    let b = Bytes::header(1, 1).kv_u32("general.alignment", 64).tensor("t", &[4], 0, 0).align(64).zeros(16);
+    let b = Bytes::header(1, 1)
+        .kv_u32("general.alignment", 64)
+        .tensor("t", &[4], 0, 0)
+        .align(64)
+        .zeros(16);
     let h = parse(&b.0).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((h.alignment, h.data_offset % 64), (64, 0));
     // Offset aligned to 32 but not to 64.
@@ -218,19 +294,41 @@ fn alignment_rules() {
 #[test]
 fn bad_tensor_infos() {
     let one = |name: &str, dims: &[u64], ty: u32, off: u64| {
-        Bytes::header(1, 0).tensor(name, dims, ty, off).align(32).zeros(256)
+        Bytes::header(1, 0)
+            .tensor(name, dims, ty, off)
+            .align(32)
+            .zeros(256)
     };
-    expect!(one(&"x".repeat(64), &[4], 0, 0), Error::NameTooLong { len: 64, .. });
+    expect!(
+        one(&"x".repeat(64), &[4], 0, 0),
+        Error::NameTooLong { len: 64, .. }
+    );
     assert!(parse(&one(&"x".repeat(63), &[4], 0, 0).0).is_ok());
     expect!(one("t", &[], 0, 0), Error::NoDims { ref name } if name == "t");
-    expect!(one("t", &[1, 1, 1, 1, 1], 0, 0), Error::TooManyDims { n_dims: 5, .. });
+    expect!(
+        one("t", &[1, 1, 1, 1, 1], 0, 0),
+        Error::TooManyDims { n_dims: 5, .. }
+    );
     expect!(one("t", &[4, 0], 0, 0), Error::ZeroDim { axis: 1, .. });
-    expect!(one("t", &[1 << 32, 1 << 32], 0, 0), Error::DimOverflow { .. });
+    expect!(
+        one("t", &[1 << 32, 1 << 32], 0, 0),
+        Error::DimOverflow { .. }
+    );
     expect!(one("t", &[1 << 62, 2], 0, 0), Error::DimOverflow { .. });
-    expect!(one("t", &[16], 2, 0), Error::RowNotBlockAligned { ne0: 16, block_size: 32, .. });
+    expect!(
+        one("t", &[16], 2, 0),
+        Error::RowNotBlockAligned {
+            ne0: 16,
+            block_size: 32,
+            ..
+        }
+    );
     expect!(one("t", &[4], 0, 3), Error::Misaligned { offset: 3, .. });
     expect!(one("t", &[4], 0, 1 << 20), Error::TensorOutOfBounds { .. });
-    expect!(one("t", &[4], 0, u64::MAX - 31), Error::TensorOutOfBounds { .. });
+    expect!(
+        one("t", &[4], 0, u64::MAX - 31),
+        Error::TensorOutOfBounds { .. }
+    );
     expect!(
         Bytes::header(2, 0).tensor("t", &[4], 0, 0).tensor("t", &[4], 0, 32).align(32).zeros(64),
         Error::DuplicateTensor { ref name } if name == "t"
@@ -240,7 +338,10 @@ fn bad_tensor_infos() {
         Error::TensorsOverlap { ref a, ref b } if a == "a" && b == "b"
     );
     expect!(
-        Bytes::header(1, 0).tensor("t", &[4], 0, 0).u8(0xff).u8(0xff),
+        Bytes::header(1, 0)
+            .tensor("t", &[4], 0, 0)
+            .u8(0xff)
+            .u8(0xff),
         Error::TensorOutOfBounds { .. }
     );
     // Invalid UTF-8 tensor name.
@@ -253,7 +354,9 @@ fn bad_tensor_infos() {
 #[test]
 fn unknown_tensor_type_is_tolerated() {
     let b = Bytes::header(2, 1)
-        .str("general.architecture").u32(8).str("llama")
+        .str("general.architecture")
+        .u32(8)
+        .str("llama")
         .tensor("odd", &[4], 99, 0)
         .tensor("ok", &[4], 0, 32)
         .align(32)
@@ -264,13 +367,25 @@ fn unknown_tensor_type_is_tolerated() {
     let odd = f.tensor_info("odd").unwrap();
     assert_eq!(odd.ttype, TensorType::Unknown(99));
     assert_eq!(odd.n_bytes(), None);
-    let v = f.tensor("ok").and_then(|v| v.to_tensor(&candle_core::Device::Cpu)).unwrap();
+    let v = f
+        .tensor("ok")
+        .and_then(|v| v.to_tensor(&candle_core::Device::Cpu))
+        .unwrap();
     assert_eq!(v.to_vec1::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
-    let e = f.tensor("odd").and_then(|v| v.to_tensor(&candle_core::Device::Cpu));
+    let e = f
+        .tensor("odd")
+        .and_then(|v| v.to_tensor(&candle_core::Device::Cpu));
     assert!(matches!(e, Err(Error::UnknownTensorType { ref name, type_id: 99 }) if name == "odd"));
-    assert!(matches!(f.tensor("nope"), Err(Error::TensorNotFound { .. })));
+    assert!(matches!(
+        f.tensor("nope"),
+        Err(Error::TensorNotFound { .. })
+    ));
     // An unknown-type tensor starting inside another tensor is still an overlap.
-    let b = Bytes::header(2, 0).tensor("a", &[16], 0, 0).tensor("odd", &[4], 99, 32).align(32).zeros(64);
+    let b = Bytes::header(2, 0)
+        .tensor("a", &[16], 0, 0)
+        .tensor("odd", &[4], 99, 32)
+        .align(32)
+        .zeros(64);
     expect!(b, Error::TensorsOverlap { .. });
 }
 

@@ -14,7 +14,12 @@ fn assert_same(ours: &[(String, Value)], f: &GgufFile, keys: &[&str]) {
     for k in keys {
         let a = get(ours, k);
         let b = f.get(k);
-        assert!(a.is_some() && b.is_some(), "{k}: ours {:?} theirs {:?}", a.is_some(), b.is_some());
+        assert!(
+            a.is_some() && b.is_some(),
+            "{k}: ours {:?} theirs {:?}",
+            a.is_some(),
+            b.is_some()
+        );
         if let (Some(Value::Array(x)), Some(Value::Array(y))) = (a, b) {
             assert_eq!(x.len(), y.len(), "{k} length");
             // Integer arrays may differ in width; compare values.
@@ -66,7 +71,11 @@ fn glassllm_matches_its_gguf() {
     let dir = shared("data/models/glassllm-en");
     let ours = export_dir(&dir, None).unwrap_or_else(|e| panic!("{e}"));
     let f = GgufFile::open(shared("data/models/glassllm-en-f16.gguf")).unwrap();
-    let keys: Vec<&str> = f.metadata().keys().filter(|k| k.starts_with("tokenizer.")).collect();
+    let keys: Vec<&str> = f
+        .metadata()
+        .keys()
+        .filter(|k| k.starts_with("tokenizer."))
+        .collect();
     assert_same(&ours, &f, &keys);
     // Same keys in the same order.
     let our_keys: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
@@ -77,10 +86,23 @@ fn glassllm_matches_its_gguf() {
 fn vocab_size_padding_uses_pad_tokens() {
     let dir = shared("data/models/glassllm-en");
     let tj = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
-    let m = export(&tj, None, &ExportOptions { vocab_size: Some(1030), ..Default::default() }).unwrap();
-    let toks = get(&m, "tokenizer.ggml.tokens").and_then(Value::as_string_array).unwrap();
+    let m = export(
+        &tj,
+        None,
+        &ExportOptions {
+            vocab_size: Some(1030),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let toks = get(&m, "tokenizer.ggml.tokens")
+        .and_then(Value::as_string_array)
+        .unwrap();
     assert_eq!(toks.len(), 1030);
     assert_eq!(toks[1029], "[PAD1029]");
-    let types = get(&m, "tokenizer.ggml.token_type").and_then(Value::as_array).and_then(|a| a.to_i64_vec()).unwrap();
+    let types = get(&m, "tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+        .and_then(|a| a.to_i64_vec())
+        .unwrap();
     assert_eq!(types[1029], 4);
 }

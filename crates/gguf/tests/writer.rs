@@ -22,21 +22,40 @@ fn sample_metadata() -> Metadata {
     m.insert("u64", Value::U64(u64::MAX));
     m.insert("i64", Value::I64(i64::MIN));
     m.insert("f64", Value::F64(-1.25));
-    m.insert("arr.str", vec!["a".to_string(), String::new(), "ü".to_string()]);
+    m.insert(
+        "arr.str",
+        vec!["a".to_string(), String::new(), "ü".to_string()],
+    );
     m.insert("arr.f32", vec![1.0f32, 2.0]);
-    m.insert("arr.empty", Value::Array(Array::empty(shuku_gguf::ValueType::U64)));
+    m.insert(
+        "arr.empty",
+        Value::Array(Array::empty(shuku_gguf::ValueType::U64)),
+    );
     m.insert(
         "arr.nested",
-        Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::String(vec!["x".into()]), Array::Bool(vec![])])),
+        Value::Array(Array::Array(vec![
+            Array::I32(vec![1, 2]),
+            Array::String(vec!["x".into()]),
+            Array::Bool(vec![]),
+        ])),
     );
     m
 }
 
 fn sample_tensors() -> Vec<(TensorDesc, Vec<u8>)> {
     vec![
-        (TensorDesc::new("a", vec![3], GgmlType::F32), (0..12).collect()),
-        (TensorDesc::new("b", vec![32, 2], GgmlType::Q8_0), (0..68).map(|i| i as u8).collect()),
-        (TensorDesc::from_shape("c", &[2, 5], GgmlType::F16), vec![7; 20]),
+        (
+            TensorDesc::new("a", vec![3], GgmlType::F32),
+            (0..12).collect(),
+        ),
+        (
+            TensorDesc::new("b", vec![32, 2], GgmlType::Q8_0),
+            (0..68).map(|i| i as u8).collect(),
+        ),
+        (
+            TensorDesc::from_shape("c", &[2, 5], GgmlType::F16),
+            vec![7; 20],
+        ),
     ]
 }
 
@@ -44,7 +63,8 @@ fn sample_tensors() -> Vec<(TensorDesc, Vec<u8>)> {
 fn round_trip_in_memory() {
     let m = sample_metadata();
     let ts = sample_tensors();
-    let refs: Vec<(TensorDesc, &[u8])> = ts.iter().map(|(d, b)| (d.clone(), b.as_slice())).collect();
+    let refs: Vec<(TensorDesc, &[u8])> =
+        ts.iter().map(|(d, b)| (d.clone(), b.as_slice())).collect();
     let bytes = write_to_vec(&m, &refs, None).unwrap_or_else(|e| panic!("{e}"));
     let h = parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(h.version, 3);
@@ -64,34 +84,66 @@ fn round_trip_in_memory() {
 #[test]
 fn alignment_is_honoured() {
     let ts = sample_tensors();
-    let refs: Vec<(TensorDesc, &[u8])> = ts.iter().map(|(d, b)| (d.clone(), b.as_slice())).collect();
+    let refs: Vec<(TensorDesc, &[u8])> =
+        ts.iter().map(|(d, b)| (d.clone(), b.as_slice())).collect();
     let bytes = write_to_vec(&sample_metadata(), &refs, Some(256)).unwrap();
     let h = parse(&bytes).unwrap();
     assert_eq!(h.alignment, 256);
     assert_eq!(h.data_offset % 256, 0);
     assert!(h.tensor_infos.iter().all(|t| t.offset % 256 == 0));
     assert_eq!(h.metadata.get("general.alignment"), Some(&Value::U32(256)));
-    assert!(matches!(write_to_vec(&sample_metadata(), &refs, Some(48)), Err(Error::BadAlignment(48))));
+    assert!(matches!(
+        write_to_vec(&sample_metadata(), &refs, Some(48)),
+        Err(Error::BadAlignment(48))
+    ));
 }
 
 #[test]
 fn writer_checks_order_and_sizes() {
     let ts = sample_tensors();
     let descs: Vec<TensorDesc> = ts.iter().map(|(d, _)| d.clone()).collect();
-    let mut w = GgufWriter::options().create_in_memory(&sample_metadata(), descs.clone()).unwrap();
-    assert!(matches!(w.write_tensor("b", &ts[1].1), Err(Error::OutOfOrder { .. })));
-    assert!(matches!(w.write_tensor("a", &[0; 11]), Err(Error::SizeMismatch { expected: 12, got: 11, .. })));
+    let mut w = GgufWriter::options()
+        .create_in_memory(&sample_metadata(), descs.clone())
+        .unwrap();
+    assert!(matches!(
+        w.write_tensor("b", &ts[1].1),
+        Err(Error::OutOfOrder { .. })
+    ));
+    assert!(matches!(
+        w.write_tensor("a", &[0; 11]),
+        Err(Error::SizeMismatch {
+            expected: 12,
+            got: 11,
+            ..
+        })
+    ));
     // Streaming in pieces through the Write impl.
     let mut s = w.begin_tensor("a").unwrap();
     std::io::Write::write_all(&mut s, &ts[0].1[..5]).unwrap();
     std::io::Write::write_all(&mut s, &ts[0].1[5..]).unwrap();
     s.finish().unwrap();
-    assert!(matches!(w.finish_to_vec(), Err(Error::TensorsNotWritten { missing: 2, .. })));
+    assert!(matches!(
+        w.finish_to_vec(),
+        Err(Error::TensorsNotWritten { missing: 2, .. })
+    ));
     // Invalid descriptors are rejected up front.
-    let bad = |d: TensorDesc| GgufWriter::options().create_in_memory(&Metadata::new(), vec![d]).err();
-    assert!(matches!(bad(TensorDesc::new("q", vec![16], GgmlType::Q4_0)), Some(Error::RowNotBlockAligned { .. })));
-    assert!(matches!(bad(TensorDesc::new("x".repeat(64), vec![1], GgmlType::F32)), Some(Error::NameTooLong { .. })));
-    assert!(matches!(bad(TensorDesc::new("z", vec![0], GgmlType::F32)), Some(Error::ZeroDim { .. })));
+    let bad = |d: TensorDesc| {
+        GgufWriter::options()
+            .create_in_memory(&Metadata::new(), vec![d])
+            .err()
+    };
+    assert!(matches!(
+        bad(TensorDesc::new("q", vec![16], GgmlType::Q4_0)),
+        Some(Error::RowNotBlockAligned { .. })
+    ));
+    assert!(matches!(
+        bad(TensorDesc::new("x".repeat(64), vec![1], GgmlType::F32)),
+        Some(Error::NameTooLong { .. })
+    ));
+    assert!(matches!(
+        bad(TensorDesc::new("z", vec![0], GgmlType::F32)),
+        Some(Error::ZeroDim { .. })
+    ));
 }
 
 #[test]
@@ -131,7 +183,10 @@ fn file_writer_is_atomic_and_refuses_overwrite() {
     // Refuses to overwrite; allowed with the option.
     let e = GgufWriter::create(&out, &sample_metadata(), descs.clone()).unwrap_err();
     assert!(matches!(e, Error::OutputExists { .. }), "{e:?}");
-    let w = GgufWriter::options().overwrite(true).create(&out, &Metadata::new(), vec![]).unwrap();
+    let w = GgufWriter::options()
+        .overwrite(true)
+        .create(&out, &Metadata::new(), vec![])
+        .unwrap();
     assert!(w.next_tensor().is_none());
     w.finish().unwrap();
     assert_eq!(GgufFile::open(&out).unwrap().tensor_infos().len(), 0);
@@ -145,18 +200,34 @@ fn gguf_py_reads_our_output() {
     let ts = sample_tensors();
     let mut w = GgufWriter::options()
         .alignment(64)
-        .create(&out, &sample_metadata(), ts.iter().map(|(d, _)| d.clone()).collect())
+        .create(
+            &out,
+            &sample_metadata(),
+            ts.iter().map(|(d, _)| d.clone()).collect(),
+        )
         .unwrap();
     for (d, b) in &ts {
         w.write_tensor(&d.name, b).unwrap();
     }
     w.finish().unwrap();
     let dump: serde_json::Value = serde_json::from_str(&run_python(GGUF_PY_DUMP, &[&out])).unwrap();
-    let keys: Vec<&str> = dump["keys"].as_array().unwrap().iter().map(|k| k[0].as_str().unwrap()).collect();
+    let keys: Vec<&str> = dump["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k[0].as_str().unwrap())
+        .collect();
     let mut expected: Vec<String> = sample_metadata().keys().map(String::from).collect();
     expected.push("general.alignment".into());
     assert_eq!(keys, expected);
-    let get = |k: &str| dump["keys"].as_array().unwrap().iter().find(|e| e[0] == k).map(|e| e[2].clone());
+    let get = |k: &str| {
+        dump["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e[0] == k)
+            .map(|e| e[2].clone())
+    };
     assert_eq!(get("str"), Some(serde_json::json!("héllo")));
     assert_eq!(get("i64"), Some(serde_json::json!(i64::MIN)));
     assert_eq!(get("general.alignment"), Some(serde_json::json!(64)));
@@ -178,7 +249,9 @@ fn rewriting_a_real_file_is_byte_identical_in_content() {
         .iter()
         .map(|t| TensorDesc::new(t.name.clone(), t.dims.clone(), t.ttype.known().unwrap()))
         .collect();
-    let mut w = GgufWriter::options().create_in_memory(src.metadata(), descs).unwrap();
+    let mut w = GgufWriter::options()
+        .create_in_memory(src.metadata(), descs)
+        .unwrap();
     for t in src.tensors() {
         let t = t.unwrap();
         w.write_tensor(&t.info.name, t.bytes).unwrap();
