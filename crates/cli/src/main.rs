@@ -1,1 +1,51 @@
-fn main() {}
+//! `shuku`: inspect, convert and evaluate language models and GGUF files.
+//!
+//! Each subcommand lives in its own module and only composes the library crates; errors are printed
+//! as one clear line (with their cause chain), never as a backtrace.
+
+mod convert;
+mod generate;
+mod inspect;
+mod perplexity;
+mod progress;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// shuku (縮, "to shrink"): make language models small and run them on an edge CPU.
+#[derive(Debug, Parser)]
+#[command(name = "shuku", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Convert(convert::Args),
+    Perplexity(perplexity::Args),
+    Generate(generate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -97,6 +97,14 @@ pub enum ModelError {
         /// Its name.
         tensor: String,
     },
+    /// A tensor cannot be written in the requested GGUF form.
+    #[error("tensor {tensor}: {message}")]
+    Export {
+        /// The tensor (GGUF or HF name).
+        tensor: String,
+        /// Why not.
+        message: String,
+    },
     /// A tensor in a dtype that cannot be converted to f32.
     #[error("{file}: tensor {tensor} has unsupported dtype {dtype}")]
     UnsupportedDType {

@@ -1,19 +1,17 @@
 //! HF folders: load (`config.json` + single or sharded safetensors, memory-mapped), save (atomically), and
 //! resolve from the hub cache (online or with `HF_HUB_OFFLINE`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use safetensors::{Dtype, SafeTensors};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Llama;
+use crate::safetensors_dir::{shard_files, SafetensorsDir, INDEX, SINGLE};
 
-const SINGLE: &str = "model.safetensors";
-const INDEX: &str = "model.safetensors.index.json";
 /// Tokenizer files copied next to a saved model, when the source has them.
 const TOKENIZER_FILES: [&str; 3] = [
     "tokenizer.json",
@@ -30,103 +28,26 @@ fn not_found(path: &Path, what: &str) -> ModelError {
 
 /// Loads every tensor of one safetensors file as f32 (from f32, f16 or bf16) on `device`.
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let file_label = path.display().to_string();
-    let file = fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    // SAFETY: the map is read-only and dropped before returning; a concurrent writer could only make the
-    // parse fail or read garbage values, never violate memory safety of this process's own data.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
-        file: file_label.clone(),
-        message: e.to_string(),
-    })?;
-    let mut out = HashMap::new();
-    for (name, view) in st.iter() {
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(ModelError::UnsupportedDType {
-                    file: file_label,
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
-        let t = Tensor::from_vec(values, view.shape(), device)?;
-        out.insert(name.to_string(), t);
+    tensors_of(&SafetensorsDir::open_files(&[path.to_path_buf()])?, device)
+}
+
+/// Every tensor of `src` as an f32 tensor on `device`.
+fn tensors_of(src: &SafetensorsDir, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::with_capacity(src.entries().len());
+    for entry in src.entries() {
+        let values = src.read_f32(&entry.name)?;
+        out.insert(
+            entry.name.clone(),
+            Tensor::from_vec(values, entry.shape.as_slice(), device)?,
+        );
     }
     Ok(out)
 }
 
-/// Shard files named by a `model.safetensors.index.json`.
-fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let label = index.display().to_string();
-    let text = fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        file: label.clone(),
-        source,
-    })?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| ModelError::Safetensors {
-            file: label.clone(),
-            message: "no `weight_map` object".into(),
-        })?;
-    let files: BTreeSet<String> = map
-        .values()
-        .map(|f| {
-            f.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| ModelError::Safetensors {
-                    file: label.clone(),
-                    message: "`weight_map` values must be file names".into(),
-                })
-        })
-        .collect::<Result<_>>()?;
-    Ok(files.into_iter().collect())
-}
-
 /// All tensors of an HF folder, single-file or sharded; returns them with a label naming the source.
 fn load_dir_tensors(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
-    let single = dir.join(SINGLE);
-    if single.is_file() {
-        return Ok((
-            load_safetensors(&single, device)?,
-            single.display().to_string(),
-        ));
-    }
-    let index = dir.join(INDEX);
-    if !index.is_file() {
-        return Err(not_found(
-            &single,
-            "neither model.safetensors nor model.safetensors.index.json exists",
-        ));
-    }
-    let mut all = HashMap::new();
-    for shard in shard_files(&index)? {
-        let path = dir.join(&shard);
-        for (name, t) in load_safetensors(&path, device)? {
-            if all.insert(name.clone(), t).is_some() {
-                return Err(ModelError::Safetensors {
-                    file: path.display().to_string(),
-                    message: format!("tensor {name} appears in more than one shard"),
-                });
-            }
-        }
-    }
-    Ok((all, index.display().to_string()))
+    let src = SafetensorsDir::open(dir)?;
+    Ok((tensors_of(&src, device)?, src.label()))
 }
 
 /// Whether `HF_HUB_OFFLINE` asks for cache-only operation (as the Python hub does).
@@ -328,7 +249,7 @@ impl Llama {
         let views = buffers
             .iter()
             .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
                     .map(|v| (name.clone(), v))
                     .map_err(|e| ModelError::Safetensors {
                         file: path.display().to_string(),

@@ -61,6 +61,23 @@ impl Tokenizer {
             .map_err(|e| self.err(e))
     }
 
+    /// The token the post-processor puts in front of every encoding (a BOS), if any.
+    ///
+    /// llama.cpp's `add_bos` decides whether perplexity chunks start with BOS; for an HF tokenizer the
+    /// post-processor is the equivalent, so this asks it directly.
+    pub fn prepended_bos(&self) -> Result<Option<u32>> {
+        let plain = self.encode("a", false)?;
+        let special = self.encode("a", true)?;
+        Ok(match (special.len() > plain.len(), special.first()) {
+            (true, Some(&first))
+                if special.ends_with(&plain) || special[1..].starts_with(&plain) =>
+            {
+                Some(first)
+            }
+            _ => None,
+        })
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

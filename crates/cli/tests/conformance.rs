@@ -1,0 +1,232 @@
+//! Conformance of what shuku writes and computes against the peers: llama.cpp's own GGUF reader
+//! (gguf-py), its `llama-simple` and `llama-perplexity`, on the real models from `../shared`.
+//!
+//! These checks need the assets that `scripts/test.sh` installs (`../shared/scripts/fetch-models.sh` and
+//! `build-llamacpp.sh`); a missing asset fails the test with the command that provides it. They are
+//! `#[ignore]`d so that a plain `cargo test` stays offline and fast; `scripts/test.sh` runs them with
+//! `--ignored`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    let dir = std::env::var_os("SHUKU_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    assert!(
+        dir.join("data").is_dir(),
+        "../shared not found at {} (set SHUKU_SHARED)",
+        dir.display()
+    );
+    dir
+}
+
+fn home_cache(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache")
+            .join(default)
+    })
+}
+
+fn asset(rel: &str) -> PathBuf {
+    let p = home_cache("SHUKU_ASSETS", "shuku-assets").join(rel);
+    assert!(
+        p.exists(),
+        "missing asset {}: run ../shared/scripts/fetch-models.sh",
+        p.display()
+    );
+    p
+}
+
+fn llamacpp(tool: &str) -> PathBuf {
+    let p = home_cache("LLAMACPP_HOME", "shuku-llamacpp")
+        .join("bin")
+        .join(tool);
+    assert!(
+        p.exists(),
+        "missing {}: run ../shared/scripts/build-llamacpp.sh",
+        p.display()
+    );
+    p
+}
+
+fn python() -> PathBuf {
+    asset("venv/bin/python")
+}
+
+/// Runs a command, failing the test with its output when it does not succeed; returns stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+fn shuku() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shuku"))
+}
+
+#[test]
+#[ignore = "conformance: needs ../shared assets and the venv; run by scripts/test.sh"]
+fn converted_glassllm_is_read_by_gguf_py_equal_to_its_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g.gguf");
+    let hf = shared().join("data/models/glassllm-en");
+    for outtype in ["f16", "f32"] {
+        let out = out.with_extension(format!("{outtype}.gguf"));
+        run(shuku()
+            .arg("convert")
+            .arg(&hf)
+            .arg("-o")
+            .arg(&out)
+            .args(["--outtype", outtype]));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/compare_gguf_to_hf.py");
+        let said = run(Command::new(python()).arg(script).arg(&out).arg(&hf));
+        println!("{}", said.trim());
+        assert!(said.contains("tensors of"), "unexpected output: {said}");
+    }
+}
+
+#[test]
+#[ignore = "conformance: needs ../shared assets; run by scripts/test.sh"]
+fn converted_glassllm_matches_the_file_llama_cpp_wrote() {
+    use shuku_gguf::GgufFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g.gguf");
+    run(shuku()
+        .arg("convert")
+        .arg(shared().join("data/models/glassllm-en"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--outtype", "f16"]));
+    let ours = GgufFile::open(&out).unwrap();
+    let theirs = GgufFile::open(shared().join("data/models/glassllm-en-f16.gguf")).unwrap();
+    assert_eq!(ours.tensor_infos().len(), theirs.tensor_infos().len());
+    for info in theirs.tensor_infos() {
+        let a = theirs.tensor(&info.name).unwrap();
+        let b = ours
+            .tensor(&info.name)
+            .unwrap_or_else(|e| panic!("{}: {e}", info.name));
+        assert_eq!(a.info.dims, b.info.dims, "{}", info.name);
+        assert_eq!(a.info.ttype, b.info.ttype, "{}", info.name);
+        assert!(
+            a.bytes == b.bytes,
+            "{}: tensor bytes differ from llama.cpp's converter",
+            info.name
+        );
+    }
+    // The hyper-parameters llama.cpp reads must agree exactly.
+    for (key, value) in theirs.metadata().iter() {
+        if key.starts_with("llama.") || key.starts_with("tokenizer.ggml.") {
+            match ours.get(key) {
+                Some(v) => assert_eq!(v, value, "metadata {key}"),
+                None => panic!("metadata {key} missing from our file"),
+            }
+        }
+    }
+}
+
+/// The text `llama-simple` prints: prompt and continuation, on stdout.
+fn llama_simple(model: &Path, prompt: &str, n: usize) -> String {
+    run(Command::new(llamacpp("llama-simple"))
+        .arg("-m")
+        .arg(model)
+        .arg("-n")
+        .arg(n.to_string())
+        .arg(prompt))
+}
+
+#[test]
+#[ignore = "conformance: needs SmolLM2 from fetch-models.sh and llama.cpp; run by scripts/test.sh"]
+fn smollm2_f32_gguf_greedy_tokens_match_llama_cpp() {
+    let hf = asset("hf/SmolLM2-135M-Instruct-f32");
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("smollm2-f32.gguf");
+    run(shuku()
+        .arg("convert")
+        .arg(&hf)
+        .arg("-o")
+        .arg(&gguf)
+        .args(["--outtype", "f32"]));
+
+    let prompt = "The capital of France is";
+    let n = 32;
+    let theirs = llama_simple(&gguf, prompt, n);
+    let ours = run(shuku()
+        .arg("generate")
+        .arg("--model")
+        .arg(&hf)
+        .args(["-p", prompt, "-n"])
+        .arg(n.to_string()));
+    println!("llama-simple: {theirs:?}\nshuku-model:  {ours:?}");
+    assert_eq!(
+        ours.trim_end(),
+        theirs.trim_end(),
+        "greedy continuations differ"
+    );
+}
+
+fn final_ppl(text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains("Final estimate: PPL ="))
+        .unwrap_or_else(|| panic!("no 'Final estimate' line in:\n{text}"));
+    let after = line.split("PPL =").nth(1).unwrap().trim();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+#[ignore = "conformance: needs SmolLM2 from fetch-models.sh and llama.cpp; run by scripts/test.sh"]
+fn smollm2_perplexity_matches_llama_perplexity() {
+    let hf = asset("hf/SmolLM2-135M-Instruct-f32");
+    let kjv = shared().join("data/text/kjv.txt");
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("smollm2-f32.gguf");
+    run(shuku()
+        .arg("convert")
+        .arg(&hf)
+        .arg("-o")
+        .arg(&gguf)
+        .args(["--outtype", "f32"]));
+    let (ctx, chunks) = ("256", "12");
+
+    let theirs = Command::new(llamacpp("llama-perplexity"))
+        .arg("-m")
+        .arg(&gguf)
+        .arg("-f")
+        .arg(&kjv)
+        .args(["-c", ctx, "-b", ctx, "--chunks", chunks, "-t", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "llama-perplexity failed: {}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let theirs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let ours = run(shuku()
+        .args(["perplexity", "--model"])
+        .arg(&hf)
+        .arg("--file")
+        .arg(&kjv)
+        .args(["-c", ctx, "--chunks", chunks]));
+    let (a, b) = (final_ppl(&theirs), final_ppl(&ours));
+    println!("llama-perplexity PPL = {a}\nshuku perplexity PPL = {b}");
+    let rel = (a - b).abs() / a;
+    assert!(
+        rel < 5e-4,
+        "perplexities differ beyond 3 significant digits: {a} vs {b}"
+    );
+}
