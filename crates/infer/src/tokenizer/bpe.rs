@@ -54,10 +54,31 @@ pub struct BpeSession {
 impl BpeSession {
     /// Appends the tokens of `word` (already byte-encoded / whitespace-escaped) to `out`.
     pub fn encode_word(&mut self, vocab: &Vocab, pre: PreType, word: &str, out: &mut Vec<u32>) {
+        // Long words (Gemma 4 splits on newlines only) are cut where no merge can join.
+        if word.len() > 256 && !(vocab.ignore_merges && vocab.id(word).is_some()) {
+            for piece in vocab.independent_pieces(word) {
+                self.encode_piece(vocab, pre, piece, false, out);
+            }
+        } else {
+            self.encode_piece(vocab, pre, word, true, out);
+        }
+    }
+
+    /// Merges one piece; `whole_word` = the piece is the entire word, so llama.cpp's "emit the word
+    /// as one token when it is one" rules apply.
+    fn encode_piece(
+        &mut self,
+        vocab: &Vocab,
+        pre: PreType,
+        word: &str,
+        whole_word: bool,
+        out: &mut Vec<u32>,
+    ) {
         self.symbols.clear();
         self.heap.clear();
-        let whole_word = (vocab.ignore_merges
-            || (pre == PreType::Gemma4 && word.bytes().all(|b| b == b'\n')))
+        let whole_word = whole_word
+            && (vocab.ignore_merges
+                || (pre == PreType::Gemma4 && word.bytes().all(|b| b == b'\n')))
             && vocab.id(word).is_some();
         if whole_word {
             self.symbols.push(Symbol {

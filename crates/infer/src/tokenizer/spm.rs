@@ -50,6 +50,12 @@ impl PartialOrd for Pair {
 
 /// Appends the tokens of `text` (spaces already escaped to `▁`) to `out`.
 pub fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
+    for piece in vocab.independent_pieces(text) {
+        encode_piece(vocab, piece, out);
+    }
+}
+
+fn encode_piece(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let n = text.chars().count();
     let mut symbols: Vec<Symbol> = text
         .char_indices()

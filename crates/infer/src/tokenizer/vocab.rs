@@ -5,7 +5,9 @@
 //! `add_bos`/`add_eos`, the auto-detection of end-of-turn / end-of-generation tokens by their text, the
 //! "unused" control tokens, and the special-token list used to split the input.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::error::{Result, TokenizerError};
 use super::pretokenize::{PreInfo, PreType};
@@ -106,9 +108,11 @@ pub(crate) struct Vocab {
     pub texts: Vec<String>,
     pub scores: Vec<f32>,
     pub attrs: Vec<u32>,
-    pub token_to_id: HashMap<String, u32>,
+    /// Text → id. FxHash: keys come from the vocabulary, inputs only ever look up, so a fast
+    /// non-keyed hash is safe here and dominates encoding time otherwise.
+    pub token_to_id: FxHashMap<String, u32>,
     /// `"left right"` → rank (first occurrence wins, as `std::map::emplace` in llama.cpp).
-    pub merges: HashMap<String, u32>,
+    pub merges: FxHashMap<String, u32>,
     pub ids: SpecialIds,
     pub eog: BTreeSet<u32>,
     pub add_bos: bool,
@@ -119,6 +123,27 @@ pub(crate) struct Vocab {
     pub ignore_merges: bool,
     /// Control, user-defined and unknown tokens, longest text first.
     pub special_tokens: Vec<u32>,
+    /// Adjacent code-point pairs that occur inside some mergeable unit (a token for SPM, a merge
+    /// result for BPE). Between two characters that form no such pair no merge can ever happen, so
+    /// the text can be cut there and each piece merged on its own with the same result; this keeps
+    /// the merge heap small on long inputs.
+    pub joinable: FxHashSet<u64>,
+}
+
+/// Key of an adjacent pair in [`Vocab::joinable`].
+#[inline]
+pub fn pair_key(a: char, b: char) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+fn add_pairs(set: &mut FxHashSet<u64>, text: &str) {
+    let mut chars = text.chars();
+    if let Some(mut prev) = chars.next() {
+        for c in chars {
+            set.insert(pair_key(prev, c));
+            prev = c;
+        }
+    }
 }
 
 /// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
@@ -293,7 +318,7 @@ impl Vocab {
         }
 
         // Merges (BPE only).
-        let mut merge_map = HashMap::new();
+        let mut merge_map = FxHashMap::default();
         if let VocabKind::Bpe(_) = kind {
             let merges = merges.ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?;
             merge_map.reserve(merges.len());
@@ -338,7 +363,7 @@ impl Vocab {
             }
         }
         let mut texts = tokens;
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (i, text) in texts.iter_mut().enumerate() {
             if text.is_empty() {
                 *text = format!("[EMPTY_{i}]");
@@ -478,7 +503,24 @@ impl Vocab {
             }
         }
 
+        let mut joinable = FxHashSet::default();
+        match kind {
+            VocabKind::Spm => texts.iter().for_each(|t| add_pairs(&mut joinable, t)),
+            VocabKind::Bpe(_) => merge_map.keys().for_each(|m| {
+                // "left right": the merge result is both sides joined.
+                if let Some(p) = m.as_bytes().iter().skip(1).position(|&b| b == b' ') {
+                    let (l, r) = (&m[..p + 1], &m[p + 2..]);
+                    add_pairs(&mut joinable, l);
+                    add_pairs(&mut joinable, r);
+                    if let (Some(a), Some(b)) = (l.chars().last(), r.chars().next()) {
+                        joinable.insert(pair_key(a, b));
+                    }
+                }
+            }),
+        }
+
         Ok(Vocab {
+            joinable,
             kind,
             texts,
             scores,
@@ -512,6 +554,29 @@ impl Vocab {
     #[inline]
     pub fn attr(&self, id: u32) -> u32 {
         self.attrs.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Splits `text` where no merge can join the neighbouring characters (see [`Vocab::joinable`]).
+    pub fn independent_pieces<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut it = rest.char_indices();
+            let (_, mut prev) = it.next()?;
+            let mut cut = rest.len();
+            for (i, c) in it {
+                if !self.joinable.contains(&pair_key(prev, c)) {
+                    cut = i;
+                    break;
+                }
+                prev = c;
+            }
+            let (piece, tail) = rest.split_at(cut);
+            rest = tail;
+            Some(piece)
+        })
     }
 
     /// Byte-fallback token of byte `b`: `<0xXX>`, else the one-byte token.
