@@ -278,3 +278,85 @@ impl Tokenizer {
         self.vocab.id(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bpe_data(merges: &[&str]) -> VocabData {
+        let mut tokens: Vec<String> = unicode::byte_to_char_table()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        tokens.extend(["he", "ll", "hell", "hello", "Ġw"].map(String::from));
+        VocabData {
+            model: "gpt2".into(),
+            pre: Some("gpt-2".into()),
+            tokens,
+            merges: Some(merges.iter().map(|s| s.to_string()).collect()),
+            ..VocabData::default()
+        }
+    }
+
+    #[test]
+    fn bpe_merges_by_rank_and_round_trips() {
+        let tok =
+            Tokenizer::from_data(bpe_data(&["h e", "l l", "he ll", "hell o", "Ġ w"])).unwrap();
+        let hello = tok.token_id("hello").unwrap();
+        let ids = tok.encode("hello wx", false, false).unwrap();
+        assert_eq!(ids[0], hello);
+        assert_eq!(tok.decode(&ids), "hello wx");
+        // gpt2 default BOS/EOS id 11 is in range here.
+        assert_eq!(tok.bos(), Some(11));
+    }
+
+    #[test]
+    fn typed_errors() {
+        let err = |d: VocabData| Tokenizer::from_data(d).unwrap_err();
+        assert!(matches!(
+            err(VocabData { model: "t5".into(), tokens: vec!["a".into()], ..Default::default() }),
+            TokenizerError::Unsupported { model } if model == "t5"
+        ));
+        assert!(matches!(
+            err(VocabData { model: "wat".into(), tokens: vec!["a".into()], ..Default::default() }),
+            TokenizerError::UnknownModel(m) if m == "wat"
+        ));
+        let mut d = bpe_data(&["h e"]);
+        d.pre = Some("no-such-pre".into());
+        assert!(matches!(err(d), TokenizerError::UnknownPre(p) if p == "no-such-pre"));
+        assert!(matches!(
+            err(bpe_data(&["h e", "oops"])),
+            TokenizerError::MalformedMerge { index: 1, .. }
+        ));
+        let mut d = bpe_data(&[]);
+        d.merges = None;
+        assert!(matches!(
+            err(d),
+            TokenizerError::MissingKey("tokenizer.ggml.merges")
+        ));
+        assert!(matches!(
+            err(VocabData {
+                model: "llama".into(),
+                ..Default::default()
+            }),
+            TokenizerError::EmptyVocab
+        ));
+    }
+
+    #[test]
+    fn hostile_input_does_not_panic() {
+        let tok = Tokenizer::from_data(bpe_data(&["h e", "l l"])).unwrap();
+        for s in [
+            "\u{0}\u{FFFD}\u{10FFFF}",
+            "\u{301}\u{301}x",
+            "\u{E0080}'",
+            "'",
+            " \n\r\t\u{3000}",
+        ] {
+            let ids = tok.encode(s, true, true).unwrap();
+            assert_eq!(tok.decode(&ids), s);
+        }
+        assert!(tok.token_to_piece(u32::MAX, true).is_empty());
+        assert_eq!(tok.decode(&[u32::MAX, 7_000_000]), "");
+    }
+}

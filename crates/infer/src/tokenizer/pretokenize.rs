@@ -6,7 +6,7 @@
 //! of three ways, which this module reproduces:
 //!
 //! * a hand-written splitter for the most common patterns (GPT-2, Llama-3, Qwen2, Qwen3.5, and
-//!   "split on newlines"), driven by llama.cpp's code-point flags ([`super::unicode::flags`]);
+//!   "split on newlines"), driven by llama.cpp's code-point flags (`unicode::flags`);
 //! * for other patterns that use `\p{..}`, a regex over a "collapsed" text in which every non-ASCII
 //!   code point is replaced by one placeholder per category (and `\p{L}` becomes `[<placeholder>A-Za-z]`),
 //!   so that e.g. `\p{Lu}` and `\p{Ll}` both mean "any letter" exactly as in llama.cpp;

@@ -1,6 +1,6 @@
 //! The vocabulary: tokens, attributes, merges, special ids, and the flags llama.cpp derives from them.
 //!
-//! [`VocabData`] is the plain input (what `tokenizer.ggml.*` holds); [`Vocab::new`] applies llama.cpp's
+//! [`VocabData`] is the plain input (what `tokenizer.ggml.*` holds); `Vocab::new` applies llama.cpp's
 //! loader rules (`llama_vocab::impl::load`): per-model defaults for the special ids and for
 //! `add_bos`/`add_eos`, the auto-detection of end-of-turn / end-of-generation tokens by their text, the
 //! "unused" control tokens, and the special-token list used to split the input.
@@ -130,9 +130,9 @@ pub(crate) struct Vocab {
     pub joinable: FxHashSet<u64>,
 }
 
-/// Key of an adjacent pair in [`Vocab::joinable`].
+/// Key of an adjacent pair in `Vocab::joinable`.
 #[inline]
-pub fn pair_key(a: char, b: char) -> u64 {
+pub(crate) fn pair_key(a: char, b: char) -> u64 {
     ((a as u64) << 32) | b as u64
 }
 
