@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use shuku_gguf::{GgufFile, TensorType, Value};
 
+use crate::output::Output;
 use crate::table::{human_bytes, Align, Table};
 
 /// Print a GGUF file's header, metadata and tensors (names, types, shapes, bytes, bits per weight).
@@ -29,7 +30,8 @@ pub fn run(args: Args) -> Result<()> {
     let infos = file.tensor_infos();
     let total_bytes: u64 = infos.iter().filter_map(|t| t.n_bytes()).sum();
     let total_params: u64 = infos.iter().map(|t| t.n_elements()).sum();
-    println!(
+    let mut out = Output::stdout();
+    out.line(format!(
         "{}: GGUF v{}, {} metadata keys, {} tensors, {} parameters, {} tensor data ({:.2} bits per weight), alignment {}",
         args.file.display(),
         file.version(),
@@ -39,9 +41,9 @@ pub fn run(args: Args) -> Result<()> {
         human_bytes(total_bytes),
         if total_params == 0 { 0.0 } else { total_bytes as f64 * 8.0 / total_params as f64 },
         file.alignment(),
-    );
+    ));
 
-    println!();
+    out.line("");
     let mut meta = Table::new(&[
         ("key", Align::Left),
         ("type", Align::Left),
@@ -54,12 +56,12 @@ pub fn run(args: Args) -> Result<()> {
             show_value(value, args.full),
         ]);
     }
-    print!("{}", meta.render());
+    out.text(&meta.render());
 
     if args.no_tensors {
         return Ok(());
     }
-    println!();
+    out.line("");
     let mut tensors = Table::new(&[
         ("#", Align::Right),
         ("name", Align::Left),
@@ -85,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or_else(|| "?".into()),
         ]);
     }
-    print!("{}", tensors.render());
+    out.text(&tensors.render());
     Ok(())
 }
 

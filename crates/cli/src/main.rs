@@ -6,6 +6,7 @@
 mod convert;
 mod generate;
 mod inspect;
+mod output;
 mod perplexity;
 mod progress;
 mod table;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job from the README, offline: take the default model, write it as GGUF, check and measure it.
+#   usage: scripts/demo.sh [HF_DIR] [OUT_DIR]
+# HF_DIR defaults to the project's own model in assets/shuku-base (or, before it exists, the small real
+# model in ../shared/data/models/glassllm-en); OUT_DIR defaults to target/demo. Existing outputs in
+# OUT_DIR are replaced (it is the demo's own folder).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SHARED=${SHUKU_SHARED:-$ROOT/../shared}
+MODEL=${1:-}
+if [ -z "$MODEL" ]; then
+  if [ -f assets/shuku-base/config.json ]; then MODEL=assets/shuku-base; else MODEL=$SHARED/data/models/glassllm-en; fi
+fi
+OUT=${2:-target/demo}
+mkdir -p "$OUT"
+TEXT=$SHARED/data/text/shakespeare.txt
+
+cargo build --release -q -p shuku-cli
+SHUKU=target/release/shuku
+
+echo "== model: $MODEL"
+for t in f32 f16; do
+  $SHUKU convert "$MODEL" -o "$OUT/model-$t.gguf" --outtype $t --overwrite
+done
+$SHUKU inspect "$OUT/model-f16.gguf" --no-tensors | head -1
+echo
+echo "== perplexity of the full-precision model (llama-perplexity protocol)"
+$SHUKU perplexity --model "$MODEL" --file "$TEXT" -c 128 --chunks 16 | tail -2
+echo
+echo "== greedy generation"
+$SHUKU generate --model "$MODEL" -p "ROMEO:" -n 32
