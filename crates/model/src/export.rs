@@ -20,6 +20,7 @@ use shuku_gguf::{
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::import::layer_heads;
 use crate::safetensors_dir::SafetensorsDir;
 
 /// The element type of a plain (unquantized) GGUF export.
@@ -148,15 +149,7 @@ fn plan(config: &LlamaConfig, arch: &str, encoder: &dyn TensorEncoder) -> Result
                 message: format!("no GGUF name for it in architecture {arch}"),
             })?;
         let permute_heads = if arch == "llama" {
-            let layer = spec
-                .name
-                .strip_prefix("model.layers.")
-                .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
-            match layer.and_then(|i| config.layers.get(i)) {
-                Some(l) if spec.name.ends_with("self_attn.q_proj.weight") => Some(l.n_heads),
-                Some(l) if spec.name.ends_with("self_attn.k_proj.weight") => Some(l.n_kv_heads),
-                _ => None,
-            }
+            layer_heads(config, &spec.name)
         } else {
             None
         };

@@ -30,6 +30,7 @@ mod evaluation;
 pub mod export;
 mod gguf;
 mod hf;
+mod import;
 mod layout;
 mod model;
 pub mod ops;

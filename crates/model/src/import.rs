@@ -1,0 +1,88 @@
+//! GGUF → [`Llama`]: the inverse of [`crate::export`].
+//!
+//! Reads a llama-family GGUF (llama, mistral, qwen2; any tensor type candle can dequantize), maps GGUF
+//! names back to HF names, dequantizes to f32 and undoes the rotary Q/K row permutation that llama.cpp's
+//! converter applies for the `llama` architecture. The result is the same full-precision model the
+//! compression crates work on, so a GGUF from elsewhere can be pruned, distilled or re-quantized.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use shuku_gguf::{names, permute, GgufFile};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::model::Llama;
+
+impl Llama {
+    /// Loads a llama-family GGUF file as a full-precision model on `device`.
+    pub fn from_gguf(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        let arch = config.to_arch_params()?.arch;
+        let label = path.display().to_string();
+        let mut tensors = HashMap::new();
+        for spec in config.tensor_specs() {
+            let gguf_name =
+                names::hf_to_gguf_arch(&arch, &spec.name).ok_or_else(|| ModelError::Export {
+                    tensor: spec.name.clone(),
+                    message: format!("no GGUF name for it in architecture {arch}"),
+                })?;
+            let view = file
+                .tensor(&gguf_name)
+                .map_err(|_| ModelError::MissingTensor {
+                    file: label.clone(),
+                    tensor: gguf_name.clone(),
+                })?;
+            if view.info.shape() != spec.shape {
+                return Err(ModelError::ShapeMismatch {
+                    tensor: gguf_name,
+                    expected: spec.shape,
+                    found: view.info.shape(),
+                });
+            }
+            let mut values: Vec<f32> = view
+                .to_tensor(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let heads = layer_heads(&config, &spec.name);
+            if let (true, Some(n_head)) = (arch == "llama", heads) {
+                let rows = spec.shape[0];
+                let cols: usize = spec.shape[1..].iter().product();
+                values = permute::unpermute_qk(&values, rows, cols, n_head).ok_or_else(|| {
+                    ModelError::ShapeMismatch {
+                        tensor: gguf_name.clone(),
+                        expected: vec![n_head * 2, rows / (2 * n_head).max(1), cols],
+                        found: spec.shape.clone(),
+                    }
+                })?;
+            }
+            tensors.insert(
+                spec.name.clone(),
+                Tensor::from_vec(values, spec.shape.as_slice(), device)?,
+            );
+        }
+        Self::from_named_tensors(config, tensors)
+    }
+}
+
+/// For a Q or K projection weight, the number of heads its rows are grouped in.
+pub(crate) fn layer_heads(config: &LlamaConfig, hf_name: &str) -> Option<usize> {
+    let layer = hf_name
+        .strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse::<usize>()
+        .ok()?;
+    let dims = config.layers.get(layer)?;
+    if hf_name.ends_with("self_attn.q_proj.weight") {
+        Some(dims.n_heads)
+    } else if hf_name.ends_with("self_attn.k_proj.weight") {
+        Some(dims.n_kv_heads)
+    } else {
+        None
+    }
+}
