@@ -230,3 +230,115 @@ fn smollm2_perplexity_matches_llama_perplexity() {
         "perplexities differ beyond 3 significant digits: {a} vs {b}"
     );
 }
+
+/// glassllm reshaped into another member of the family, saved as an HF folder in `dir`.
+fn glassllm_variant(
+    dir: &Path,
+    edit: impl FnOnce(
+        &mut shuku_model::LlamaConfig,
+        &mut std::collections::HashMap<String, candle_core::Tensor>,
+    ),
+) -> PathBuf {
+    use candle_core::Device;
+    let src = shared().join("data/models/glassllm-en");
+    let model = shuku_model::Llama::from_hf_dir(&src, &Device::Cpu).unwrap();
+    let mut config = model.config().clone();
+    let mut tensors: std::collections::HashMap<_, _> = model.named_tensors().into_iter().collect();
+    edit(&mut config, &mut tensors);
+    let variant = shuku_model::Llama::from_named_tensors(config, tensors).unwrap();
+    let out = dir.join("variant");
+    variant.save_hf_dir(&out, Some(&src), false).unwrap();
+    out
+}
+
+/// Converts an HF folder to F32 GGUF and checks llama-simple's greedy text against `shuku generate`.
+fn assert_llama_cpp_agrees(hf: &Path, prompt: &str, n: usize) {
+    let gguf = hf.with_extension("gguf");
+    run(shuku()
+        .arg("convert")
+        .arg(hf)
+        .arg("-o")
+        .arg(&gguf)
+        .args(["--outtype", "f32"]));
+    let theirs = llama_simple(&gguf, prompt, n);
+    let ours = run(shuku()
+        .arg("generate")
+        .arg("--model")
+        .arg(hf)
+        .args(["-p", prompt, "-n"])
+        .arg(n.to_string()));
+    println!("llama-simple: {theirs:?}\nshuku-model:  {ours:?}");
+    assert_eq!(
+        ours.trim_end(),
+        theirs.trim_end(),
+        "greedy continuations differ"
+    );
+}
+
+#[test]
+#[ignore = "conformance: needs ../shared and llama.cpp; run by scripts/test.sh"]
+fn qwen2_with_qkv_bias_converts_and_runs_in_llama_cpp() {
+    use candle_core::{Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = glassllm_variant(tmp.path(), |config, tensors| {
+        config.model_type = shuku_model::ModelType::Qwen2;
+        config.attention_bias = true;
+        for (i, layer) in config.layers.iter().enumerate() {
+            for (proj, heads) in [
+                ("q_proj", layer.n_heads),
+                ("k_proj", layer.n_kv_heads),
+                ("v_proj", layer.n_kv_heads),
+            ] {
+                let n = heads * config.head_dim;
+                let bias: Vec<f32> = (0..n).map(|j| 0.05 * ((i * 31 + j) as f32).sin()).collect();
+                tensors.insert(
+                    format!("model.layers.{i}.self_attn.{proj}.bias"),
+                    Tensor::new(bias, &Device::Cpu).unwrap(),
+                );
+            }
+        }
+    });
+    assert_llama_cpp_agrees(&hf, "Alice was", 32);
+}
+
+#[test]
+#[ignore = "conformance: needs ../shared and llama.cpp; run by scripts/test.sh"]
+fn per_layer_widths_of_a_pruned_model_run_in_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = glassllm_variant(tmp.path(), |config, tensors| {
+        // Layer 0 keeps 256 of its 341 FFN channels; layer 2 keeps 2 of its 4 query heads.
+        let hd = config.head_dim;
+        let ffn = |t: &str| format!("model.layers.0.mlp.{t}_proj.weight");
+        for t in ["gate", "up"] {
+            let w = tensors[&ffn(t)]
+                .narrow(0, 0, 256)
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            tensors.insert(ffn(t), w);
+        }
+        let down = tensors[&ffn("down")]
+            .narrow(1, 0, 256)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        tensors.insert(ffn("down"), down);
+        config.layers[0].intermediate_size = 256;
+        let q = "model.layers.2.self_attn.q_proj.weight".to_string();
+        let o = "model.layers.2.self_attn.o_proj.weight".to_string();
+        let wq = tensors[&q]
+            .narrow(0, 0, 2 * hd)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let wo = tensors[&o]
+            .narrow(1, 0, 2 * hd)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        tensors.insert(q, wq);
+        tensors.insert(o, wo);
+        config.layers[2].n_heads = 2;
+    });
+    assert_llama_cpp_agrees(&hf, "Alice was", 32);
+}

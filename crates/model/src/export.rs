@@ -20,7 +20,7 @@ use shuku_gguf::{
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::import::layer_heads;
+use crate::import::{layer_heads, rotary_permuted};
 use crate::safetensors_dir::SafetensorsDir;
 
 /// The element type of a plain (unquantized) GGUF export.
@@ -148,7 +148,7 @@ fn plan(config: &LlamaConfig, arch: &str, encoder: &dyn TensorEncoder) -> Result
                 tensor: spec.name.clone(),
                 message: format!("no GGUF name for it in architecture {arch}"),
             })?;
-        let permute_heads = if arch == "llama" {
+        let permute_heads = if rotary_permuted(&arch) {
             layer_heads(config, &spec.name)
         } else {
             None

@@ -35,7 +35,7 @@ impl LlamaConfig {
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let p = ArchParams::from_gguf(file)?;
         let model_type = match p.arch.as_str() {
-            "llama" => ModelType::Llama,
+            "llama" | "deci" => ModelType::Llama,
             "qwen2" => ModelType::Qwen2,
             "mistral" => ModelType::Mistral,
             other => {
@@ -117,10 +117,25 @@ impl LlamaConfig {
 
     /// The `{arch}.*` hyper-parameters llama.cpp reads. Mistral is written as `llama`, as llama.cpp's own
     /// converter does; `key_length`/`value_length` only when `head_dim` is not `hidden / heads`.
+    ///
+    /// A llama whose layers differ in width (a structurally pruned model) is written as `deci`: llama.cpp's
+    /// `llama` architecture sizes every layer from layer 0's hyper-parameters, while `deci` (the same
+    /// tensors, rotary layout and graph) reads head counts and FFN width per layer. llama.cpp's `qwen2`
+    /// has no per-layer form, so a non-uniform qwen2 is refused.
     pub fn to_arch_params(&self) -> Result<ArchParams> {
-        let arch = match self.model_type {
-            ModelType::Llama | ModelType::Mistral => "llama",
-            ModelType::Qwen2 => "qwen2",
+        let arch = match (self.model_type, self.is_uniform()) {
+            (ModelType::Llama | ModelType::Mistral, true) => "llama",
+            (ModelType::Llama | ModelType::Mistral, false) => "deci",
+            (ModelType::Qwen2, true) => "qwen2",
+            (ModelType::Qwen2, false) => {
+                return Err(ModelError::config(
+                    "<config>",
+                    "layers",
+                    ConfigProblem::Unsupported(
+                        "llama.cpp's qwen2 architecture cannot hold per-layer widths".into(),
+                    ),
+                ))
+            }
         };
         let heads0 = self.layers.first().map_or(0, |l| l.n_heads);
         let implicit = heads0 > 0

@@ -49,7 +49,7 @@ impl Llama {
                 .flatten_all()?
                 .to_vec1()?;
             let heads = layer_heads(&config, &spec.name);
-            if let (true, Some(n_head)) = (arch == "llama", heads) {
+            if let (true, Some(n_head)) = (rotary_permuted(&arch), heads) {
                 let rows = spec.shape[0];
                 let cols: usize = spec.shape[1..].iter().product();
                 values = permute::unpermute_qk(&values, rows, cols, n_head).ok_or_else(|| {
@@ -85,4 +85,10 @@ pub(crate) fn layer_heads(config: &LlamaConfig, hf_name: &str) -> Option<usize> 
     } else {
         None
     }
+}
+
+/// Whether llama.cpp's converter permutes this architecture's Q/K rows into ggml's interleaved rotary
+/// layout (`llama` and `deci` use "normal" RoPE; `qwen2` uses NeoX RoPE, the HF layout, unpermuted).
+pub(crate) fn rotary_permuted(arch: &str) -> bool {
+    matches!(arch, "llama" | "deci")
 }

@@ -60,9 +60,9 @@ def main():
         assert gname in got, f"{gname} missing from {out}"
         t = got[gname]
         w = w.astype(np.float32)
-        if arch == "llama" and name.endswith("q_proj.weight"):
+        if arch in ("llama", "deci") and name.endswith("q_proj.weight"):
             w = permute(w, cfg["num_attention_heads"])
-        if arch == "llama" and name.endswith("k_proj.weight"):
+        if arch in ("llama", "deci") and name.endswith("k_proj.weight"):
             w = permute(w, cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
         data = np.array(t.data)
         want = w.astype(data.dtype) if data.dtype != np.uint8 else w
