@@ -148,7 +148,7 @@ fn plan(config: &LlamaConfig, arch: &str, encoder: &dyn TensorEncoder) -> Result
                 tensor: spec.name.clone(),
                 message: format!("no GGUF name for it in architecture {arch}"),
             })?;
-        let permute_heads = if rotary_permuted(&arch) {
+        let permute_heads = if rotary_permuted(arch) {
             layer_heads(config, &spec.name)
         } else {
             None
