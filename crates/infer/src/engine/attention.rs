@@ -1,0 +1,227 @@
+//! Causal grouped-query attention over an f16 KV cache.
+//!
+//! The cache is f16 as llama.cpp's default, which halves its memory and makes the keys and values
+//! the model attends to the same numbers llama.cpp attends to. Two evaluation orders mirror
+//! llama.cpp's CPU flash attention: small batches (decoding, short prompts) use its per-row online
+//! softmax whose value accumulator is kept in f16; batches of 64 rows or more use an f32 softmax,
+//! as its tiled kernel does.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Batches at least this long take the f32 path (`GGML_FA_TILE_Q`).
+const TILED_MIN_ROWS: usize = 64;
+
+/// One layer's cached keys and values: `n_ctx` rows of `n_head_kv · head_dim` f16 values.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    k: Vec<f16>,
+    v: Vec<f16>,
+    k_width: usize,
+    v_width: usize,
+}
+
+impl LayerCache {
+    /// An empty cache for `n_ctx` positions.
+    pub fn new(n_ctx: usize, k_width: usize, v_width: usize) -> LayerCache {
+        LayerCache {
+            k: vec![f16::ZERO; n_ctx * k_width],
+            v: vec![f16::ZERO; n_ctx * v_width],
+            k_width,
+            v_width,
+        }
+    }
+
+    /// Stores the keys and values of `n` tokens starting at position `pos0`.
+    pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) {
+        let ks = &mut self.k[pos0 * self.k_width..pos0 * self.k_width + k.len()];
+        for (d, s) in ks.iter_mut().zip(k) {
+            *d = f16::from_f32(*s);
+        }
+        let vs = &mut self.v[pos0 * self.v_width..pos0 * self.v_width + v.len()];
+        for (d, s) in vs.iter_mut().zip(v) {
+            *d = f16::from_f32(*s);
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        2 * (self.k.len() + self.v.len())
+    }
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Width of a Q/K head.
+    pub head_dim: usize,
+    /// Width of a V head.
+    pub head_dim_v: usize,
+    /// Score scale.
+    pub scale: f32,
+    /// Sliding window (keys at distance ≥ window are masked).
+    pub window: Option<usize>,
+}
+
+/// Attention of `n` query tokens at positions `pos0..pos0+n` (their keys and values already in
+/// `cache`) over every earlier position. `q` is `n × n_head·head_dim`; `out` is
+/// `n × n_head·head_dim_v`.
+pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, n: usize, s: AttnShape, out: &mut [f32]) {
+    let group = s.n_head / s.n_head_kv;
+    let tiled = n >= TILED_MIN_ROWS;
+    out.par_chunks_mut(s.head_dim_v)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let (t, h) = (i / s.n_head, i % s.n_head);
+            let p = pos0 + t;
+            let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let qh = &q[(t * s.n_head + h) * s.head_dim..][..s.head_dim];
+            let kvh = h / group;
+            let keys =
+                (first..=p).map(|j| &cache.k[j * cache.k_width + kvh * s.head_dim..][..s.head_dim]);
+            let vals = (first..=p)
+                .map(|j| &cache.v[j * cache.v_width + kvh * s.head_dim_v..][..s.head_dim_v]);
+            if tiled {
+                attend_f32(qh, keys, vals, s.scale, o);
+            } else {
+                attend_online_f16(qh, keys, vals, s.scale, o);
+            }
+        });
+}
+
+fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (kc, qc) in k.chunks_exact(8).zip(q.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] = kc[i].to_f32().mul_add(qc[i], acc[i]);
+        }
+    }
+    let done = q.len() / 8 * 8;
+    let mut s: f32 = acc.iter().sum();
+    for i in done..q.len() {
+        s += k[i].to_f32() * q[i];
+    }
+    s
+}
+
+/// llama.cpp's one-row flash attention: Q rounded to f16, online softmax, the value accumulator
+/// rescaled and accumulated in f16.
+fn attend_online_f16<'a>(
+    q: &[f32],
+    keys: impl Iterator<Item = &'a [f16]>,
+    vals: impl Iterator<Item = &'a [f16]>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+    let mut acc = vec![f16::ZERO; out.len()];
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0f32;
+    for (k, v) in keys.zip(vals) {
+        let s = dot_f16(k, &q16) * scale;
+        let mut ms = 1.0f32;
+        let mut vs = 1.0f32;
+        if s > m {
+            let old = m;
+            m = s;
+            ms = (old - m).exp();
+            for a in acc.iter_mut() {
+                *a = f16::from_f32(a.to_f32() * ms);
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = a.to_f32() * inv;
+    }
+}
+
+/// Plain softmax attention in f32 (long batches).
+fn attend_f32<'a>(
+    q: &[f32],
+    keys: impl Iterator<Item = &'a [f16]>,
+    vals: impl Iterator<Item = &'a [f16]>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let scores: Vec<f32> = keys.map(|k| dot_f16(k, q) * scale).collect();
+    let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    out.fill(0.0);
+    let mut sum = 0f32;
+    for (s, v) in scores.iter().zip(vals) {
+        let e = (s - m).exp();
+        sum += e;
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = x.to_f32().mul_add(e, *o);
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both evaluation orders agree with a direct softmax on a small example, with GQA and a
+    /// sliding window.
+    #[test]
+    fn both_paths_match_reference() {
+        let (n_head, n_kv, hd, n) = (4, 2, 8, 5);
+        let mut cache = LayerCache::new(8, n_kv * hd, n_kv * hd);
+        let val = |i: usize| ((i * 37 % 17) as f32 - 8.0) / 8.0;
+        let k: Vec<f32> = (0..n * n_kv * hd).map(val).collect();
+        let v: Vec<f32> = (0..n * n_kv * hd).map(|i| val(i + 5)).collect();
+        let q: Vec<f32> = (0..n * n_head * hd).map(|i| val(i + 11)).collect();
+        cache.store(0, &k, &v);
+        for window in [None, Some(3)] {
+            let s = AttnShape {
+                n_head,
+                n_head_kv: n_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                scale: 0.3,
+                window,
+            };
+            let mut out = vec![0f32; n * n_head * hd];
+            attend(&cache, &q, 0, n, s, &mut out);
+            for t in 0..n {
+                for h in 0..n_head {
+                    let kvh = h / 2;
+                    let first = window.map_or(0, |w| (t + 1).saturating_sub(w));
+                    let qh = &q[(t * n_head + h) * hd..][..hd];
+                    let kf =
+                        |j: usize, d: usize| f16::from_f32(k[(j * n_kv + kvh) * hd + d]).to_f32();
+                    let vf =
+                        |j: usize, d: usize| f16::from_f32(v[(j * n_kv + kvh) * hd + d]).to_f32();
+                    let sc: Vec<f32> = (first..=t)
+                        .map(|j| (0..hd).map(|d| kf(j, d) * qh[d]).sum::<f32>() * 0.3)
+                        .collect();
+                    let m = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let z: f32 = sc.iter().map(|s| (s - m).exp()).sum();
+                    for d in 0..hd {
+                        let r: f32 = sc
+                            .iter()
+                            .zip(first..=t)
+                            .map(|(s, j)| (s - m).exp() / z * vf(j, d))
+                            .sum();
+                        let got = out[(t * n_head + h) * hd + d];
+                        assert!((got - r).abs() < 5e-3, "t{t} h{h} d{d}: {got} vs {r}");
+                    }
+                }
+            }
+        }
+    }
+}
