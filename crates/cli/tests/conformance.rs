@@ -9,66 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    let dir = std::env::var_os("SHUKU_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    assert!(
-        dir.join("data").is_dir(),
-        "../shared not found at {} (set SHUKU_SHARED)",
-        dir.display()
-    );
-    dir
-}
-
-fn home_cache(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-            .join(".cache")
-            .join(default)
-    })
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let p = home_cache("SHUKU_ASSETS", "shuku-assets").join(rel);
-    assert!(
-        p.exists(),
-        "missing asset {}: run ../shared/scripts/fetch-models.sh",
-        p.display()
-    );
-    p
-}
-
-fn llamacpp(tool: &str) -> PathBuf {
-    let p = home_cache("LLAMACPP_HOME", "shuku-llamacpp")
-        .join("bin")
-        .join(tool);
-    assert!(
-        p.exists(),
-        "missing {}: run ../shared/scripts/build-llamacpp.sh",
-        p.display()
-    );
-    p
-}
-
-fn python() -> PathBuf {
-    asset("venv/bin/python")
-}
-
-/// Runs a command, failing the test with its output when it does not succeed; returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    stdout
-}
+use shuku_testkit::{asset, llamacpp, python, run, shared_dir as shared};
 
 fn shuku() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shuku"))

@@ -1,22 +1,14 @@
 //! HF folder → GGUF → `Llama`: the export and import are exact inverses (Q/K permutation included), and
 //! a GGUF written by llama.cpp's own converter imports to the same model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 use shuku_model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
 use shuku_model::{Llama, ModelError};
 
 fn shared() -> PathBuf {
-    let dir = std::env::var_os("SHUKU_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    assert!(
-        dir.join("data").is_dir(),
-        "../shared not found at {} (set SHUKU_SHARED)",
-        dir.display()
-    );
-    dir
+    shuku_testkit::shared_dir()
 }
 
 fn max_abs_diff(a: &Llama, b: &Llama) -> f32 {

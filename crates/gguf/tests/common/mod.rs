@@ -1,63 +1,15 @@
 //! Shared helpers for the integration tests: asset locations and the gguf-py oracle.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-/// `/work/shared` equivalent: `$SHUKU_SHARED` or `<workspace>/../shared`.
-pub fn shared_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("SHUKU_SHARED") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
-/// `$SHUKU_ASSETS` or `$HOME/.cache/shuku-assets`.
-pub fn assets_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("SHUKU_ASSETS") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    Path::new(&home).join(".cache/shuku-assets")
-}
-
-/// A file that must exist; panics with instructions if it does not (tests never pass silently).
-pub fn require(p: PathBuf) -> PathBuf {
-    assert!(
-        p.exists(),
-        "missing test asset {}: run ../shared/scripts/fetch-models.sh (or set SHUKU_ASSETS / SHUKU_SHARED)",
-        p.display()
-    );
-    p
-}
-
-pub fn shared(rel: &str) -> PathBuf {
-    require(shared_dir().join(rel))
-}
-
-pub fn asset(rel: &str) -> PathBuf {
-    require(assets_dir().join(rel))
-}
-
-/// The python interpreter of the assets venv that has gguf-py.
-pub fn python() -> PathBuf {
-    asset("venv/bin/python")
-}
+pub use shuku_testkit::{asset, assets_dir, python, shared, shared_dir};
 
 /// Runs `script` with gguf-py; returns stdout. Panics with stderr on failure.
 pub fn run_python(script: &str, args: &[&Path]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("running the assets venv python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 python output")
+    let args: Vec<String> = args.iter().map(|p| p.display().to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    shuku_testkit::run_python(script, &args)
 }
 
 /// gguf-py's view of a file as JSON: keys (name, value type ids, scalar value or array length)

@@ -1,0 +1,113 @@
+//! Where shuku's tests find what they compare against, in one place.
+//!
+//! * `../shared` beside the workspace (override: `SHUKU_SHARED`): texts, the small real models,
+//!   llama.cpp's tokenizer vectors and the Python tools.
+//! * The assets of `../shared/scripts/fetch-models.sh` (override: `SHUKU_ASSETS`, default
+//!   `~/.cache/shuku-assets`): real GGUF models and a Python venv with gguf-py and numpy.
+//! * llama.cpp's tools from `../shared/scripts/build-llamacpp.sh` (override: `LLAMACPP_HOME`, default
+//!   `~/.cache/shuku-llamacpp`).
+//!
+//! A missing asset panics with the command that provides it: a test never passes because what it
+//! needs is absent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn canonical(dir: PathBuf, what: &str, fix: &str) -> PathBuf {
+    std::fs::canonicalize(&dir)
+        .unwrap_or_else(|e| panic!("{what} not found at {} ({e}): {fix}", dir.display()))
+}
+
+fn home_cache(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").expect("HOME is not set");
+        PathBuf::from(home).join(".cache").join(default)
+    })
+}
+
+/// `../shared` (or `$SHUKU_SHARED`), canonicalised so that Python's lexical path handling agrees.
+pub fn shared_dir() -> PathBuf {
+    let dir = std::env::var_os("SHUKU_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("../shared"));
+    canonical(
+        dir,
+        "the shared folder",
+        "put shared/ beside the workspace or set SHUKU_SHARED",
+    )
+}
+
+/// A path under `../shared` that must exist.
+pub fn shared(rel: &str) -> PathBuf {
+    let p = shared_dir().join(rel);
+    assert!(
+        p.exists(),
+        "missing {}: the shared folder is incomplete",
+        p.display()
+    );
+    p
+}
+
+/// The assets folder of `fetch-models.sh` (it may not exist yet).
+pub fn assets_dir() -> PathBuf {
+    home_cache("SHUKU_ASSETS", "shuku-assets")
+}
+
+/// A path under the assets folder that must exist.
+pub fn asset(rel: &str) -> PathBuf {
+    let p = assets_dir().join(rel);
+    assert!(
+        p.exists(),
+        "missing test asset {}: run ../shared/scripts/fetch-models.sh (or set SHUKU_ASSETS)",
+        p.display()
+    );
+    p
+}
+
+/// The assets venv's Python (has gguf-py, numpy, safetensors, tokenizers).
+pub fn python() -> PathBuf {
+    asset("venv/bin/python")
+}
+
+/// Runs `script` (Python source) with the venv's Python and `../shared/tools` importable; returns
+/// standard output, panicking with standard error on failure.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    run(Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", shared_dir().join("tools")))
+}
+
+/// One of llama.cpp's tools (`llama-simple`, `llama-perplexity`, `llama-quantize`, …).
+pub fn llamacpp(tool: &str) -> PathBuf {
+    let p = home_cache("LLAMACPP_HOME", "shuku-llamacpp")
+        .join("bin")
+        .join(tool);
+    assert!(
+        p.exists(),
+        "missing {}: run ../shared/scripts/build-llamacpp.sh (or set LLAMACPP_HOME)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command and returns its standard output; panics with both outputs when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
