@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use shuku_model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
 
 use crate::progress::bar;
@@ -57,6 +57,12 @@ pub fn run(args: Args) -> Result<()> {
         overwrite: args.overwrite,
         tokenizer_pre: args.tokenizer_pre.clone(),
     };
+    if args.output.exists() && !args.overwrite {
+        bail!(
+            "{} exists: pass --overwrite to replace it",
+            args.output.display()
+        );
+    }
     let pb = bar(0, "converting");
     let report = convert_hf_dir(
         &args.model,
