@@ -187,6 +187,9 @@ struct Packer {
     val: SeqStore,
     n_train: usize,
     n_val: usize,
+    /// `Some(true)`: every window goes to validation; `Some(false)`: to training; `None`: by
+    /// `period`.
+    route: Option<bool>,
 }
 
 impl Packer {
@@ -202,6 +205,7 @@ impl Packer {
             val: SeqStore::new(cfg.spill_to_disk)?,
             n_train: 0,
             n_val: 0,
+            route: None,
         })
     }
 
@@ -214,7 +218,9 @@ impl Packer {
         let mut start = 0;
         while self.pending.len() - start >= self.width {
             let row = &self.pending[start..start + self.width];
-            let is_val = self.period.is_some_and(|p| self.n_seqs % p == p - 1);
+            let is_val = self
+                .route
+                .unwrap_or_else(|| self.period.is_some_and(|p| self.n_seqs % p == p - 1));
             if is_val {
                 self.val.push(row)?;
                 self.n_val += 1;
@@ -383,6 +389,21 @@ impl TokenDataset {
         packer.finish(cfg)
     }
 
+    /// Pack a training stream and a held-out stream separately: every window of `train` is a
+    /// training sequence, every window of `held_out` a validation sequence, and no window
+    /// straddles the two (so no held-out token is ever a training target).
+    /// [`DataConfig::validation_fraction`] is ignored.
+    pub fn from_token_split(train: &[u32], held_out: &[u32], cfg: &DataConfig) -> Result<Self> {
+        cfg.validate()?;
+        let mut packer = Packer::new(cfg)?;
+        packer.route = Some(false);
+        packer.push(train)?;
+        packer.pending.clear();
+        packer.route = Some(true);
+        packer.push(held_out)?;
+        packer.finish(cfg)
+    }
+
     fn permutation(&self, epoch: u64) -> Vec<u32> {
         let mut order: Vec<u32> = (0..self.n_train as u32).collect();
         let mut rng = SplitMix64::new(self.state.seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -500,6 +521,25 @@ mod tests {
         assert_eq!(first[0], vec![5, 6, 7, 8, 9]);
         let t: Vec<Vec<u32>> = v[0].targets.to_vec2().unwrap();
         assert_eq!(t[0], vec![6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn token_split_keeps_streams_apart() {
+        let train: Vec<u32> = (0..20).collect();
+        let held: Vec<u32> = (50..61).collect();
+        let cfg = DataConfig::new(4, 100);
+        let mut ds = TokenDataset::from_token_split(&train, &held, &cfg).unwrap();
+        // 20 tokens → windows at 0,4,8,12 (5 wide, stride 4); 11 held-out tokens → 50, 54.
+        assert_eq!(ds.train_len(), 4);
+        assert_eq!(ds.validation_len(), 2);
+        let v = ds.validation_batches(8, None, &Device::Cpu).unwrap();
+        let rows: Vec<Vec<u32>> = v[0].inputs.to_vec2().unwrap();
+        assert_eq!(rows, vec![vec![50, 51, 52, 53], vec![54, 55, 56, 57]]);
+        for _ in 0..3 {
+            let b = ds.next_batch(4, &Device::Cpu).unwrap();
+            let t: Vec<Vec<u32>> = b.targets.to_vec2().unwrap();
+            assert!(t.iter().flatten().all(|&x| x < 20));
+        }
     }
 
     #[test]

@@ -102,6 +102,19 @@ pub enum DistillError {
         what: String,
     },
 
+    /// shuku-model rejected a model (config, weights, save).
+    #[error("model error: {0}")]
+    Model(#[from] shuku_model::ModelError),
+
+    /// A safetensors file could not be written.
+    #[error("safetensors error on {path}: {message}")]
+    Safetensors {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A training log could not be written.
     #[error("could not serialize log record: {0}")]
     Json(#[from] serde_json::Error),

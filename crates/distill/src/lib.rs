@@ -18,15 +18,24 @@
 //!   safetensors file, written atomically, so a resumed run continues bit for bit.
 //! * **Trainer** ([`trainer`]): the loop tying these together, over any [`Trainable`] model;
 //!   shuku-model's `Llama` implements it (and its `Tokenizer` implements [`TextTokenizer`]).
+//! * **Students** ([`student`]): a student from a teacher by dropping layers or from a fresh
+//!   config, with the teacher's weights copied wherever shapes allow.
+//! * **The base model's kit**: a byte-level BPE trainer shaped for llama.cpp ([`bpe`]), a
+//!   contiguous held-out tail ([`corpus`]) and an f16 HF-folder writer ([`export`]), used by the
+//!   `train_base` and `distill` examples.
 
+pub mod bpe;
 pub mod checkpoint;
+pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod export;
 mod llama;
 pub mod loss;
 pub mod optim;
 pub mod rng;
 pub mod schedule;
+pub mod student;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, TrainingState};
@@ -39,4 +48,7 @@ pub use loss::{
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, GradAccumulator, Gradients};
 pub use rng::SplitMix64;
 pub use schedule::LrSchedule;
-pub use trainer::{FitReport, LogFormat, StepRecord, TrainConfig, Trainable, Trainer};
+pub use student::{drop_layers, from_teacher, CopyReport, LayerSelection};
+pub use trainer::{
+    evaluate, EvalResult, FitReport, LogFormat, StepRecord, TrainConfig, Trainable, Trainer,
+};

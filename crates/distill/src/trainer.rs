@@ -241,6 +241,39 @@ pub struct EvalResult {
     pub tokens: usize,
 }
 
+/// Token-weighted cross-entropy and perplexity of `model` on `data`'s validation sequences, at
+/// most `max_batches` batches of `batch_size` (`None` without validation data).
+///
+/// A free function so a shipped model can be scored without building a [`Trainer`] (which
+/// allocates optimizer state).
+pub fn evaluate<M: Trainable + ?Sized>(
+    model: &M,
+    data: &mut TokenDataset,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &Device,
+) -> Result<Option<EvalResult>> {
+    let batches = data.validation_batches(batch_size, max_batches, device)?;
+    let (mut sum, mut tokens) = (0f64, 0usize);
+    for b in &batches {
+        let logits = model.forward_logits(&b.inputs)?.detach();
+        let n = b.targets.elem_count();
+        let ce = cross_entropy(&logits, &b.targets, None)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        sum += ce * n as f64;
+        tokens += n;
+    }
+    Ok((tokens > 0).then(|| {
+        let loss = sum / tokens as f64;
+        EvalResult {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
+        }
+    }))
+}
+
 /// What [`Trainer::fit`] returns.
 #[derive(Debug, Clone)]
 pub struct FitReport {
@@ -333,29 +366,13 @@ impl Trainer {
         model: &M,
         data: &mut TokenDataset,
     ) -> Result<Option<EvalResult>> {
-        let batches = data.validation_batches(
+        evaluate(
+            model,
+            data,
             self.config.batch_size,
             self.config.eval_batches,
             &self.device,
-        )?;
-        let (mut sum, mut tokens) = (0f64, 0usize);
-        for b in &batches {
-            let logits = model.forward_logits(&b.inputs)?.detach();
-            let n = b.targets.elem_count();
-            let ce = cross_entropy(&logits, &b.targets, None)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            sum += ce * n as f64;
-            tokens += n;
-        }
-        Ok((tokens > 0).then(|| {
-            let loss = sum / tokens as f64;
-            EvalResult {
-                loss,
-                perplexity: loss.exp(),
-                tokens,
-            }
-        }))
+        )
     }
 
     fn progress_bar(&self) -> ProgressBar {
