@@ -1,7 +1,7 @@
 //! Students built from a teacher copy its weights and never alias them.
 
 use candle_core::{Device, Tensor};
-use shuku_distill::{drop_layers, from_teacher, LayerSelection, Trainable};
+use shuku_distill::{drop_layers, from_teacher, LayerSelection};
 use shuku_model::{Llama, LlamaConfig};
 
 fn config(layers: usize, tie: bool) -> LlamaConfig {
