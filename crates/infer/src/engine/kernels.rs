@@ -2,7 +2,7 @@
 //!
 //! This is the only module of the crate with `unsafe` code: reinterpreting the file's bytes as
 //! candle's ggml block structs (`BlockQ4_0`, `BlockQ4K`, ...) so that candle's SIMD dot products run
-//! directly on the mapped weights, without a copy. Every cast goes through [`cast_blocks`], which
+//! directly on the mapped weights, without a copy. Every cast goes through `cast_blocks`, which
 //! checks size, alignment and length first.
 //!
 //! Activations are quantized to the weight type's "vec-dot type" exactly as llama.cpp's CPU backend
