@@ -1,16 +1,15 @@
 //! Causal grouped-query attention over an f16 KV cache.
 //!
 //! The cache is f16 as llama.cpp's default, which halves its memory and makes the keys and values
-//! the model attends to the same numbers llama.cpp attends to. Two evaluation orders mirror
-//! llama.cpp's CPU flash attention: small batches (decoding, short prompts) use its per-row online
-//! softmax whose value accumulator is kept in f16; batches of 64 rows or more use an f32 softmax,
-//! as its tiled kernel does.
+//! the model attends to the same numbers llama.cpp attends to. Scores and values are combined in
+//! the evaluation order of llama.cpp's CPU flash attention for decoding: Q rounded to f16, an
+//! online softmax, and a value accumulator kept in f16. llama.cpp switches to an f32 tiled kernel
+//! for batches of 64 rows or more; one order for every batch size keeps prefill and decoding
+//! consistent (a batched prompt gives the logits of token-by-token decoding), and perplexity stays
+//! within llama.cpp's own spread across batch sizes (see the crate's perplexity test).
 
 use half::f16;
 use rayon::prelude::*;
-
-/// Batches at least this long take the f32 path (`GGML_FA_TILE_Q`).
-const TILED_MIN_ROWS: usize = 64;
 
 /// One layer's cached keys and values: `n_ctx` rows of `n_head_kv · head_dim` f16 values.
 #[derive(Debug, Clone)]
@@ -72,7 +71,6 @@ pub struct AttnShape {
 /// `n × n_head·head_dim_v`.
 pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, n: usize, s: AttnShape, out: &mut [f32]) {
     let group = s.n_head / s.n_head_kv;
-    let tiled = n >= TILED_MIN_ROWS;
     out.par_chunks_mut(s.head_dim_v)
         .enumerate()
         .for_each(|(i, o)| {
@@ -85,11 +83,7 @@ pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, n: usize, s: AttnShape
                 (first..=p).map(|j| &cache.k[j * cache.k_width + kvh * s.head_dim..][..s.head_dim]);
             let vals = (first..=p)
                 .map(|j| &cache.v[j * cache.v_width + kvh * s.head_dim_v..][..s.head_dim_v]);
-            if tiled {
-                attend_f32(qh, keys, vals, s.scale, o);
-            } else {
-                attend_online_f16(qh, keys, vals, s.scale, o);
-            }
+            attend_online_f16(qh, keys, vals, s.scale, o);
         });
 }
 
@@ -146,37 +140,11 @@ fn attend_online_f16<'a>(
     }
 }
 
-/// Plain softmax attention in f32 (long batches).
-fn attend_f32<'a>(
-    q: &[f32],
-    keys: impl Iterator<Item = &'a [f16]>,
-    vals: impl Iterator<Item = &'a [f16]>,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let scores: Vec<f32> = keys.map(|k| dot_f16(k, q) * scale).collect();
-    let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    out.fill(0.0);
-    let mut sum = 0f32;
-    for (s, v) in scores.iter().zip(vals) {
-        let e = (s - m).exp();
-        sum += e;
-        for (o, x) in out.iter_mut().zip(v) {
-            *o = x.to_f32().mul_add(e, *o);
-        }
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Both evaluation orders agree with a direct softmax on a small example, with GQA and a
-    /// sliding window.
+    /// Agrees with a direct f32 softmax on a small example, with GQA and a sliding window.
     #[test]
     fn both_paths_match_reference() {
         let (n_head, n_kv, hd, n) = (4, 2, 8, 5);

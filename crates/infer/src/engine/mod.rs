@@ -40,8 +40,8 @@ use weights::{TensorRef, Weights};
 pub struct EngineOptions {
     /// Worker threads for the matrix products (0: one per available core).
     pub threads: usize,
-    /// Default context length of new sessions (0: the model's trained context). Capped at the
-    /// trained context, like llama.cpp.
+    /// Default context length of new sessions (0: the model's trained context). Longer contexts
+    /// than the model was trained for are allowed, as in llama.cpp, but quality degrades.
     pub context: usize,
 }
 
@@ -100,10 +100,9 @@ impl Engine {
                 threads,
                 why: e.to_string(),
             })?;
-        let train = config.n_ctx_train.max(1);
         let context = match options.context {
-            0 => train,
-            c => c.min(train),
+            0 => config.n_ctx_train.max(1),
+            c => c,
         };
         Ok(Engine {
             file,
@@ -145,9 +144,9 @@ impl Engine {
         Session::new(&self.config, self.context)
     }
 
-    /// A new session holding `n_ctx` positions (capped at the trained context).
+    /// A new session holding `n_ctx` positions.
     pub fn new_session_with_context(&self, n_ctx: usize) -> Session {
-        Session::new(&self.config, n_ctx.min(self.config.n_ctx_train.max(1)))
+        Session::new(&self.config, n_ctx)
     }
 
     /// Evaluates `tokens` after what `session` holds, as one batch, and returns the logits of the
