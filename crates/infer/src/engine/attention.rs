@@ -66,10 +66,9 @@ pub struct AttnShape {
     pub window: Option<usize>,
 }
 
-/// Attention of `n` query tokens at positions `pos0..pos0+n` (their keys and values already in
-/// `cache`) over every earlier position. `q` is `n × n_head·head_dim`; `out` is
-/// `n × n_head·head_dim_v`.
-pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, n: usize, s: AttnShape, out: &mut [f32]) {
+/// Attention of the query tokens at positions `pos0..` (their keys and values already in `cache`)
+/// over every earlier position. `q` is `n × n_head·head_dim`; `out` is `n × n_head·head_dim_v`.
+pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, s: AttnShape, out: &mut [f32]) {
     let group = s.n_head / s.n_head_kv;
     out.par_chunks_mut(s.head_dim_v)
         .enumerate()
@@ -164,7 +163,7 @@ mod tests {
                 window,
             };
             let mut out = vec![0f32; n * n_head * hd];
-            attend(&cache, &q, 0, n, s, &mut out);
+            attend(&cache, &q, 0, s, &mut out);
             for t in 0..n {
                 for h in 0..n_head {
                     let kvh = h / 2;

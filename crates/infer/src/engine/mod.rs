@@ -295,7 +295,7 @@ impl Engine {
                 scale: fa_scale,
                 window: lc.sliding_window,
             };
-            attend(cache, &q, pos0, n, shape, &mut att);
+            attend(cache, &q, pos0, shape, &mut att);
             let mut o = vec![0f32; n * e];
             self.mat(&lw.wo).matmul(&att, n, &mut o);
             if let Some(b) = &lw.bo {
