@@ -1,9 +1,10 @@
 //! Greedy generation against llama.cpp's `llama-simple` (64 tokens, add_special and parse_special
 //! on, prompt and generated pieces printed with special tokens rendered, stop at end of generation).
 //!
-//! On a mismatch the test reports the first generated token where the texts part and our top-2
-//! logit margin there, so a near-tie (where llama.cpp's own summation order decides) can be told
-//! from a real bug.
+//! Exact identity is the goal. Where the texts part, the divergence is accepted only as a near-tie
+//! that summation order decides: the texts agree up to it, llama.cpp's next piece is our
+//! second-best token, and our top-2 logit margin there is below [`TIE_MARGIN`] (about 0.1 % of the
+//! logit scale of these models). Anything else fails with the position, both texts and the margin.
 
 mod common;
 
@@ -13,6 +14,8 @@ use std::process::Command;
 use shuku_infer::{Engine, EngineOptions};
 
 const N_PREDICT: usize = 64;
+/// Largest top-2 logit gap at which llama.cpp choosing our runner-up counts as a tie.
+const TIE_MARGIN: f32 = 0.05;
 
 fn llama_simple(model: &Path, prompt: &str) -> Vec<u8> {
     let (mut stdout, _) = common::run(
@@ -48,10 +51,13 @@ fn check(model: &Path, prompt: &str) {
         .flat_map(|&i| tok.token_to_piece(i, true).to_vec())
         .collect();
     let mut first_bad = None;
+    let mut agreed_len = 0;
     for (k, &g) in generated.iter().enumerate() {
+        let before = text.len();
         text.extend_from_slice(tok.token_to_piece(g, true));
         if first_bad.is_none() && !expected.starts_with(&text) {
             first_bad = Some(k);
+            agreed_len = before;
         }
     }
     if text == expected {
@@ -70,12 +76,29 @@ fn check(model: &Path, prompt: &str) {
     let logits = engine.forward(&mut session, &ctx, false).expect("forward");
     let mut sorted: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let margin = sorted[0].1 - sorted[1].1;
+    let runner_up = tok.token_to_piece(sorted[1].0 as u32, true);
+    let theirs_is_runner_up = first_bad.is_some()
+        && !runner_up.is_empty()
+        && expected
+            .get(agreed_len..)
+            .is_some_and(|rest| rest.starts_with(runner_up));
+    if theirs_is_runner_up && margin < TIE_MARGIN {
+        eprintln!(
+            "{}: identical for {k} generated tokens, then a near-tie: ours {:?}, llama.cpp our \
+             runner-up {:?}, top-2 margin {margin:.4} < {TIE_MARGIN}",
+            model.display(),
+            sorted[0],
+            sorted[1],
+        );
+        return;
+    }
     panic!(
         "{}: first divergence at generated token {k} (ours {:?}, top-2 margin {:.4}: {:?} vs {:?})\n\
          ours:      {:?}\nllama.cpp: {:?}",
         model.display(),
         generated.get(k),
-        sorted[0].1 - sorted[1].1,
+        margin,
         sorted[0],
         sorted[1],
         String::from_utf8_lossy(&text),
