@@ -230,18 +230,22 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(csv, "0,{cut_ppl},{cut_ppl}");
     for (i, (s, k)) in kd.iter().enumerate() {
-        let h = hard.get(i).map_or(f64::NAN, |p| p.1);
-        let _ = writeln!(csv, "{s},{k},{h}");
-        let _ = writeln!(table, "| {s} | {k:.3} | {h:.3} |");
+        // Empty cells when the hard-label run was skipped (--kd-only).
+        let h = hard.get(i).map(|p| p.1);
+        let csv_h = h.map(|v| v.to_string()).unwrap_or_default();
+        let md_h = h.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(csv, "{s},{k},{csv_h}");
+        let _ = writeln!(table, "| {s} | {k:.3} | {md_h} |");
     }
     fs::write(&a.csv, csv).with_context(|| format!("writing {}", a.csv.display()))?;
     println!("{table}");
-    let (k, h) = (
-        kd.last().map_or(f64::NAN, |p| p.1),
-        hard.last().map_or(f64::NAN, |p| p.1),
-    );
+    let k = kd.last().map_or(f64::NAN, |p| p.1);
+    let versus = match hard.last() {
+        Some((_, h)) => format!(" vs hard labels {h:.3} ({hard_s:.0} s)"),
+        None => String::new(),
+    };
     println!(
-        "final held-out ppl: KD {k:.3} ({kd_s:.0} s) vs hard labels {h:.3} ({hard_s:.0} s); \
+        "final held-out ppl: KD {k:.3} ({kd_s:.0} s){versus}; \
          teacher {teacher_ppl:.3}, cut student before training {cut_ppl:.3}"
     );
     println!("curves: {}", a.csv.display());
