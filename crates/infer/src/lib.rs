@@ -5,11 +5,26 @@
 //!   mapping, and runs llama, qwen2 and gemma3 models with llama.cpp's numerics (activations
 //!   quantized like its CPU backend, f16 KV cache). [`Engine`] implements
 //!   [`shuku_eval::LogitsSource`], so its perplexity is computed by the same code as the trainer's.
+//! * [`generate`]: streaming generation ([`Engine::generate`]) with stop strings and a
+//!   [`Generation`] summary; [`sampler`]: llama.cpp's default sampling chain with a seeded
+//!   generator; [`metrics`]: time to first token, speeds, latency percentiles, peak memory.
+//! * [`chat`]: the model's chat template rendered with minijinja ([`Engine::render_chat`]);
+//!   [`cache`]: prompt-prefix reuse across requests and a response cache.
 
+pub mod cache;
+pub mod chat;
 pub mod engine;
+pub mod generate;
+pub mod metrics;
+pub mod sampler;
 pub mod tokenizer;
 
+pub use cache::{CachedResponse, PrefixCache, ResponseCache};
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use engine::{
     Arch, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeStyle, Session,
 };
+pub use generate::{FinishReason, Generate, GeneratedToken, Generation, GenerationParams, Prompt};
+pub use metrics::GenerationMetrics;
+pub use sampler::{Rng, Sampler, SamplerConfig};
 pub use tokenizer::{DecodeOptions, StreamDecoder, Tokenizer, TokenizerError};

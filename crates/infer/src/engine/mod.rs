@@ -178,6 +178,7 @@ impl Engine {
             .pool
             .install(|| self.forward_batch(session, tokens, all_logits));
         session.pos = needed;
+        session.tokens.extend_from_slice(tokens);
         Ok(logits)
     }
 

@@ -11,6 +11,8 @@ use super::config::ModelConfig;
 pub struct Session {
     pub(crate) layers: Vec<LayerCache>,
     pub(crate) pos: usize,
+    /// The tokens evaluated so far, one per position.
+    pub(crate) tokens: Vec<u32>,
     n_ctx: usize,
 }
 
@@ -31,6 +33,7 @@ impl Session {
         Session {
             layers,
             pos: 0,
+            tokens: Vec::new(),
             n_ctx,
         }
     }
@@ -53,11 +56,34 @@ impl Session {
     /// Forgets everything after the first `len` positions (e.g. to reuse a shared prompt prefix).
     pub fn truncate(&mut self, len: usize) {
         self.pos = self.pos.min(len);
+        self.tokens.truncate(self.pos);
     }
 
     /// Empties the session.
     pub fn clear(&mut self) {
         self.pos = 0;
+        self.tokens.clear();
+    }
+
+    /// The tokens the session holds, in order (one per position).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Prepares the session for `prompt`: keeps the longest prefix it shares with what the session
+    /// holds, forgets the rest, and returns how many positions were kept. At least one token of
+    /// `prompt` is always left to evaluate (the next logits come from evaluating it), so a prompt
+    /// equal to the held tokens keeps `prompt.len() - 1`.
+    pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        self.truncate(keep);
+        keep
     }
 
     /// Bytes held by the KV cache.
