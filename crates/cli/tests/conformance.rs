@@ -283,3 +283,26 @@ fn per_layer_widths_of_a_pruned_model_run_in_llama_cpp() {
     });
     assert_llama_cpp_agrees(&hf, "Alice was", 32);
 }
+
+#[test]
+#[ignore = "conformance: needs llama.cpp; run by scripts/test.sh"]
+fn the_embedded_base_model_runs_in_llama_cpp_with_the_same_greedy_tokens() {
+    let base = shuku_testkit::workspace_dir().join("assets/shuku-base");
+    assert!(
+        base.join("config.json").is_file(),
+        "assets/shuku-base is missing from the checkout"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // Convert a copy so the GGUF lands in the temporary folder, not in assets/.
+    let hf = tmp.path().join("shuku-base");
+    std::fs::create_dir(&hf).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(base.join(f), hf.join(f)).unwrap();
+    }
+    assert_llama_cpp_agrees(&hf, "ROMEO:", 32);
+}
