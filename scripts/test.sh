@@ -22,5 +22,11 @@ bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
 echo "==> unit and integration tests"
 cargo test --workspace
 
-echo "==> conformance against llama.cpp and gguf-py"
+echo "==> conformance: GGUF export and the full-precision model against llama.cpp and gguf-py"
 cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
+
+echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity"
+# gemma-3's perplexity check (262k-token vocabulary) takes ~10 minutes on 2 cores: run it by hand with
+#   cargo test -p shuku-infer --test perplexity -- --ignored gemma3
+cargo test -p shuku-infer --test llama_cpp_parity --test perplexity -- --ignored --test-threads 1 \
+  --skip gemma3_perplexity_matches_llama_cpp
