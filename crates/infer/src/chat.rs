@@ -172,7 +172,7 @@ impl crate::Engine {
         }
     }
 
-    /// Renders `messages` with [`Engine::chat_template`].
+    /// Renders `messages` with [`Engine::chat_template`](crate::Engine::chat_template).
     pub fn render_chat(
         &self,
         messages: &[ChatMessage],
