@@ -1,14 +1,18 @@
-//! `shuku`: inspect, convert and evaluate language models and GGUF files.
+//! `shuku`: inspect, convert, evaluate and run language models and GGUF files.
 //!
 //! Each subcommand lives in its own module and only composes the library crates; errors are printed
 //! as one clear line (with their cause chain), never as a backtrace.
 
+mod bench;
+mod chat;
 mod convert;
+mod engine_args;
 mod generate;
 mod inspect;
 mod output;
 mod perplexity;
 mod progress;
+mod run;
 mod table;
 
 use std::process::ExitCode;
@@ -29,6 +33,9 @@ enum Command {
     Convert(convert::Args),
     Perplexity(perplexity::Args),
     Generate(generate::Args),
+    Run(run::Args),
+    Chat(chat::Args),
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +45,9 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,4 +33,15 @@ impl Output {
             std::process::exit(1);
         }
     }
+
+    /// Flushes what was written (for streamed text); errors are handled as in [`Output::text`].
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            if e.kind() == ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -1,0 +1,87 @@
+//! Options shared by the subcommands that run a GGUF file: threads, context and sampling.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use shuku_infer::{Engine, EngineOptions, GenerationParams, SamplerConfig};
+
+/// How to run the engine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Worker threads (0: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context length in tokens (0: the model's trained context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx: usize,
+}
+
+impl EngineArgs {
+    /// Loads `model` with these options.
+    pub fn load(&self, model: &Path) -> Result<Engine> {
+        Engine::load(
+            model,
+            EngineOptions {
+                threads: self.threads,
+                context: self.ctx,
+            },
+        )
+        .with_context(|| format!("cannot load {}", model.display()))
+    }
+}
+
+/// The sampling chain (llama.cpp's defaults and order: penalties, top-k, top-p, min-p, temperature).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Temperature; 0 picks the most likely token every time (greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens whose probabilities add up to P (1.0: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0.0: off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise tokens seen in the last --repeat-last-n tokens (1.0: off; 1.1 is mild).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtract this once per earlier occurrence (0.0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Subtract this once for any earlier occurrence (0.0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Seed of the random generator: the same seed gives the same text (default: from the clock).
+    #[arg(long, short = 's')]
+    pub seed: Option<u64>,
+    /// Stop before this text (repeatable); it is not printed.
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// Generation parameters for at most `max_tokens` tokens.
+    pub fn params(&self, max_tokens: usize) -> GenerationParams {
+        GenerationParams {
+            max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                penalty_last_n: self.repeat_last_n,
+            },
+            stop: self.stop.clone(),
+            seed: self.seed,
+        }
+    }
+}
