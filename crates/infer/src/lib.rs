@@ -10,11 +10,13 @@
 //!   generator; [`metrics`]: time to first token, speeds, latency percentiles, peak memory.
 //! * [`chat`]: the model's chat template rendered with minijinja ([`Engine::render_chat`]);
 //!   [`cache`]: prompt-prefix reuse across requests and a response cache.
+//! * [`grammar`]: sampling constrained to a JSON schema ([`JsonSchemaConstraint`]).
 
 pub mod cache;
 pub mod chat;
 pub mod engine;
 pub mod generate;
+pub mod grammar;
 pub mod metrics;
 pub mod sampler;
 pub mod tokenizer;
@@ -25,6 +27,7 @@ pub use engine::{
     Arch, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeStyle, Session,
 };
 pub use generate::{FinishReason, Generate, GeneratedToken, Generation, GenerationParams, Prompt};
+pub use grammar::{generate_json, GrammarError, GrammarVocab, JsonSchemaConstraint};
 pub use metrics::GenerationMetrics;
 pub use sampler::{Rng, Sampler, SamplerConfig};
 pub use tokenizer::{DecodeOptions, StreamDecoder, Tokenizer, TokenizerError};
