@@ -18,7 +18,7 @@ use crate::output::Output;
 ///
 /// Example: shuku run smollm2.gguf -p "The capital of France is" -n 32 --temp 0
 ///
-/// Example: shuku run smollm2.gguf -p "Once upon a time" -n 128 --temp 0.7 --seed 42 --stop "\n\n"
+/// Example: shuku run smollm2.gguf -p "Once upon a time" -n 128 --temp 0.7 --seed 42 --stop "The End"
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The GGUF model.
