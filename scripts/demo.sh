@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job from the README, offline: take the default model, write it as GGUF, check and measure it.
+# The main job from the README, offline: take the default model, write it as GGUF, run it on the GGUF
+# engine, and measure size, perplexity, KL divergence against full precision and speed.
 #   usage: scripts/demo.sh [HF_DIR] [OUT_DIR]
 # HF_DIR defaults to the project's own model in assets/shuku-base (or, before it exists, the small real
 # model in ../shared/data/models/glassllm-en); OUT_DIR defaults to target/demo. Existing outputs in
@@ -28,5 +29,12 @@ echo
 echo "== perplexity of the full-precision model (llama-perplexity protocol)"
 $SHUKU perplexity --model "$MODEL" --file "$TEXT" -c 128 --chunks 16 | tail -2
 echo
-echo "== greedy generation"
+echo "== greedy generation, full precision"
 $SHUKU generate --model "$MODEL" -p "ROMEO:" -n 32
+echo
+echo "== the F16 GGUF on the inference engine: generation, speed, quality against F32"
+$SHUKU run "$OUT/model-f16.gguf" -p "ROMEO:" -n 32 --temp 0 -t 2
+echo
+$SHUKU bench "$OUT/model-f16.gguf" -p 64 -n 32 -r 3 -t 2
+$SHUKU perplexity -m "$OUT/model-f32.gguf" -f "$TEXT" -c 128 --chunks 16 --kl-divergence-base "$OUT/f32.kld" --save-logits | tail -2
+$SHUKU perplexity -m "$OUT/model-f16.gguf" -c 128 --kl-divergence-base "$OUT/f32.kld" --kl-divergence | tail -8
