@@ -433,11 +433,25 @@ fn invalid_schemas_are_typed_errors() {
         "{e:?}"
     );
 
-    let e = schema_error(json!({"properties": {"a": 3}}));
+    let e = schema_error(json!({"type": "object", "properties": {"a": 3}}));
     assert!(
         matches!(&e, GrammarError::NotASchema { path } if path == "/properties/a"),
         "{e:?}"
     );
+
+    for unbounded in [
+        json!(true),
+        json!({}),
+        json!({"type": "object"}),
+        json!({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": true}),
+        json!({"type": "array", "items": {"description": "anything"}}),
+    ] {
+        let e = schema_error(unbounded.clone());
+        assert!(
+            matches!(e, GrammarError::Unbounded { .. }),
+            "{unbounded}: {e:?}"
+        );
+    }
 
     let e = JsonSchemaConstraint::with_vocab("{not json", &smol_vocab().1).unwrap_err();
     assert!(matches!(e, GrammarError::SchemaNotJson(_)), "{e:?}");
@@ -511,8 +525,16 @@ fn run_generations(
 ) -> Vec<Result<String, GrammarError>> {
     let engine = Engine::load(path, EngineOptions::default()).unwrap();
     let tok = engine.tokenizer();
+    let t = Instant::now();
     let vocab = GrammarVocab::new(tok).unwrap();
+    let built = t.elapsed();
     let fresh = JsonSchemaConstraint::with_vocab(schema, &vocab).unwrap();
+    eprintln!(
+        "vocabulary trie of {} tokens in {:.0} ms, schema compiled in {:.0} ms",
+        vocab.len(),
+        built.as_secs_f64() * 1e3,
+        (t.elapsed() - built).as_secs_f64() * 1e3
+    );
     let mut ids = Vec::new();
     if tok.add_bos() {
         ids.extend(tok.bos());

@@ -17,12 +17,16 @@
 //!   `minLength`/`maxLength`, `pattern`, `format`, numeric bounds, `anyOf`, `allOf`, `$ref`/`$defs`
 //!   and the annotations. Anything else, an unknown type, an empty `enum`, a `required` name that
 //!   `properties` does not declare, or contradictory bounds is a [`GrammarError`] naming the
-//!   keyword and where it is.
+//!   keyword and where it is. So is a subschema that admits any value (`true`, `{}`), or an
+//!   object whose other properties may be anything: generation under it need not end.
 //! * Every generation terminates: strings without a bound are cut at
 //!   [`schema::DEFAULT_MAX_STRING_CHARS`] characters, arrays at [`schema::DEFAULT_MAX_ITEMS`]
 //!   items, objects with `properties` admit no others unless `additionalProperties` says so, a
-//!   number has at most [`MAX_NUMBER_CHARS`] characters and [`MAX_EXPONENT_DIGITS`] exponent digits, and whitespace between tokens is
-//!   one run of at most a newline and [`MAX_INDENT`] spaces.
+//!   number has at most [`MAX_NUMBER_CHARS`] characters and [`MAX_EXPONENT_DIGITS`] exponent
+//!   digits, and whitespace between tokens is one space or a newline and at most [`MAX_INDENT`]
+//!   spaces. Two holes remain, bounded only by the caller's token budget: the number of extra
+//!   properties an `additionalProperties` schema admits (and their keys' length), and the depth of
+//!   a recursive `$ref`.
 //! * End-of-generation tokens are allowed exactly when the document is complete; other control
 //!   tokens never are.
 //! * Strings are written in the canonical JSON quoting (`\u` escapes only for control
@@ -114,6 +118,14 @@ pub enum GrammarError {
         path: String,
         /// The keyword.
         keyword: String,
+    },
+    /// A subschema that admits values of any size, so generation need not end.
+    #[error("schema at {path}: {what}")]
+    Unbounded {
+        /// JSON pointer of the subschema.
+        path: String,
+        /// What is unbounded.
+        what: &'static str,
     },
     /// The grammar compiler rejected the schema.
     #[error("the schema cannot be compiled: {0}")]

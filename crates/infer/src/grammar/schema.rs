@@ -109,7 +109,13 @@ fn number(obj: &Map<String, Value>, path: &str, key: &str) -> Result<Option<f64>
 
 fn prepare_node(node: &mut Value, path: &str) -> Result<(), GrammarError> {
     let obj = match node {
-        Value::Bool(_) => return Ok(()),
+        Value::Bool(true) => {
+            return Err(GrammarError::Unbounded {
+                path: display_path(path),
+                what: "`true` admits any value",
+            })
+        }
+        Value::Bool(false) => return Ok(()),
         Value::Object(obj) => obj,
         _ => {
             return Err(GrammarError::NotASchema {
@@ -151,6 +157,27 @@ fn prepare_node(node: &mut Value, path: &str) -> Result<(), GrammarError> {
         return Err(bad(path, "type", "at least one type name"));
     }
     let has = |t: &str| types.iter().any(|x| x == t);
+    if !["type", "enum", "const", "anyOf", "allOf", "$ref"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+    {
+        return Err(GrammarError::Unbounded {
+            path: display_path(path),
+            what: "a schema without `type`, `enum`, `const`, `anyOf`, `allOf` or `$ref` admits any value",
+        });
+    }
+    if has("object") {
+        let open = match obj.get("additionalProperties") {
+            None => !obj.contains_key("properties"),
+            Some(v) => v == &Value::Bool(true),
+        };
+        if open {
+            return Err(GrammarError::Unbounded {
+                path: display_path(path),
+                what: "an object whose other properties may be anything (set `properties`, or `additionalProperties` to false or a schema)",
+            });
+        }
+    }
 
     // enum
     if let Some(e) = obj.get("enum") {
