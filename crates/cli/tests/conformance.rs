@@ -306,3 +306,59 @@ fn the_embedded_base_model_runs_in_llama_cpp_with_the_same_greedy_tokens() {
     }
     assert_llama_cpp_agrees(&hf, "ROMEO:", 32);
 }
+
+/// The engine's greedy text for `prompt`, printed the way llama-simple prints (prompt and generated
+/// pieces with special tokens rendered, stopping at end of generation).
+fn engine_greedy_text(gguf: &Path, prompt: &str, n: usize) -> String {
+    use shuku_infer::{Engine, EngineOptions};
+    let engine = Engine::load(
+        gguf,
+        EngineOptions {
+            threads: 2,
+            context: 512,
+        },
+    )
+    .unwrap();
+    let tok = engine.tokenizer();
+    let ids = tok.encode(prompt, true, true).unwrap();
+    let generated = engine.generate_greedy(&ids, n).unwrap();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .chain(&generated)
+        .flat_map(|&i| tok.token_to_piece(i, true).to_vec())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+#[ignore = "conformance: needs llama.cpp; run by scripts/test.sh"]
+fn the_engine_matches_llama_cpp_on_the_base_model_as_f32_and_q8_0() {
+    let base = shuku_testkit::workspace_dir().join("assets/shuku-base");
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_gguf = tmp.path().join("base-f32.gguf");
+    run(shuku()
+        .arg("convert")
+        .arg(&base)
+        .arg("-o")
+        .arg(&f32_gguf)
+        .args(["--outtype", "f32"]));
+    let q8_gguf = tmp.path().join("base-q8_0.gguf");
+    run(Command::new(llamacpp("llama-quantize"))
+        .arg(&f32_gguf)
+        .arg(&q8_gguf)
+        .arg("Q8_0"));
+    for gguf in [&f32_gguf, &q8_gguf] {
+        let theirs = llama_simple(gguf, "ROMEO:", 64);
+        let ours = engine_greedy_text(gguf, "ROMEO:", 64);
+        println!(
+            "{}:\n  llama-simple: {theirs:?}\n  shuku-infer:  {ours:?}",
+            gguf.display()
+        );
+        assert_eq!(
+            ours.trim_end(),
+            theirs.trim_end(),
+            "{}: greedy texts differ",
+            gguf.display()
+        );
+    }
+}
