@@ -282,6 +282,15 @@ fn per_layer_widths_of_a_pruned_model_run_in_llama_cpp() {
         config.layers[2].n_heads = 2;
     });
     assert_llama_cpp_agrees(&hf, "Alice was", 32);
+    // The GGUF engine runs the same file (architecture `deci`) to the same tokens.
+    let gguf = hf.with_extension("gguf");
+    let theirs = llama_simple(&gguf, "Alice was", 32);
+    let ours = engine_greedy_text(&gguf, "Alice was", 32);
+    assert_eq!(
+        ours.trim_end(),
+        theirs.trim_end(),
+        "engine and llama-simple differ on the pruned model"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub enum Arch {
 impl Arch {
     fn from_name(name: &str) -> Result<Arch> {
         match name {
-            "llama" => Ok(Arch::Llama),
+            // `deci` is llama's graph with head counts and FFN width per layer: how shuku (and
+            // llama.cpp) store structurally pruned llamas. Its attention-free and linear-attention
+            // layer kinds (head count or KV head count 0) are refused when the layers are read.
+            "llama" | "deci" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "gemma3" => Ok(Arch::Gemma3),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
