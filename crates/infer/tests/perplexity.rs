@@ -89,6 +89,16 @@ fn smollm2_q4_1_perplexity_matches_llama_cpp() {
 
 #[test]
 #[ignore = "conformance: needs llama.cpp (build-llamacpp.sh) and fetch-models.sh assets"]
+fn smollm2_requantized_q8_0_and_q4_k_m_perplexity_matches_llama_cpp() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let smol = common::asset_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    for ty in ["Q8_0", "Q4_K_M"] {
+        check(&common::requantize(&smol, dir.path(), ty));
+    }
+}
+
+#[test]
+#[ignore = "conformance: needs llama.cpp (build-llamacpp.sh) and fetch-models.sh assets"]
 fn gemma3_perplexity_matches_llama_cpp() {
     check(&common::asset_model("gemma-3-270m-q4_k_m.gguf"));
 }
