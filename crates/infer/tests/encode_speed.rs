@@ -8,14 +8,11 @@ use shuku_gguf::GgufFile;
 use shuku_infer::Tokenizer;
 
 fn shared() -> PathBuf {
-    match std::env::var_os("SHUKU_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
+    shuku_testkit::shared_dir()
 }
 
 #[test]
-#[ignore]
+#[ignore = "timing: run in release by hand (see the module doc)"]
 fn encode_5mb() {
     let dir = shared().join("data/vocab");
     let seed =

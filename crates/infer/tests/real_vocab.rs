@@ -11,20 +11,8 @@ use std::path::PathBuf;
 use shuku_gguf::GgufFile;
 use shuku_infer::{DecodeOptions, Tokenizer};
 
-fn assets() -> PathBuf {
-    match std::env::var_os("SHUKU_ASSETS") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/shuku-assets"),
-    }
-}
-
 fn load(file: &str) -> Tokenizer {
-    let path = assets().join("gguf").join(file);
-    assert!(
-        path.is_file(),
-        "missing test asset {} (set SHUKU_ASSETS)",
-        path.display()
-    );
+    let path = shuku_testkit::asset(&format!("gguf/{file}"));
     let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Tokenizer::from_gguf(&gguf).expect("tokenizer")
 }

@@ -17,21 +17,8 @@ const UNSUPPORTED: &[(&str, &str)] = &[(
     "WordPiece (`bert`) tokenizer, used by embedding models only",
 )];
 
-fn shared() -> PathBuf {
-    match std::env::var_os("SHUKU_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
 fn vocab_dir() -> PathBuf {
-    let dir = shared().join("data/vocab");
-    assert!(
-        dir.is_dir(),
-        "missing test assets: {} (set SHUKU_SHARED)",
-        dir.display()
-    );
-    dir
+    shuku_testkit::shared("data/vocab")
 }
 
 /// llama.cpp's `read_tests`: inputs split on the separator (a trailing separator ends the list),
