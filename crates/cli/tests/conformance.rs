@@ -23,12 +23,7 @@ fn converted_glassllm_is_read_by_gguf_py_equal_to_its_source() {
     let hf = shared().join("data/models/glassllm-en");
     for outtype in ["f16", "f32"] {
         let out = out.with_extension(format!("{outtype}.gguf"));
-        run(shuku()
-            .arg("convert")
-            .arg(&hf)
-            .arg("-o")
-            .arg(&out)
-            .args(["--outtype", outtype]));
+        convert(&hf, &out, outtype);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/compare_gguf_to_hf.py");
         let said = run(Command::new(python()).arg(script).arg(&out).arg(&hf));
         println!("{}", said.trim());
@@ -85,22 +80,41 @@ fn llama_simple(model: &Path, prompt: &str, n: usize) -> String {
         .arg(prompt))
 }
 
+/// `shuku convert HF -o OUT --outtype TYPE`.
+fn convert(hf: &Path, out: &Path, outtype: &str) {
+    run(shuku()
+        .arg("convert")
+        .arg(hf)
+        .arg("-o")
+        .arg(out)
+        .args(["--outtype", outtype]));
+}
+
+/// The SmolLM2 f32 folder and its F32 GGUF, converted once per test run for all the tests that
+/// need it, into cargo's scratch folder for integration tests (replaced on the next run).
+fn smollm2_f32() -> (PathBuf, &'static Path) {
+    static GGUF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let hf = asset("hf/SmolLM2-135M-Instruct-f32");
+    let gguf = GGUF.get_or_init(|| {
+        let gguf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("smollm2-f32.gguf");
+        run(shuku().arg("convert").arg(&hf).arg("-o").arg(&gguf).args([
+            "--outtype",
+            "f32",
+            "--overwrite",
+        ]));
+        gguf
+    });
+    (hf, gguf.as_path())
+}
+
 #[test]
 #[ignore = "conformance: needs SmolLM2 from fetch-models.sh and llama.cpp; run by scripts/test.sh"]
 fn smollm2_f32_gguf_greedy_tokens_match_llama_cpp() {
-    let hf = asset("hf/SmolLM2-135M-Instruct-f32");
-    let tmp = tempfile::tempdir().unwrap();
-    let gguf = tmp.path().join("smollm2-f32.gguf");
-    run(shuku()
-        .arg("convert")
-        .arg(&hf)
-        .arg("-o")
-        .arg(&gguf)
-        .args(["--outtype", "f32"]));
+    let (hf, gguf) = smollm2_f32();
 
     let prompt = "The capital of France is";
     let n = 32;
-    let theirs = llama_simple(&gguf, prompt, n);
+    let theirs = llama_simple(gguf, prompt, n);
     let ours = run(shuku()
         .arg("generate")
         .arg("--model")
@@ -127,21 +141,13 @@ fn final_ppl(text: &str) -> f64 {
 #[test]
 #[ignore = "conformance: needs SmolLM2 from fetch-models.sh and llama.cpp; run by scripts/test.sh"]
 fn smollm2_perplexity_matches_llama_perplexity() {
-    let hf = asset("hf/SmolLM2-135M-Instruct-f32");
+    let (hf, gguf) = smollm2_f32();
     let kjv = shared().join("data/text/kjv.txt");
-    let tmp = tempfile::tempdir().unwrap();
-    let gguf = tmp.path().join("smollm2-f32.gguf");
-    run(shuku()
-        .arg("convert")
-        .arg(&hf)
-        .arg("-o")
-        .arg(&gguf)
-        .args(["--outtype", "f32"]));
     let (ctx, chunks) = ("256", "12");
 
     let theirs = Command::new(llamacpp("llama-perplexity"))
         .arg("-m")
-        .arg(&gguf)
+        .arg(gguf)
         .arg("-f")
         .arg(&kjv)
         .args(["-c", ctx, "-b", ctx, "--chunks", chunks, "-t", "2"])
@@ -195,12 +201,7 @@ fn glassllm_variant(
 /// Converts an HF folder to F32 GGUF and checks llama-simple's greedy text against `shuku generate`.
 fn assert_llama_cpp_agrees(hf: &Path, prompt: &str, n: usize) {
     let gguf = hf.with_extension("gguf");
-    run(shuku()
-        .arg("convert")
-        .arg(hf)
-        .arg("-o")
-        .arg(&gguf)
-        .args(["--outtype", "f32"]));
+    convert(hf, &gguf, "f32");
     let theirs = llama_simple(&gguf, prompt, n);
     let ours = run(shuku()
         .arg("generate")
@@ -345,12 +346,7 @@ fn the_engine_matches_llama_cpp_on_the_base_model_as_f32_and_q8_0() {
     let base = shuku_testkit::workspace_dir().join("assets/shuku-base");
     let tmp = tempfile::tempdir().unwrap();
     let f32_gguf = tmp.path().join("base-f32.gguf");
-    run(shuku()
-        .arg("convert")
-        .arg(&base)
-        .arg("-o")
-        .arg(&f32_gguf)
-        .args(["--outtype", "f32"]));
+    convert(&base, &f32_gguf, "f32");
     let q8_gguf = tmp.path().join("base-q8_0.gguf");
     run(Command::new(llamacpp("llama-quantize"))
         .arg(&f32_gguf)
