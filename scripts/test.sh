@@ -18,6 +18,8 @@ echo "==> assets: $SHUKU_ASSETS"
 bash "$SHUKU_SHARED/scripts/fetch-models.sh" "$SHUKU_ASSETS" >/dev/null
 echo "==> llama.cpp tools: $LLAMACPP_HOME"
 bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
+# Greedy decoding through llama.cpp's library with every step's logits recorded (the logits check).
+bash crates/infer/tests/peer/build.sh
 
 echo "==> unit and integration tests"
 cargo test --workspace

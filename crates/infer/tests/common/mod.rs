@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod peer;
+
 /// A model from `$SHUKU_ASSETS/gguf`.
 pub fn asset_model(name: &str) -> PathBuf {
     shuku_testkit::asset(&format!("gguf/{name}"))
