@@ -238,6 +238,10 @@ mod tests {
 {%- endif -%}
 "#;
 
+    /// Phi-3 mini's template, as stored in its GGUF: no system role, and the assistant's opening
+    /// follows every user turn whether or not a generation prompt is asked for.
+    const PHI3: &str = r#"{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') %}{{'<|user|>' + '\n' + message['content'] + '<|end|>' + '\n' + '<|assistant|>' + '\n'}}{% elif (message['role'] == 'assistant') %}{{message['content'] + '<|end|>' + '\n'}}{% endif %}{% endfor %}"#;
+
     fn conversation() -> Vec<ChatMessage> {
         vec![
             ChatMessage::new("user", "Hi!"),
@@ -297,6 +301,17 @@ mod tests {
             }
             other => panic!("expected a raised error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn phi3_renders_user_and_assistant_turns() {
+        let t = ChatTemplate::new(PHI3, "<s>", "<|endoftext|>").unwrap();
+        let mut msgs = vec![ChatMessage::new("system", "Be brief.")];
+        msgs.extend(conversation());
+        let expected = "<s><|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n\
+                        <|user|>\n How are you? <|end|>\n<|assistant|>\n";
+        assert_eq!(t.render(&msgs, true).unwrap(), expected);
+        assert_eq!(t.render(&msgs, false).unwrap(), expected);
     }
 
     #[test]

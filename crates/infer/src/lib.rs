@@ -2,8 +2,8 @@
 //!
 //! * [`tokenizer`]: llama.cpp-compatible tokenizers built from a GGUF file's vocabulary.
 //! * [`engine`]: the model itself — [`Engine::load`] maps the file, keeps every weight in the
-//!   mapping, and runs llama, qwen2 and gemma3 models with llama.cpp's numerics (activations
-//!   quantized like its CPU backend, f16 KV cache). [`Engine`] implements
+//!   mapping, and runs llama, qwen2, gemma3 and phi3 models with llama.cpp's numerics
+//!   (activations quantized like its CPU backend, f16 KV cache). [`Engine`] implements
 //!   [`shuku_eval::LogitsSource`], so its perplexity is computed by the same code as the trainer's.
 //! * [`generate`]: streaming generation ([`Engine::generate`]) with stop strings and a
 //!   [`Generation`] summary; [`sampler`]: llama.cpp's default sampling chain with a seeded

@@ -19,6 +19,11 @@ pub enum Arch {
     /// `gemma3`: Q/K norms, post-attention and post-FFN norms, GELU FFN, embedding scale,
     /// sliding-window attention on 5 of every 6 layers.
     Gemma3,
+    /// `phi3`: Phi-3 / Phi-3.5 / Phi-4 mini. Q, K and V usually fused in one `attn_qkv` matrix, gate
+    /// and up fused in `ffn_up` (gate rows first), NEOX RoPE with optional LongRoPE frequency
+    /// factors, Q scaled before attention. Its `attention.sliding_window` is ignored: llama.cpp
+    /// disables sliding-window attention for phi3 (full causal attention on every layer).
+    Phi3,
 }
 
 impl Arch {
@@ -30,6 +35,7 @@ impl Arch {
             "llama" | "deci" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "gemma3" => Ok(Arch::Gemma3),
+            "phi3" => Ok(Arch::Phi3),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -40,7 +46,15 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
+    }
+
+    /// Whether the attention scale multiplies Q before attention rather than the scores. llama.cpp's
+    /// graph does so for these families and then attends with scale 1; since Q is rounded to f16
+    /// inside attention, scaling before or after that rounding gives different last bits.
+    pub fn scales_q(self) -> bool {
+        matches!(self, Arch::Gemma3 | Arch::Phi3)
     }
 }
 
@@ -87,6 +101,13 @@ pub struct ModelConfig {
     pub rope_style: RopeStyle,
     /// RoPE position scale (`1 / rope.scaling.factor` for linear scaling, else 1).
     pub rope_freq_scale: f32,
+    /// Magnitude scale of the rotated dimensions (`rope.scaling.attn_factor`, else 1). LongRoPE
+    /// models (Phi-3 128k) are converted with `sqrt(1 + ln(s) / ln(n_ctx_orig))` there, and
+    /// llama.cpp multiplies RoPE's cos and sin by it whichever factors the context selects.
+    pub rope_attn_factor: f32,
+    /// Context the RoPE frequencies were trained for (`rope.scaling.original_context_length`, else
+    /// the trained context): sessions longer than this use LongRoPE's long factors.
+    pub n_ctx_orig: usize,
     /// RMSNorm epsilon.
     pub rms_eps: f32,
     /// Context length the model was trained with.
@@ -163,7 +184,9 @@ impl ModelConfig {
         }
         let rope_freq_scale = match file.opt_str(&k("rope.scaling.type")).map_err(map_gguf)? {
             None | Some("none") => 1.0,
-            Some("linear") => {
+            // LongRoPE's per-dimension factors are tensors (`rope_factors_*`); llama.cpp reads its
+            // position scale the same way as linear scaling's.
+            Some("linear" | "longrope") => {
                 let f = file
                     .opt_f32(&k("rope.scaling.factor"))
                     .map_err(map_gguf)?
@@ -204,7 +227,9 @@ impl ModelConfig {
                     .unwrap_or(1.0 / (head_dim as f32).sqrt()),
                 vec![None; n_layer],
             ),
-            Arch::Qwen2 => (
+            // phi3's `attention.sliding_window` is read by llama.cpp and then switched off (its
+            // conversions do not record which layers are local), so every layer attends fully.
+            Arch::Qwen2 | Arch::Phi3 => (
                 RopeStyle::Neox,
                 None,
                 1.0 / (head_dim as f32).sqrt(),
@@ -243,6 +268,20 @@ impl ModelConfig {
                 },
             })
             .collect();
+        let rope_attn_factor = file
+            .opt_f32(&k("rope.scaling.attn_factor"))
+            .map_err(map_gguf)?
+            .unwrap_or(1.0);
+        if !(rope_attn_factor.is_finite() && rope_attn_factor > 0.0) {
+            return Err(key_err(k("rope.scaling.attn_factor"), "must be positive"));
+        }
+        let n_ctx_orig = match file
+            .opt_u32(&k("rope.scaling.original_context_length"))
+            .map_err(map_gguf)?
+        {
+            Some(n) if n > 0 => n as usize,
+            _ => p.context_length as usize,
+        };
         let final_logit_softcap = file
             .opt_f32(&k("final_logit_softcapping"))
             .map_err(map_gguf)?
@@ -256,6 +295,8 @@ impl ModelConfig {
             n_rot,
             rope_style,
             rope_freq_scale,
+            rope_attn_factor,
+            n_ctx_orig,
             rms_eps: p.rms_norm_eps,
             n_ctx_train: p.context_length as usize,
             attn_scale,

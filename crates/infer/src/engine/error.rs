@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// `general.architecture` names a model family the engine has no forward pass for.
-    #[error("unsupported architecture `{0}` (supported: llama, qwen2, gemma3)")]
+    #[error("unsupported architecture `{0}` (supported: llama, deci, qwen2, gemma3, phi3)")]
     UnsupportedArchitecture(String),
     /// A required metadata key is absent.
     #[error("missing GGUF key `{0}`")]

@@ -12,13 +12,15 @@
 //!
 //! Modules: `config` (hyper-parameters), `weights` (tensor lookup and validation), `kernels`
 //! (matrix products over the mapped blocks, the crate's only `unsafe`), `ops` (norms, RoPE,
-//! activations), `attention` (KV cache and attention), `session` (per-sequence state).
+//! activations), `rope_factors` (which RoPE frequency factors a sequence uses), `attention` (KV
+//! cache and attention), `session` (per-sequence state).
 
 mod attention;
 mod config;
 mod error;
 pub mod kernels;
 mod ops;
+mod rope_factors;
 mod session;
 mod weights;
 
@@ -226,6 +228,8 @@ impl Engine {
             }
         }
 
+        // LongRoPE picks its factors from the sequence's context, as llama.cpp from `n_ctx_seq`.
+        let rope_factors = w.rope_factors.select(session.context(), cfg.n_ctx_orig);
         let mut ropes: Vec<(f32, Rope)> = Vec::new();
         let mut h = vec![0f32; n * e];
         for (il, (lw, lc)) in w.layers.iter().zip(&cfg.layers).enumerate() {
@@ -236,7 +240,8 @@ impl Engine {
                     cfg.n_rot,
                     lc.rope_base,
                     cfg.rope_freq_scale,
-                    w.rope_freqs.as_deref(),
+                    rope_factors,
+                    cfg.rope_attn_factor,
                 );
                 ropes.push((lc.rope_base, r));
             }
@@ -277,9 +282,9 @@ impl Engine {
                     );
                 }
             }
-            // Gemma scales Q before attention (llama.cpp's graph does the same, then attends with
-            // scale 1); the others scale the scores.
-            let fa_scale = if cfg.arch == Arch::Gemma3 {
+            // Gemma and Phi-3 scale Q before attention (llama.cpp's graphs do the same, then attend
+            // with scale 1); the others scale the scores.
+            let fa_scale = if cfg.arch.scales_q() {
                 q.iter_mut().for_each(|v| *v *= cfg.attn_scale);
                 1.0
             } else {
@@ -313,7 +318,7 @@ impl Engine {
             let (mut g, u) = self.project2(&h, n, [&lw.gate, &lw.up]);
             match cfg.arch {
                 Arch::Gemma3 => ops::geglu(&mut g, &u),
-                Arch::Llama | Arch::Qwen2 => ops::swiglu(&mut g, &u),
+                Arch::Llama | Arch::Qwen2 | Arch::Phi3 => ops::swiglu(&mut g, &u),
             }
             let mut d = vec![0f32; n * e];
             self.mat(&lw.down).matmul(&g, n, &mut d);

@@ -70,7 +70,8 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
 ///
 /// Computed per call for the positions in the batch, never as a table over the whole trained
 /// context. The angle follows ggml: `θ = pos · base^(-2i/n_rot)` built by repeated multiplication
-/// in f32, divided by the optional per-pair frequency factor, times the linear scale.
+/// in f32, divided by the optional per-pair frequency factor, times the linear scale; cos and sin
+/// are then multiplied by `mscale` (`rope.scaling.attn_factor`, 1 for most models).
 pub struct Rope {
     half: usize,
     cos: Vec<f32>,
@@ -86,6 +87,7 @@ impl Rope {
         base: f32,
         freq_scale: f32,
         freq_factors: Option<&[f32]>,
+        mscale: f32,
     ) -> Rope {
         let half = n_rot / 2;
         let theta_scale = base.powf(-2.0 / n_rot as f32);
@@ -96,8 +98,8 @@ impl Rope {
             for i in 0..half {
                 let ff = freq_factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
                 let t = freq_scale * (theta / ff);
-                cos.push(t.cos());
-                sin.push(t.sin());
+                cos.push(t.cos() * mscale);
+                sin.push(t.sin() * mscale);
                 theta *= theta_scale;
             }
         }
@@ -147,7 +149,7 @@ mod tests {
 
     #[test]
     fn rope_position_zero_is_identity_and_rotation_preserves_norm() {
-        let r = Rope::new(0, 2, 4, 10000.0, 1.0, None);
+        let r = Rope::new(0, 2, 4, 10000.0, 1.0, None, 1.0);
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
         r.apply(&mut x, 0, 4, RopeStyle::Normal);
         assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);

@@ -3,7 +3,12 @@
 //! Matrices are kept as [`TensorRef`]s (a byte range into the mapping plus type and shape), not as
 //! slices: the engine owns the [`GgufFile`] and a struct cannot borrow from its own field. A
 //! [`QMatrix`] over the mapped bytes is rebuilt per use, which costs a bounds check. Only the small
-//! 1-D tensors (norm weights, biases) are copied out as f32.
+//! 1-D tensors (norm weights, biases, RoPE factors) are copied out as f32.
+//!
+//! Fused matrices (phi3's `attn_qkv` with Q, K and V rows stacked, its `ffn_up` with gate and up
+//! rows stacked) become one [`TensorRef`] per part, each a row range of the one tensor. A row of
+//! every supported type is a whole number of blocks, so a row range is a byte range: nothing is
+//! copied, and each part's output rows are the same dot products the fused product computes.
 
 use std::ops::Range;
 
@@ -12,6 +17,7 @@ use shuku_gguf::{GgmlType, GgufFile, TensorType};
 use super::config::{Arch, ModelConfig};
 use super::error::{EngineError, Result};
 use super::kernels::{is_supported, KernelError, QMatrix};
+use super::rope_factors::RopeFactors;
 
 /// A validated `rows × cols` matrix inside the file.
 #[derive(Debug, Clone)]
@@ -31,6 +37,19 @@ impl TensorRef {
             .get(self.range.clone())
             .and_then(|b| QMatrix::new(b, self.ttype, self.rows, self.cols).ok())
             .unwrap_or_else(QMatrix::empty)
+    }
+
+    /// Rows `rows` of this matrix: the byte range they occupy (rows are whole blocks).
+    fn row_range(&self, rows: Range<usize>) -> TensorRef {
+        let row_bytes =
+            self.cols / self.ttype.block_size() as usize * self.ttype.type_size() as usize;
+        let start = self.range.start + rows.start * row_bytes;
+        TensorRef {
+            range: start..start + rows.len() * row_bytes,
+            ttype: self.ttype,
+            rows: rows.len(),
+            cols: self.cols,
+        }
     }
 }
 
@@ -82,8 +101,9 @@ pub struct Weights {
     pub output_norm: Vec<f32>,
     /// LM head; `token_embd` itself when the file ties them.
     pub output: TensorRef,
-    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1 style), if present.
-    pub rope_freqs: Option<Vec<f32>>,
+    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1 style; LongRoPE's
+    /// long and short sets for phi3), if present.
+    pub rope_factors: RopeFactors,
     /// The blocks.
     pub layers: Vec<LayerWeights>,
 }
@@ -124,20 +144,46 @@ impl Loader<'_> {
         }
         let view = self.file.tensor(name)?;
         let start = view.bytes.as_ptr() as usize - self.file.bytes().as_ptr() as usize;
-        let range = start..start + view.bytes.len();
-        QMatrix::new(view.bytes, t, rows, cols).map_err(|e| EngineError::BadTensorData {
+        let t = TensorRef {
+            range: start..start + view.bytes.len(),
+            ttype: t,
+            rows,
+            cols,
+        };
+        self.check(name, &t)?;
+        Ok(t)
+    }
+
+    /// Whether the kernels accept `t`'s bytes (type, size, alignment).
+    fn check(&self, name: &str, t: &TensorRef) -> Result<()> {
+        let bytes = self.file.bytes().get(t.range.clone()).unwrap_or_default();
+        QMatrix::new(bytes, t.ttype, t.rows, t.cols).map_err(|e| EngineError::BadTensorData {
             name: name.to_string(),
             why: match e {
                 KernelError::UnsupportedType(t) => format!("no kernel for {t}"),
                 KernelError::BadLayout(why) => why,
             },
         })?;
-        Ok(TensorRef {
-            range,
-            ttype: t,
-            rows,
-            cols,
-        })
+        Ok(())
+    }
+
+    /// A fused matrix of `Σparts` rows as one matrix per part (consecutive row ranges).
+    fn split_matrix<const N: usize>(
+        &self,
+        name: &str,
+        cols: usize,
+        parts: [usize; N],
+    ) -> Result<[TensorRef; N]> {
+        let whole = self.matrix(name, cols, parts.iter().sum())?;
+        let mut first = 0;
+        let parts = parts.map(|n| {
+            first += n;
+            whole.row_range(first - n..first)
+        });
+        for p in &parts {
+            self.check(name, p)?;
+        }
+        Ok(parts)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
@@ -211,22 +257,27 @@ impl Weights {
                     l.opt_vector(&n(s), len)
                 }
             };
+            let Qkv {
+                w: [wq, wk, wv],
+                b: [bq, bk, bv],
+            } = load_qkv(&l, &n, e, [q_out, k_out, v_out])?;
+            let [gate, up] = load_gate_up(&l, &n, cfg.arch, e, lc.n_ff)?;
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm.weight"), e)?,
-                wq: l.matrix(&n("attn_q.weight"), e, q_out)?,
-                wk: l.matrix(&n("attn_k.weight"), e, k_out)?,
-                wv: l.matrix(&n("attn_v.weight"), e, v_out)?,
+                wq,
+                wk,
+                wv,
                 wo: l.matrix(&n("attn_output.weight"), o_in, e)?,
-                bq: l.opt_vector(&n("attn_q.bias"), q_out)?,
-                bk: l.opt_vector(&n("attn_k.bias"), k_out)?,
-                bv: l.opt_vector(&n("attn_v.bias"), v_out)?,
+                bq,
+                bk,
+                bv,
                 bo: l.opt_vector(&n("attn_output.bias"), e)?,
                 q_norm: gemma_norm("attn_q_norm.weight", cfg.head_dim)?,
                 k_norm: gemma_norm("attn_k_norm.weight", cfg.head_dim)?,
                 post_attn_norm: gemma_norm("post_attention_norm.weight", e)?,
                 ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
-                gate: l.matrix(&n("ffn_gate.weight"), e, lc.n_ff)?,
-                up: l.matrix(&n("ffn_up.weight"), e, lc.n_ff)?,
+                gate,
+                up,
                 down: l.matrix(&n("ffn_down.weight"), lc.n_ff, e)?,
                 post_ffn_norm: gemma_norm("post_ffw_norm.weight", e)?,
             });
@@ -235,8 +286,83 @@ impl Weights {
             token_embd,
             output_norm: l.vector("output_norm.weight", e)?,
             output,
-            rope_freqs: l.opt_vector("rope_freqs.weight", cfg.n_rot / 2)?,
+            rope_factors: load_rope_factors(&l, cfg)?,
             layers,
         })
     }
+}
+
+/// A layer's Q, K and V projections and their optional biases.
+struct Qkv {
+    w: [TensorRef; 3],
+    b: [Option<Vec<f32>>; 3],
+}
+
+/// Q, K and V from one fused `attn_qkv` matrix (Q rows, then K, then V) when the file has one, as
+/// llama.cpp accepts for every family, else from `attn_q`/`attn_k`/`attn_v`. A fused bias is split
+/// the same way; separate biases next to fused weights count only when all three are there
+/// (llama.cpp adds them only then).
+fn load_qkv(l: &Loader, n: &dyn Fn(&str) -> String, e: usize, outs: [usize; 3]) -> Result<Qkv> {
+    let sep = |s: &str, len: usize| l.opt_vector(&n(&format!("attn_{s}.bias")), len);
+    let fused = n("attn_qkv.weight");
+    if l.file.tensor_info(&fused).is_none() {
+        return Ok(Qkv {
+            w: [
+                l.matrix(&n("attn_q.weight"), e, outs[0])?,
+                l.matrix(&n("attn_k.weight"), e, outs[1])?,
+                l.matrix(&n("attn_v.weight"), e, outs[2])?,
+            ],
+            b: [sep("q", outs[0])?, sep("k", outs[1])?, sep("v", outs[2])?],
+        });
+    }
+    let w = l.split_matrix(&fused, e, outs)?;
+    let b = match l.opt_vector(&n("attn_qkv.bias"), outs.iter().sum())? {
+        Some(all) => {
+            let (q, kv) = all.split_at(outs[0]);
+            let (k, v) = kv.split_at(outs[1]);
+            [Some(q.to_vec()), Some(k.to_vec()), Some(v.to_vec())]
+        }
+        None => match (sep("q", outs[0])?, sep("k", outs[1])?, sep("v", outs[2])?) {
+            (Some(q), Some(k), Some(v)) => [Some(q), Some(k), Some(v)],
+            _ => [None, None, None],
+        },
+    };
+    Ok(Qkv { w, b })
+}
+
+/// The FFN's gate and up projections. phi3 stores both in `ffn_up` (`2·n_ff` rows: the gate's
+/// first, then up's; llama.cpp's fused SwiGLU applies SiLU to the first half), the other families
+/// in `ffn_gate` and `ffn_up`.
+fn load_gate_up(
+    l: &Loader,
+    n: &dyn Fn(&str) -> String,
+    arch: Arch,
+    e: usize,
+    n_ff: usize,
+) -> Result<[TensorRef; 2]> {
+    if arch == Arch::Phi3 {
+        return l.split_matrix(&n("ffn_up.weight"), e, [n_ff, n_ff]);
+    }
+    Ok([
+        l.matrix(&n("ffn_gate.weight"), e, n_ff)?,
+        l.matrix(&n("ffn_up.weight"), e, n_ff)?,
+    ])
+}
+
+/// `rope_freqs.weight` for every family; LongRoPE's long and short sets for phi3 only (the families
+/// whose llama.cpp graphs read them). Each set holds one factor per rotated pair.
+fn load_rope_factors(l: &Loader, cfg: &ModelConfig) -> Result<RopeFactors> {
+    let pairs = cfg.n_rot / 2;
+    let longrope = |name: &str| -> Result<Option<Vec<f32>>> {
+        if cfg.arch == Arch::Phi3 {
+            l.opt_vector(name, pairs)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(RopeFactors {
+        freqs: l.opt_vector("rope_freqs.weight", pairs)?,
+        long: longrope("rope_factors_long.weight")?,
+        short: longrope("rope_factors_short.weight")?,
+    })
 }
