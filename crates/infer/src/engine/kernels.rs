@@ -17,6 +17,8 @@ use candle_core::quantized::k_quants::{
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as Block,
 };
 use half::{bf16, f16};
+
+use super::dot_q4_1;
 use rayon::prelude::*;
 use shuku_gguf::GgmlType;
 
@@ -39,6 +41,16 @@ fn cast_blocks<T: Block>(bytes: &[u8], ggml_type_size: usize) -> Option<&[T]> {
     // valid value; the pointer is aligned for `T` and the length is a whole number of blocks, both
     // checked above; the returned slice borrows `bytes`, so it cannot outlive the mapping.
     Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+}
+
+/// The bytes of a block slice, read-only (for the kernels written over ggml's byte layout).
+fn blocks_as_bytes<T: Block>(blocks: &[T]) -> &[u8] {
+    // SAFETY: `T` is a padding-free `#[repr(C)]` block of plain integer/float fields (see
+    // `cast_blocks`), so every byte is initialised; the byte slice covers exactly the blocks and
+    // borrows them.
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
+    }
 }
 
 /// The bytes of a block slice (for writing activation blocks in ggml's layout).
@@ -290,7 +302,13 @@ impl<'a> QMatrix<'a> {
             (GgmlType::Q4_0, QActs::Q8_0(a)) => self.blocks::<BlockQ4_0>(b, ts, a, n, out),
             (GgmlType::Q5_0, QActs::Q8_0(a)) => self.blocks::<BlockQ5_0>(b, ts, a, n, out),
             (GgmlType::Q8_0, QActs::Q8_0(a)) => self.blocks::<BlockQ8_0>(b, ts, a, n, out),
-            (GgmlType::Q4_1, QActs::Q8_1(a)) => self.blocks::<BlockQ4_1>(b, ts, a, n, out),
+            (GgmlType::Q4_1, QActs::Q8_1(a)) => {
+                let a = blocks_as_bytes(a);
+                let row = self.cols / 32 * dot_q4_1::Q8_1_BLOCK;
+                self.run_rows(n, out, |r, t| {
+                    dot_q4_1::vec_dot_q4_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
+                })
+            }
             (GgmlType::Q5_1, QActs::Q8_1(a)) => self.blocks::<BlockQ5_1>(b, ts, a, n, out),
             (GgmlType::Q2_K, QActs::Q8K(a)) => self.blocks::<BlockQ2K>(b, ts, a, n, out),
             (GgmlType::Q3_K, QActs::Q8K(a)) => self.blocks::<BlockQ3K>(b, ts, a, n, out),

@@ -17,6 +17,7 @@
 
 mod attention;
 mod config;
+mod dot_q4_1;
 mod error;
 pub mod kernels;
 mod ops;

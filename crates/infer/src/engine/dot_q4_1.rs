@@ -1,0 +1,208 @@
+//! Q4_1 weight rows · Q8_1 activation rows, with an AVX2 path beside the scalar reference.
+//!
+//! Written here because candle's `BlockQ4_1::vec_dot` has no SIMD path: on a Q4_1 model it took
+//! four fifths of the decoding time. The AVX2 path follows llama.cpp's x86 kernel for this pair
+//! (`ggml_vec_dot_q4_1_q8_1`): the integer dot of each 32-value block in 8 lanes of 4 products,
+//! scaled by `d_w · d_a` into an 8-lane f32 accumulator with a fused multiply-add, the block
+//! offsets `m_w · s_a` summed apart, and the lanes added pairwise at the end. Following its order
+//! keeps the engine's last bits near llama.cpp's, which decides near-ties in greedy decoding.
+//!
+//! Layouts (ggml's): a Q4_1 block is `d: f16, m: f16, qs: [u8; 16]` (20 bytes; value j of the block
+//! is `d·(qs[j] & 15) + m` for j < 16 and `d·(qs[j-16] >> 4) + m` above), a Q8_1 block is
+//! `d: f16, s: f16, qs: [i8; 32]` (36 bytes; `s` holds `d·Σqs`).
+
+use half::f16;
+
+/// Bytes of one Q4_1 block.
+pub const Q4_1_BLOCK: usize = 20;
+/// Bytes of one Q8_1 block.
+pub const Q8_1_BLOCK: usize = 36;
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// `Σ w·a` over the blocks of one Q4_1 row and one Q8_1 row (equal block counts).
+pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    debug_assert_eq!(w.len() / Q4_1_BLOCK, a.len() / Q8_1_BLOCK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2_available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+            return unsafe { avx2::vec_dot(w, a) };
+        }
+    }
+    vec_dot_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    use std::sync::OnceLock;
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// The scalar reference: the same arithmetic, block by block, summed in order.
+pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    let mut offsets = 0f32;
+    for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+        let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
+        let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let lo = i32::from(wb[4 + j] & 0x0f);
+            let hi = i32::from(wb[4 + j] >> 4);
+            sumi += lo * i32::from(ab[4 + j] as i8) + hi * i32::from(ab[4 + 16 + j] as i8);
+        }
+        sum += (dw * da) * sumi as f32;
+        offsets += mw * sa;
+    }
+    sum + offsets
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{f16_at, Q4_1_BLOCK, Q8_1_BLOCK};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0f32;
+        let low_nibbles = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+            let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
+            let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
+            offsets += mw * sa;
+            let d = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_set1_ps(da));
+            // SAFETY: `chunks_exact` gives 20 bytes, so bytes 4..20 (16) are in bounds for an
+            // unaligned 128-bit load; likewise bytes 4..36 (32) of the 36-byte Q8_1 block for an
+            // unaligned 256-bit load.
+            let (packed, qa) = unsafe {
+                (
+                    _mm_loadu_si128(wb.as_ptr().add(4).cast()),
+                    _mm256_loadu_si256(ab.as_ptr().add(4).cast()),
+                )
+            };
+            // Low nibbles in bytes 0..16, high nibbles in bytes 16..32.
+            let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+            let qw = _mm256_and_si256(both, low_nibbles);
+            // u8 × i8 pairs summed to i16 (no overflow: 15·128·2 < 2^15), then pairs to i32.
+            let pairs = _mm256_maddubs_epi16(qw, qa);
+            let quads = _mm256_madd_epi16(pairs, ones);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
+        }
+        hsum(acc) + offsets
+    }
+
+    /// Sum of the 8 lanes: high half onto low half, then pairwise.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random bytes.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 33) as u8
+            })
+            .collect()
+    }
+
+    fn with_scales(mut b: Vec<u8>, block: usize, scales: &[f32; 2]) -> Vec<u8> {
+        for (i, blk) in b.chunks_exact_mut(block).enumerate() {
+            let k = 1.0 + (i % 7) as f32 / 7.0;
+            blk[0..2].copy_from_slice(&f16::from_f32(scales[0] * k).to_le_bytes());
+            blk[2..4].copy_from_slice(&f16::from_f32(scales[1] * k).to_le_bytes());
+        }
+        b
+    }
+
+    /// Blocks with scale 1 and offset (or sum) 0.
+    fn unit(b: &[u8], block: usize) -> Vec<u8> {
+        b.chunks_exact(block)
+            .flat_map(|blk| {
+                let mut blk = blk.to_vec();
+                blk[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
+                blk[2..4].copy_from_slice(&f16::ZERO.to_le_bytes());
+                blk
+            })
+            .collect()
+    }
+
+    /// The dispatched path (AVX2 where the CPU has it) agrees with the scalar reference to float
+    /// rounding, and exactly where every block product is an integer.
+    #[test]
+    fn simd_matches_scalar_reference() {
+        for (blocks, seed) in [(1, 1), (2, 2), (8, 3), (18, 4), (64, 5)] {
+            let w = with_scales(bytes(blocks * Q4_1_BLOCK, seed), Q4_1_BLOCK, &[0.013, -0.2]);
+            let a = with_scales(
+                bytes(blocks * Q8_1_BLOCK, seed + 100),
+                Q8_1_BLOCK,
+                &[0.02, 1.5],
+            );
+            let (got, want) = (vec_dot_q4_1_q8_1(&w, &a), vec_dot_scalar(&w, &a));
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{blocks} blocks: {got} vs {want}"
+            );
+            // Unit scales and zero offsets: every partial sum is an exact integer in f32.
+            let (w1, a1) = (unit(&w, Q4_1_BLOCK), unit(&a, Q8_1_BLOCK));
+            assert_eq!(vec_dot_q4_1_q8_1(&w1, &a1), vec_dot_scalar(&w1, &a1));
+        }
+    }
+
+    /// The reference against a direct dequantize-and-multiply.
+    #[test]
+    fn scalar_reference_matches_dequantized_dot() {
+        let blocks = 4;
+        let w = with_scales(bytes(blocks * Q4_1_BLOCK, 9), Q4_1_BLOCK, &[0.05, -0.3]);
+        let a = with_scales(bytes(blocks * Q8_1_BLOCK, 10), Q8_1_BLOCK, &[0.01, 0.0]);
+        let mut want = 0f64;
+        for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+            let (dw, mw, da) = (f16_at(wb, 0), f16_at(wb, 2), f16_at(ab, 0));
+            for j in 0..32 {
+                let nib = if j < 16 {
+                    wb[4 + j] & 15
+                } else {
+                    wb[4 + j - 16] >> 4
+                };
+                let wv = dw as f64 * nib as f64 + mw as f64;
+                want += wv * da as f64 * (ab[4 + j] as i8) as f64;
+            }
+        }
+        // Q8_1's `s` stands for d·Σq; here it was set independently, so put the true value in.
+        let a: Vec<u8> = a
+            .chunks_exact(Q8_1_BLOCK)
+            .flat_map(|b| {
+                let mut b = b.to_vec();
+                let sum: i32 = b[4..].iter().map(|&q| i32::from(q as i8)).sum();
+                let s = f16::from_f32(f16_at(&b, 0) * sum as f32);
+                b[2..4].copy_from_slice(&s.to_le_bytes());
+                b
+            })
+            .collect();
+        let got = vec_dot_scalar(&w, &a) as f64;
+        assert!(
+            (got - want).abs() < 1e-2 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+}
