@@ -18,6 +18,7 @@ pub const Q4_1_BLOCK: usize = 20;
 /// Bytes of one Q8_1 block.
 pub const Q8_1_BLOCK: usize = 36;
 
+#[inline]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -28,7 +29,7 @@ pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if avx2_available() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
             return unsafe { avx2::vec_dot(w, a) };
         }
     }
@@ -39,7 +40,11 @@ pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 fn avx2_available() -> bool {
     use std::sync::OnceLock;
     static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *AVX2.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
 }
 
 /// The scalar reference: the same arithmetic, block by block, summed in order.
@@ -63,22 +68,30 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{f16_at, Q4_1_BLOCK, Q8_1_BLOCK};
+    use super::{Q4_1_BLOCK, Q8_1_BLOCK};
     use std::arch::x86_64::*;
 
+    /// The two f16 values at the start of a block (`d, m` or `d, s`) as lanes 0 and 1.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn head(block: &[u8]) -> __m128 {
+        let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+    }
+
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
+        // Lane 1 sums the block offsets m_w · s_a, one block after another.
+        let mut offsets = _mm_setzero_ps();
         let low_nibbles = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
-            let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
-            let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
-            offsets += mw * sa;
-            let d = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_set1_ps(da));
+            // [d_w·d_a, m_w·s_a, 0, 0]
+            let scales = _mm_mul_ps(head(wb), head(ab));
+            offsets = _mm_add_ps(offsets, scales);
+            let d = _mm256_broadcastss_ps(scales);
             // SAFETY: `chunks_exact` gives 20 bytes, so bytes 4..20 (16) are in bounds for an
             // unaligned 128-bit load; likewise bytes 4..36 (32) of the 36-byte Q8_1 block for an
             // unaligned 256-bit load.
@@ -96,12 +109,12 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc) + offsets
+        hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
     }
 
     /// Sum of the 8 lanes: high half onto low half, then pairwise.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(x: __m256) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(x: __m256) -> f32 {
         let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
         r = _mm_add_ps(r, _mm_movehl_ps(r, r));
         r = _mm_add_ss(r, _mm_movehdup_ps(r));
