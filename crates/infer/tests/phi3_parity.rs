@@ -4,8 +4,8 @@
 //! `tokenizer.*` keys of `../shared/data/vocab/ggml-vocab-phi-3.gguf`, 32 064 SPM tokens) on a
 //! 3-layer, 128-wide phi3 with seeded weights scaled so that attention, not only the current
 //! token, decides the next one. The ignored tests compare 64 greedy tokens with llama.cpp's
-//! `llama-simple` as `llama_cpp_parity.rs` does (text identity; a divergence passes only as a
-//! near-tie); the others run offline on a 64-token vocabulary and check the engine against itself.
+//! `llama-simple` and their logits with llama.cpp's as `llama_cpp_parity.rs` does
+//! (`common/parity.rs`); the others run offline on a 64-token vocabulary and check the engine against itself.
 //!
 //! What the variants cover, per llama.cpp's phi3 graph: Q, K and V fused in `attn_qkv` or separate;
 //! gate and up fused in `ffn_up`; NEOX RoPE over `rope.dimension_count` dimensions (partial in the
@@ -21,6 +21,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::parity::N_PREDICT;
 use shuku_gguf::writer::TensorDesc;
 use shuku_gguf::{GgmlType, GgufFile, GgufWriter, Metadata, Value};
 use shuku_infer::engine::kernels::quantize_for_tests;
@@ -32,10 +33,6 @@ const HEAD_DIM: usize = E / HEADS;
 const FF: usize = 256;
 const LAYERS: usize = 3;
 
-const N_PREDICT: usize = 64;
-/// Largest top-2 logit gap at which llama.cpp choosing our runner-up counts as a tie (as in
-/// `llama_cpp_parity.rs`).
-const TIE_MARGIN: f32 = 0.05;
 const PROMPT: &str = "The capital of France is";
 
 /// LongRoPE metadata and factor tensors.
@@ -457,93 +454,24 @@ fn phi3_vocab() -> PathBuf {
     common::shared("data/vocab/ggml-vocab-phi-3.gguf")
 }
 
-fn llama_simple(model: &Path, prompt: &str) -> Vec<u8> {
-    let (mut stdout, _) = common::run(
-        Command::new(common::llama_bin("llama-simple"))
-            .arg("-m")
-            .arg(model)
-            .arg("-n")
-            .arg(N_PREDICT.to_string())
-            .arg(prompt),
-    );
-    if stdout.last() == Some(&b'\n') {
-        stdout.pop();
-    }
-    stdout
-}
-
-/// Greedy text of the engine against llama-simple's; panics with a diagnosis when they part other
-/// than at a near-tie. Also refuses a degenerate model (too few distinct tokens to test anything).
+/// [`common::parity::check`] on a model that must not be degenerate (too few distinct greedy
+/// tokens to test anything).
 fn check(model: &Path, prompt: &str) {
-    let expected = llama_simple(model, prompt);
     let engine = load(model);
-    let tok = engine.tokenizer();
-    let ids = tok.encode(prompt, true, true).expect("tokenize");
-    let generated = engine.generate_greedy(&ids, N_PREDICT).expect("generate");
-    let mut distinct = generated.clone();
+    let ids = engine
+        .tokenizer()
+        .encode(prompt, true, true)
+        .expect("tokenize");
+    let mut distinct = engine.generate_greedy(&ids, N_PREDICT).expect("generate");
     distinct.sort_unstable();
     distinct.dedup();
     assert!(
         distinct.len() >= 8,
-        "{}: degenerate model, {} distinct tokens in {}",
+        "{}: degenerate model, {} distinct greedy tokens",
         model.display(),
-        distinct.len(),
-        generated.len()
+        distinct.len()
     );
-    let mut text: Vec<u8> = ids
-        .iter()
-        .flat_map(|&i| tok.token_to_piece(i, true).to_vec())
-        .collect();
-    let mut first_bad = None;
-    let mut agreed_len = 0;
-    for (k, &g) in generated.iter().enumerate() {
-        let before = text.len();
-        text.extend_from_slice(tok.token_to_piece(g, true));
-        if first_bad.is_none() && !expected.starts_with(&text) {
-            first_bad = Some(k);
-            agreed_len = before;
-        }
-    }
-    if text == expected {
-        eprintln!(
-            "{}: {} generated tokens ({} distinct) identical to llama-simple",
-            model.display(),
-            generated.len(),
-            distinct.len()
-        );
-        return;
-    }
-    let k = first_bad.unwrap_or(generated.len());
-    let mut session = engine.new_session_with_context(ids.len() + k + 1);
-    let mut ctx = ids.clone();
-    ctx.extend_from_slice(&generated[..k]);
-    let logits = engine.forward(&mut session, &ctx, false).expect("forward");
-    let mut sorted: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
-    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let margin = sorted[0].1 - sorted[1].1;
-    let runner_up = tok.token_to_piece(sorted[1].0 as u32, true);
-    let theirs_is_runner_up = first_bad.is_some()
-        && !runner_up.is_empty()
-        && expected
-            .get(agreed_len..)
-            .is_some_and(|rest| rest.starts_with(runner_up));
-    if theirs_is_runner_up && margin < TIE_MARGIN {
-        eprintln!(
-            "{}: identical for {k} generated tokens, then a near-tie (top-2 margin {margin:.4})",
-            model.display()
-        );
-        return;
-    }
-    panic!(
-        "{}: first divergence at generated token {k} (ours {:?}, top-2 margin {margin:.4}: {:?} vs \
-         {:?})\nours:      {:?}\nllama.cpp: {:?}",
-        model.display(),
-        generated.get(k),
-        sorted[0],
-        sorted[1],
-        String::from_utf8_lossy(&text),
-        String::from_utf8_lossy(&expected),
-    );
+    common::parity::check(model, prompt);
 }
 
 /// `llama-quantize IN OUT TYPE` into `dir`; checks that the fused matrices got that type.

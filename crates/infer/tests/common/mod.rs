@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod parity;
 pub mod peer;
 
 /// A model from `$SHUKU_ASSETS/gguf`.
