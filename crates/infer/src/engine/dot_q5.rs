@@ -1,0 +1,397 @@
+//! Q5_0 weight rows · Q8_0 activation rows and Q5_1 weight rows · Q8_1 activation rows, with AVX2
+//! paths beside the scalar references.
+//!
+//! Written here because candle's `BlockQ5_0::vec_dot` / `BlockQ5_1::vec_dot` have no SIMD path: on
+//! SmolLM2 requantized to Q4_K_M (whose tied embedding/output matrix is Q5_0) they took four fifths
+//! of the decoding time. The AVX2 paths follow llama.cpp's x86 kernels for these pairs
+//! (`ggml_vec_dot_q5_0_q8_0`, `ggml_vec_dot_q5_1_q8_1`): the integer dot of each 32-value block in 8
+//! lanes of 4 products, converted to f32 and scaled by `d_w · d_a` into an 8-lane accumulator with a
+//! fused multiply-add, Q5_1's block offsets `m_w · s_a` summed apart, and the lanes added pairwise
+//! at the end. Following its order keeps the engine's last bits near llama.cpp's, which decides
+//! near-ties in greedy decoding.
+//!
+//! Layouts (ggml's): a Q5_0 block is `d: f16, qh: [u8; 4], qs: [u8; 16]` (22 bytes), a Q5_1 block
+//! `d: f16, m: f16, qh: [u8; 4], qs: [u8; 16]` (24 bytes). `qh` is a little-endian u32 holding the
+//! fifth bit of each value: value j of the block has the 5-bit code
+//! `q = (qs[j % 16] >> (4·(j ≥ 16))) & 15 | ((qh >> j) & 1) << 4` and stands for `d·(q − 16)` in
+//! Q5_0, `d·q + m` in Q5_1. A Q8_0 block is `d: f16, qs: [i8; 32]` (34 bytes), a Q8_1 block
+//! `d: f16, s: f16, qs: [i8; 32]` (36 bytes; `s` holds `d·Σqs`).
+
+use half::f16;
+
+/// Bytes of one Q5_0 block.
+pub const Q5_0_BLOCK: usize = 22;
+/// Bytes of one Q5_1 block.
+pub const Q5_1_BLOCK: usize = 24;
+/// Bytes of one Q8_0 block.
+pub const Q8_0_BLOCK: usize = 34;
+/// Bytes of one Q8_1 block.
+pub const Q8_1_BLOCK: usize = 36;
+
+#[inline]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The 5-bit code (0..32) of value `j` of a block whose `qh` starts at `h` and `qs` at `h + 4`.
+#[inline]
+fn q5(block: &[u8], h: usize, j: usize) -> i32 {
+    let qh = u32::from_le_bytes([block[h], block[h + 1], block[h + 2], block[h + 3]]);
+    let byte = block[h + 4 + j % 16];
+    let nib = if j < 16 { byte & 15 } else { byte >> 4 };
+    i32::from(nib) | (((qh >> j) & 1) as i32) << 4
+}
+
+/// `Σ w·a` over the blocks of one Q5_0 row and one Q8_0 row (equal block counts).
+pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    debug_assert_eq!(w.len() / Q5_0_BLOCK, a.len() / Q8_0_BLOCK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2_available() {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
+            return unsafe { avx2::vec_dot_q5_0(w, a) };
+        }
+    }
+    vec_dot_q5_0_scalar(w, a)
+}
+
+/// `Σ w·a` over the blocks of one Q5_1 row and one Q8_1 row (equal block counts).
+pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    debug_assert_eq!(w.len() / Q5_1_BLOCK, a.len() / Q8_1_BLOCK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2_available() {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
+            return unsafe { avx2::vec_dot_q5_1(w, a) };
+        }
+    }
+    vec_dot_q5_1_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    use std::sync::OnceLock;
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    *AVX2.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// The scalar reference for Q5_0 · Q8_0: the same arithmetic, block by block, summed in order.
+pub fn vec_dot_q5_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
+        let (dw, da) = (f16_at(wb, 0), f16_at(ab, 0));
+        let sumi: i32 = (0..32)
+            .map(|j| (q5(wb, 2, j) - 16) * i32::from(ab[2 + j] as i8))
+            .sum();
+        sum += (dw * da) * sumi as f32;
+    }
+    sum
+}
+
+/// The scalar reference for Q5_1 · Q8_1: the same arithmetic, block by block, summed in order.
+pub fn vec_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    let mut offsets = 0f32;
+    for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+        let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
+        let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
+        let sumi: i32 = (0..32)
+            .map(|j| q5(wb, 4, j) * i32::from(ab[4 + j] as i8))
+            .sum();
+        sum += (dw * da) * sumi as f32;
+        offsets += mw * sa;
+    }
+    sum + offsets
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Q5_0_BLOCK, Q5_1_BLOCK, Q8_0_BLOCK, Q8_1_BLOCK};
+    use std::arch::x86_64::*;
+
+    /// The f16 at the start of a block (`d`) as lane 0.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn head1(block: &[u8]) -> __m128 {
+        let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+    }
+
+    /// The two f16 values at the start of a block (`d, m` or `d, s`) as lanes 0 and 1.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn head2(block: &[u8]) -> __m128 {
+        let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+    }
+
+    /// The 32 five-bit codes (0..32) of a block whose `qh` starts at `h`, one per byte: the
+    /// nibbles of `qs` (low ones in bytes 0..16, high ones in 16..32) with bit j of `qh` as bit 4
+    /// of byte j.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn codes(block: &[u8], h: usize) -> __m256i {
+        let qh = i32::from_le_bytes([block[h], block[h + 1], block[h + 2], block[h + 3]]);
+        let qs = &block[h + 4..h + 20];
+        // SAFETY: `qs` is 16 bytes long (the slice above is bounds-checked), exactly one unaligned
+        // 128-bit load.
+        let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+        let nibbles = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            _mm256_set1_epi8(0x0f),
+        );
+        // Byte j takes byte j/8 of qh; every bit but j%8 set, then all ones where bit j%8 was set.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh),
+            _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0x0000000000000000,
+            ),
+        );
+        let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        let high = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
+        _mm256_or_si256(nibbles, _mm256_and_si256(high, _mm256_set1_epi8(0x10)))
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let ones = _mm256_set1_epi16(1);
+        let sixteens = _mm256_set1_epi8(16);
+        for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(head1(wb), head1(ab)));
+            let qw = codes(wb, 2);
+            // SAFETY: `chunks_exact` gives 34 bytes, so bytes 2..34 (32) are in bounds for an
+            // unaligned 256-bit load.
+            let qa = unsafe { _mm256_loadu_si256(ab.as_ptr().add(2).cast()) };
+            // Σ (q − 16)·a per pair of bytes as Σ q·a − 16·Σ a, both u8 × i8 products summed to
+            // i16 without saturation (31·128·2 < 2^15), as is their difference (16·128·2). The
+            // 4-product lane sums equal llama.cpp's (which moves the sign of q − 16 onto a), and are
+            // also right for an activation of −128, which its sign trick cannot negate.
+            let pairs = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(qw, qa),
+                _mm256_maddubs_epi16(sixteens, qa),
+            );
+            let quads = _mm256_madd_epi16(pairs, ones);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
+        }
+        hsum(acc)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_q5_1(w: &[u8], a: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        // Lane 1 sums the block offsets m_w · s_a, one block after another.
+        let mut offsets = _mm_setzero_ps();
+        let ones = _mm256_set1_epi16(1);
+        for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+            // [d_w·d_a, m_w·s_a, 0, 0]
+            let scales = _mm_mul_ps(head2(wb), head2(ab));
+            offsets = _mm_add_ps(offsets, scales);
+            let d = _mm256_broadcastss_ps(scales);
+            let qw = codes(wb, 4);
+            // SAFETY: `chunks_exact` gives 36 bytes, so bytes 4..36 (32) are in bounds for an
+            // unaligned 256-bit load.
+            let qa = unsafe { _mm256_loadu_si256(ab.as_ptr().add(4).cast()) };
+            // u8 × i8 pairs summed to i16 (no overflow: 31·128·2 < 2^15), then pairs to i32.
+            let pairs = _mm256_maddubs_epi16(qw, qa);
+            let quads = _mm256_madd_epi16(pairs, ones);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
+        }
+        hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
+    }
+
+    /// Sum of the 8 lanes: high half onto low half, then pairwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random bytes.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 33) as u8
+            })
+            .collect()
+    }
+
+    /// Writes the leading f16 fields of each block (`scales.len()` of them), varied by block.
+    fn with_scales(mut b: Vec<u8>, block: usize, scales: &[f32]) -> Vec<u8> {
+        for (i, blk) in b.chunks_exact_mut(block).enumerate() {
+            let k = 1.0 + (i % 7) as f32 / 7.0;
+            for (f, &s) in scales.iter().enumerate() {
+                blk[2 * f..2 * f + 2].copy_from_slice(&f16::from_f32(s * k).to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Blocks with scale 1 and, where `fields` is 2, offset (or sum) 0.
+    fn unit(b: &[u8], block: usize, fields: usize) -> Vec<u8> {
+        b.chunks_exact(block)
+            .flat_map(|blk| {
+                let mut blk = blk.to_vec();
+                blk[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
+                if fields == 2 {
+                    blk[2..4].copy_from_slice(&f16::ZERO.to_le_bytes());
+                }
+                blk
+            })
+            .collect()
+    }
+
+    const CASES: [(usize, u64); 6] = [(1, 1), (2, 2), (8, 3), (18, 4), (64, 5), (576 / 32, 6)];
+
+    fn close(got: f32, want: f32, what: &str) {
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{what}: {got} vs {want}"
+        );
+    }
+
+    /// The dispatched path (AVX2 where the CPU has it) agrees with the scalar reference to float
+    /// rounding, and exactly where every block product is an integer.
+    #[test]
+    fn q5_0_simd_matches_scalar_reference() {
+        for (blocks, seed) in CASES {
+            let w = with_scales(bytes(blocks * Q5_0_BLOCK, seed), Q5_0_BLOCK, &[0.013]);
+            let a = with_scales(bytes(blocks * Q8_0_BLOCK, seed + 100), Q8_0_BLOCK, &[0.02]);
+            let (got, want) = (vec_dot_q5_0_q8_0(&w, &a), vec_dot_q5_0_scalar(&w, &a));
+            close(got, want, &format!("{blocks} blocks"));
+            // Unit scales: every partial sum is an exact integer in f32.
+            let (w1, a1) = (unit(&w, Q5_0_BLOCK, 1), unit(&a, Q8_0_BLOCK, 1));
+            assert_eq!(vec_dot_q5_0_q8_0(&w1, &a1), vec_dot_q5_0_scalar(&w1, &a1));
+        }
+    }
+
+    #[test]
+    fn q5_1_simd_matches_scalar_reference() {
+        for (blocks, seed) in CASES {
+            let w = with_scales(bytes(blocks * Q5_1_BLOCK, seed), Q5_1_BLOCK, &[0.013, -0.2]);
+            let a = with_scales(
+                bytes(blocks * Q8_1_BLOCK, seed + 100),
+                Q8_1_BLOCK,
+                &[0.02, 1.5],
+            );
+            let (got, want) = (vec_dot_q5_1_q8_1(&w, &a), vec_dot_q5_1_scalar(&w, &a));
+            close(got, want, &format!("{blocks} blocks"));
+            // Unit scales and zero offsets: every partial sum is an exact integer in f32.
+            let (w1, a1) = (unit(&w, Q5_1_BLOCK, 2), unit(&a, Q8_1_BLOCK, 2));
+            assert_eq!(vec_dot_q5_1_q8_1(&w1, &a1), vec_dot_q5_1_scalar(&w1, &a1));
+        }
+    }
+
+    /// Extreme codes and activations: every code 0 or 31 against ±127 and −128.
+    #[test]
+    fn simd_matches_scalar_at_extremes() {
+        for (qh, qs, act) in [
+            (0u8, 0u8, 0x80u8),
+            (0xff, 0xff, 0x80),
+            (0, 0, 0x7f),
+            (0xff, 0xff, 0x81),
+            (0xa5, 0x0f, 0x80),
+        ] {
+            let mut w0 = vec![qs; 2 * Q5_0_BLOCK];
+            let mut w1 = vec![qs; 2 * Q5_1_BLOCK];
+            w0[2..6].fill(qh);
+            w0[Q5_0_BLOCK + 2..Q5_0_BLOCK + 6].fill(qh);
+            w1[4..8].fill(qh);
+            w1[Q5_1_BLOCK + 4..Q5_1_BLOCK + 8].fill(qh);
+            let a0 = vec![act; 2 * Q8_0_BLOCK];
+            let a1 = vec![act; 2 * Q8_1_BLOCK];
+            let (w0, a0) = (unit(&w0, Q5_0_BLOCK, 1), unit(&a0, Q8_0_BLOCK, 1));
+            let (w1, a1) = (unit(&w1, Q5_1_BLOCK, 2), unit(&a1, Q8_1_BLOCK, 2));
+            assert_eq!(vec_dot_q5_0_q8_0(&w0, &a0), vec_dot_q5_0_scalar(&w0, &a0));
+            assert_eq!(vec_dot_q5_1_q8_1(&w1, &a1), vec_dot_q5_1_scalar(&w1, &a1));
+        }
+    }
+
+    /// Puts the true `s = d·Σq` into each Q8_1 block (the random bytes set it independently).
+    fn true_sums(a: &[u8]) -> Vec<u8> {
+        a.chunks_exact(Q8_1_BLOCK)
+            .flat_map(|b| {
+                let mut b = b.to_vec();
+                let sum: i32 = b[4..].iter().map(|&q| i32::from(q as i8)).sum();
+                let s = f16::from_f32(f16_at(&b, 0) * sum as f32);
+                b[2..4].copy_from_slice(&s.to_le_bytes());
+                b
+            })
+            .collect()
+    }
+
+    /// Value j of a block's 5-bit codes, decoded straight from the layout description.
+    fn code(block: &[u8], h: usize, j: usize) -> f64 {
+        let qh = u32::from_le_bytes(block[h..h + 4].try_into().unwrap());
+        let nib = if j < 16 {
+            block[h + 4 + j] & 15
+        } else {
+            block[h + 4 + j - 16] >> 4
+        };
+        f64::from(u32::from(nib) + ((qh >> j) & 1) * 16)
+    }
+
+    /// The references against a direct dequantize-and-multiply.
+    #[test]
+    fn scalar_references_match_dequantized_dot() {
+        let blocks = 4;
+        let w = with_scales(bytes(blocks * Q5_0_BLOCK, 9), Q5_0_BLOCK, &[0.05]);
+        let a = with_scales(bytes(blocks * Q8_0_BLOCK, 10), Q8_0_BLOCK, &[0.01]);
+        let mut want = 0f64;
+        for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
+            let (dw, da) = (f16_at(wb, 0) as f64, f16_at(ab, 0) as f64);
+            for j in 0..32 {
+                want += dw * (code(wb, 2, j) - 16.0) * da * f64::from(ab[2 + j] as i8);
+            }
+        }
+        let got = vec_dot_q5_0_scalar(&w, &a) as f64;
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "Q5_0: {got} vs {want}"
+        );
+
+        let w = with_scales(bytes(blocks * Q5_1_BLOCK, 11), Q5_1_BLOCK, &[0.05, -0.3]);
+        let a = true_sums(&with_scales(
+            bytes(blocks * Q8_1_BLOCK, 12),
+            Q8_1_BLOCK,
+            &[0.01, 0.0],
+        ));
+        let mut want = 0f64;
+        for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+            let (dw, mw, da) = (
+                f16_at(wb, 0) as f64,
+                f16_at(wb, 2) as f64,
+                f16_at(ab, 0) as f64,
+            );
+            for j in 0..32 {
+                let wv = dw * code(wb, 4, j) + mw;
+                want += wv * da * f64::from(ab[4 + j] as i8);
+            }
+        }
+        // `s` is rounded to f16, so the offsets carry up to 2^-11 relative error.
+        let got = vec_dot_q5_1_scalar(&w, &a) as f64;
+        assert!(
+            (got - want).abs() < 1e-2 * want.abs().max(1.0),
+            "Q5_1: {got} vs {want}"
+        );
+    }
+}
