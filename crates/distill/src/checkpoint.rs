@@ -169,7 +169,14 @@ pub fn save_checkpoint(path: &Path, optimizer: &AdamW, state: &TrainingState) ->
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(path))?;
+    let mut builder = tempfile::Builder::new();
+    // Temporary files are private by default; a checkpoint is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(io(path))?;
     tmp.write_all(&bytes).map_err(io(path))?;
     tmp.as_file().sync_all().map_err(io(path))?;
     tmp.persist(path)

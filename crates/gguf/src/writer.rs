@@ -94,11 +94,15 @@ impl WriterOptions {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".shuku-gguf-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".shuku-gguf-").suffix(".tmp");
+        // Temporary files are private by default; the GGUF is an ordinary file (0666 less umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
         let sink = Sink::File {
             out: BufWriter::with_capacity(1 << 20, tmp),
             dest: dest.clone(),

@@ -193,6 +193,23 @@ fn file_writer_is_atomic_and_refuses_overwrite() {
     assert_eq!(listing(), 1);
 }
 
+/// The finished file has the permissions of any file the user creates (not a temp file's 0600).
+#[cfg(unix)]
+#[test]
+fn written_file_has_ordinary_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    GgufWriter::create(&out, &sample_metadata(), vec![])
+        .unwrap()
+        .finish()
+        .unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain));
+}
+
 #[test]
 fn gguf_py_reads_our_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,8 +206,15 @@ impl Llama {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".shuku-save-")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".shuku-save-");
+        // Temporary folders are private by default; the saved model is an ordinary folder.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o777));
+        }
+        let tmp = builder
             .tempdir_in(&parent)
             .map_err(|e| ModelError::io(&parent, e))?;
 
