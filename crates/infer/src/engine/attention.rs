@@ -11,6 +11,8 @@
 use half::f16;
 use rayon::prelude::*;
 
+use super::dot_float::{dot_f16, mad_f16, scale_f16};
+
 /// One layer's cached keys and values: `n_ctx` rows of `n_head_kv · head_dim` f16 values.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
@@ -86,21 +88,6 @@ pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, s: AttnShape, out: &mu
         });
 }
 
-fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (kc, qc) in k.chunks_exact(8).zip(q.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] = kc[i].to_f32().mul_add(qc[i], acc[i]);
-        }
-    }
-    let done = q.len() / 8 * 8;
-    let mut s: f32 = acc.iter().sum();
-    for i in done..q.len() {
-        s += k[i].to_f32() * q[i];
-    }
-    s
-}
-
 /// llama.cpp's one-row flash attention: Q rounded to f16, online softmax, the value accumulator
 /// rescaled and accumulated in f16.
 fn attend_online_f16<'a>(
@@ -110,7 +97,7 @@ fn attend_online_f16<'a>(
     scale: f32,
     out: &mut [f32],
 ) {
-    let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+    let q16: Vec<f16> = q.iter().map(|&x| f16::from_f32(x)).collect();
     let mut acc = vec![f16::ZERO; out.len()];
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
@@ -122,15 +109,11 @@ fn attend_online_f16<'a>(
             let old = m;
             m = s;
             ms = (old - m).exp();
-            for a in acc.iter_mut() {
-                *a = f16::from_f32(a.to_f32() * ms);
-            }
+            scale_f16(&mut acc, ms);
         } else {
             vs = (s - m).exp();
         }
-        for (a, x) in acc.iter_mut().zip(v) {
-            *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
-        }
+        mad_f16(&mut acc, v, vs);
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };

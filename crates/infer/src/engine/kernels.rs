@@ -18,7 +18,8 @@ use candle_core::quantized::k_quants::{
 };
 use half::{bf16, f16};
 
-use super::dot_q4_1;
+use super::dot_q5;
+use super::{dot_float, dot_q4_1};
 use rayon::prelude::*;
 use shuku_gguf::GgmlType;
 
@@ -173,8 +174,9 @@ impl<'a> QMatrix<'a> {
         let ts = self.ttype.type_size() as usize;
         let b = self.bytes;
         match self.ttype {
-            GgmlType::F32 => b.as_ptr() as usize % 4 == 0 || b.is_empty(),
-            GgmlType::F16 | GgmlType::BF16 => true,
+            GgmlType::F32 => bytemuck::try_cast_slice::<u8, f32>(b).is_ok(),
+            GgmlType::F16 => bytemuck::try_cast_slice::<u8, f16>(b).is_ok(),
+            GgmlType::BF16 => true,
             GgmlType::Q4_0 => cast_blocks::<BlockQ4_0>(b, ts).is_some(),
             GgmlType::Q4_1 => cast_blocks::<BlockQ4_1>(b, ts).is_some(),
             GgmlType::Q5_0 => cast_blocks::<BlockQ5_0>(b, ts).is_some(),
@@ -290,17 +292,35 @@ impl<'a> QMatrix<'a> {
         let ts = self.ttype.type_size() as usize;
         let b = self.bytes;
         match (self.ttype, acts) {
-            (GgmlType::F32, QActs::F32(a)) => self.run_rows(n, out, |r, t| {
-                dot_f32_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
-            }),
-            (GgmlType::F16, QActs::F16(a)) => self.run_rows(n, out, |r, t| {
-                dot_f16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
-            }),
+            (GgmlType::F32, QActs::F32(a)) => {
+                let Ok(w) = bytemuck::try_cast_slice::<u8, f32>(b) else {
+                    return out.fill(0.0);
+                };
+                self.run_rows(n, out, |r, t| {
+                    let cols = self.cols;
+                    dot_float::dot_f32(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
+                })
+            }
+            (GgmlType::F16, QActs::F16(a)) => {
+                let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
+                    return out.fill(0.0);
+                };
+                self.run_rows(n, out, |r, t| {
+                    let cols = self.cols;
+                    dot_float::dot_f16(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
+                })
+            }
             (GgmlType::BF16, QActs::Bf16(a)) => self.run_rows(n, out, |r, t| {
                 dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
             }),
             (GgmlType::Q4_0, QActs::Q8_0(a)) => self.blocks::<BlockQ4_0>(b, ts, a, n, out),
-            (GgmlType::Q5_0, QActs::Q8_0(a)) => self.blocks::<BlockQ5_0>(b, ts, a, n, out),
+            (GgmlType::Q5_0, QActs::Q8_0(a)) => {
+                let a = blocks_as_bytes(a);
+                let row = self.cols / 32 * dot_q5::Q8_0_BLOCK;
+                self.run_rows(n, out, |r, t| {
+                    dot_q5::vec_dot_q5_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
+                })
+            }
             (GgmlType::Q8_0, QActs::Q8_0(a)) => self.blocks::<BlockQ8_0>(b, ts, a, n, out),
             (GgmlType::Q4_1, QActs::Q8_1(a)) => {
                 let a = blocks_as_bytes(a);
@@ -309,7 +329,13 @@ impl<'a> QMatrix<'a> {
                     dot_q4_1::vec_dot_q4_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
                 })
             }
-            (GgmlType::Q5_1, QActs::Q8_1(a)) => self.blocks::<BlockQ5_1>(b, ts, a, n, out),
+            (GgmlType::Q5_1, QActs::Q8_1(a)) => {
+                let a = blocks_as_bytes(a);
+                let row = self.cols / 32 * dot_q5::Q8_1_BLOCK;
+                self.run_rows(n, out, |r, t| {
+                    dot_q5::vec_dot_q5_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
+                })
+            }
             (GgmlType::Q2_K, QActs::Q8K(a)) => self.blocks::<BlockQ2K>(b, ts, a, n, out),
             (GgmlType::Q3_K, QActs::Q8K(a)) => self.blocks::<BlockQ3K>(b, ts, a, n, out),
             (GgmlType::Q4_K, QActs::Q8K(a)) => self.blocks::<BlockQ4K>(b, ts, a, n, out),
@@ -384,42 +410,6 @@ impl<'a> QMatrix<'a> {
             }
         }
     }
-}
-
-/// f32 weight row (little-endian bytes) · f32 activations.
-fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = w.chunks_exact(32).zip(x.chunks_exact(8));
-    for (wc, xc) in &mut chunks {
-        for k in 0..8 {
-            let b = &wc[4 * k..4 * k + 4];
-            acc[k] += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * xc[k];
-        }
-    }
-    let done = x.len() / 8 * 8;
-    let mut s: f32 = acc.iter().sum();
-    for (i, xv) in x.iter().enumerate().skip(done) {
-        let b = &w[4 * i..4 * i + 4];
-        s += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * xv;
-    }
-    s
-}
-
-/// f16 weight row · f16 activations, products and sum in f32 as ggml's `ggml_vec_dot_f16`.
-fn dot_f16_bytes(w: &[u8], x: &[f16]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (wc, xc) in w.chunks_exact(16).zip(x.chunks_exact(8)) {
-        for k in 0..8 {
-            let wv = f16::from_le_bytes([wc[2 * k], wc[2 * k + 1]]).to_f32();
-            acc[k] = wv.mul_add(xc[k].to_f32(), acc[k]);
-        }
-    }
-    let done = x.len() / 8 * 8;
-    let mut s: f32 = acc.iter().sum();
-    for (i, xv) in x.iter().enumerate().skip(done) {
-        s += f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * xv.to_f32();
-    }
-    s
 }
 
 /// bf16 weight row · bf16 activations.

@@ -17,7 +17,9 @@
 
 mod attention;
 mod config;
+mod dot_float;
 mod dot_q4_1;
+mod dot_q5;
 mod error;
 pub mod kernels;
 mod ops;
