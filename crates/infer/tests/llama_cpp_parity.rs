@@ -50,6 +50,16 @@ fn smollm2_requantized_q4_k_m_matches_llama_simple() {
     check(&q, SMOL_PROMPT);
 }
 
+/// Q4_0: llama.cpp repacks these matrices into interleaved blocks on x86 (kernels of their own
+/// summation order); the engine keeps the file's layout.
+#[test]
+#[ignore = "conformance: needs llama.cpp (build-llamacpp.sh) and fetch-models.sh assets"]
+fn smollm2_requantized_q4_0_matches_llama_simple() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let q = common::requantize(&common::asset_model(SMOL), dir.path(), "Q4_0");
+    check(&q, SMOL_PROMPT);
+}
+
 #[test]
 #[ignore = "conformance: needs llama.cpp (build-llamacpp.sh) and fetch-models.sh assets"]
 fn gemma3_q4_k_m_matches_llama_simple() {

@@ -17,27 +17,11 @@ use half::f16;
 const STEP: usize = 32;
 const LANES: usize = 8;
 
-#[cfg(target_arch = "x86_64")]
-fn simd_available() -> bool {
-    use std::sync::OnceLock;
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn simd_available() -> bool {
-    false
-}
-
 /// `Σ a·b` of two f16 vectors, products and sums in f32.
 pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::dot_f16(a, b) };
     }
@@ -48,7 +32,7 @@ pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::dot_f32(a, b) };
     }
@@ -60,7 +44,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn mad_f16(acc: &mut [f16], x: &[f16], s: f32) {
     debug_assert_eq!(acc.len(), x.len());
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::mad_f16(acc, x, s) };
     }
@@ -70,7 +54,7 @@ pub fn mad_f16(acc: &mut [f16], x: &[f16], s: f32) {
 /// `acc[i] = f16(acc[i]·s)` (ggml's `ggml_vec_scale_f16`).
 pub fn scale_f16(acc: &mut [f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::scale_f16(acc, s) };
     }

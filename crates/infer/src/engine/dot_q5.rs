@@ -47,7 +47,7 @@ pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     debug_assert_eq!(w.len() / Q5_0_BLOCK, a.len() / Q8_0_BLOCK);
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2_available() {
+        if super::cpu::has_avx2_fma_f16c() {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
             return unsafe { avx2::vec_dot_q5_0(w, a) };
         }
@@ -60,23 +60,12 @@ pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     debug_assert_eq!(w.len() / Q5_1_BLOCK, a.len() / Q8_1_BLOCK);
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2_available() {
+        if super::cpu::has_avx2_fma_f16c() {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
             return unsafe { avx2::vec_dot_q5_1(w, a) };
         }
     }
     vec_dot_q5_1_scalar(w, a)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_available() -> bool {
-    use std::sync::OnceLock;
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    })
 }
 
 /// The scalar reference for Q5_0 · Q8_0: the same arithmetic, block by block, summed in order.

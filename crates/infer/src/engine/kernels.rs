@@ -18,8 +18,7 @@ use candle_core::quantized::k_quants::{
 };
 use half::{bf16, f16};
 
-use super::dot_q5;
-use super::{dot_float, dot_q4_1};
+use super::{dot_float, dot_q4, dot_q5, dot_q8_0};
 use rayon::prelude::*;
 use shuku_gguf::GgmlType;
 
@@ -313,7 +312,13 @@ impl<'a> QMatrix<'a> {
             (GgmlType::BF16, QActs::Bf16(a)) => self.run_rows(n, out, |r, t| {
                 dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
             }),
-            (GgmlType::Q4_0, QActs::Q8_0(a)) => self.blocks::<BlockQ4_0>(b, ts, a, n, out),
+            (GgmlType::Q4_0, QActs::Q8_0(a)) => {
+                let a = blocks_as_bytes(a);
+                let row = self.cols / 32 * dot_q4::Q8_0_BLOCK;
+                self.run_rows(n, out, |r, t| {
+                    dot_q4::vec_dot_q4_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
+                })
+            }
             (GgmlType::Q5_0, QActs::Q8_0(a)) => {
                 let a = blocks_as_bytes(a);
                 let row = self.cols / 32 * dot_q5::Q8_0_BLOCK;
@@ -321,12 +326,18 @@ impl<'a> QMatrix<'a> {
                     dot_q5::vec_dot_q5_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
                 })
             }
-            (GgmlType::Q8_0, QActs::Q8_0(a)) => self.blocks::<BlockQ8_0>(b, ts, a, n, out),
+            (GgmlType::Q8_0, QActs::Q8_0(a)) => {
+                let a = blocks_as_bytes(a);
+                let row = self.cols / 32 * dot_q8_0::Q8_0_BLOCK;
+                self.run_rows(n, out, |r, t| {
+                    dot_q8_0::vec_dot_q8_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
+                })
+            }
             (GgmlType::Q4_1, QActs::Q8_1(a)) => {
                 let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q4_1::Q8_1_BLOCK;
+                let row = self.cols / 32 * dot_q4::Q8_1_BLOCK;
                 self.run_rows(n, out, |r, t| {
-                    dot_q4_1::vec_dot_q4_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
+                    dot_q4::vec_dot_q4_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
                 })
             }
             (GgmlType::Q5_1, QActs::Q8_1(a)) => {

@@ -17,9 +17,11 @@
 
 mod attention;
 mod config;
+mod cpu;
 mod dot_float;
-mod dot_q4_1;
+mod dot_q4;
 mod dot_q5;
+mod dot_q8_0;
 mod error;
 pub mod kernels;
 mod ops;
