@@ -28,11 +28,7 @@ echo "==> conformance: GGUF export and the full-precision model against llama.cp
 cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
 
 echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity"
-# Two perplexity checks are left to run by hand, to keep this under 25 minutes on 2 cores: gemma-3's
-# (262k-token vocabulary, ~10 minutes) and SmolLM2's Q8_0/Q4_K_M re-quantizations (~4 minutes):
-#   cargo test -p shuku-infer --test perplexity -- --ignored gemma3 requantized
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
 cargo test -p shuku-infer --test llama_cpp_parity --test perplexity --test phi3_parity --test memory_speed -- \
-  --ignored --test-threads 1 \
-  --skip gemma3_perplexity_matches_llama_cpp --skip smollm2_requantized_q8_0_and_q4_k_m_perplexity
+  --ignored --test-threads 1

@@ -1,12 +1,18 @@
 //! Causal grouped-query attention over an f16 KV cache.
 //!
 //! The cache is f16 as llama.cpp's default, which halves its memory and makes the keys and values
-//! the model attends to the same numbers llama.cpp attends to. Scores and values are combined in
-//! the evaluation order of llama.cpp's CPU flash attention for decoding: Q rounded to f16, an
-//! online softmax, and a value accumulator kept in f16. llama.cpp switches to an f32 tiled kernel
-//! for batches of 64 rows or more; one order for every batch size keeps prefill and decoding
-//! consistent (a batched prompt gives the logits of token-by-token decoding), and perplexity stays
-//! within llama.cpp's own spread across batch sizes (see the crate's perplexity test).
+//! the model attends to the same numbers llama.cpp attends to. Scores and values are combined as
+//! llama.cpp's CPU flash attention combines them, which has two evaluation orders:
+//! * batches of fewer than [`TILE_Q`] tokens (decoding, short prompts): one query row at a time, Q
+//!   rounded to f16, an online softmax key by key, and a value accumulator kept in f16;
+//! * batches of [`TILE_Q`] tokens or more (long prompts, perplexity): everything in f32, keys taken
+//!   in tiles of [`TILE_KV`], each score a sequential chain of fused multiply-adds, the softmax
+//!   maximum updated once per tile, and the values accumulated with fused multiply-adds.
+//!
+//! The f16 accumulator of the first order rounds at about 1e-3; following llama.cpp's switch keeps
+//! perplexity (long batches) and greedy decoding (single rows) each next to llama.cpp's. As in
+//! llama.cpp, a prompt of 64 tokens or more is therefore evaluated slightly differently from the
+//! same tokens fed one by one.
 
 use half::f16;
 use rayon::prelude::*;
@@ -68,9 +74,18 @@ pub struct AttnShape {
     pub window: Option<usize>,
 }
 
+/// Query rows from which llama.cpp's CPU flash attention takes its tiled f32 path.
+pub const TILE_Q: usize = 64;
+/// Keys per tile of that path.
+pub const TILE_KV: usize = 64;
+
 /// Attention of the query tokens at positions `pos0..` (their keys and values already in `cache`)
 /// over every earlier position. `q` is `n × n_head·head_dim`; `out` is `n × n_head·head_dim_v`.
 pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, s: AttnShape, out: &mut [f32]) {
+    let n = q.len() / (s.n_head * s.head_dim);
+    if n >= TILE_Q {
+        return attend_tiled(cache, q, pos0, s, out, n);
+    }
     let group = s.n_head / s.n_head_kv;
     out.par_chunks_mut(s.head_dim_v)
         .enumerate()
@@ -122,6 +137,146 @@ fn attend_online_f16<'a>(
     }
 }
 
+/// The tiled f32 path, one query head at a time (all the batch's rows), in parallel over heads.
+fn attend_tiled(
+    cache: &LayerCache,
+    q: &[f32],
+    pos0: usize,
+    s: AttnShape,
+    out: &mut [f32],
+    n: usize,
+) {
+    let heads: Vec<Vec<f32>> = (0..s.n_head)
+        .into_par_iter()
+        .map(|h| {
+            let mut head_out = vec![0f32; n * s.head_dim_v];
+            if super::cpu::has_avx2_fma_f16c() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) }
+            } else {
+                tiled_head(cache, q, pos0, s, h, n, &mut head_out)
+            }
+            head_out
+        })
+        .collect();
+    for (h, head_out) in heads.iter().enumerate() {
+        for t in 0..n {
+            out[(t * s.n_head + h) * s.head_dim_v..][..s.head_dim_v]
+                .copy_from_slice(&head_out[t * s.head_dim_v..][..s.head_dim_v]);
+        }
+    }
+}
+
+/// [`tiled_head`] compiled with FMA (and AVX2 for the vector loops): the same operations, so the
+/// same results, without `mul_add` falling back to a software routine.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tiled_head_fma(
+    cache: &LayerCache,
+    q: &[f32],
+    pos0: usize,
+    s: AttnShape,
+    h: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    tiled_head(cache, q, pos0, s, h, n, out)
+}
+
+/// One query head over the batch's `n` rows, in llama.cpp's tiled order; `out` is `n × head_dim_v`.
+#[inline(always)]
+fn tiled_head(
+    cache: &LayerCache,
+    q: &[f32],
+    pos0: usize,
+    s: AttnShape,
+    h: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    let (hd, dv) = (s.head_dim, s.head_dim_v);
+    let kvh = h / (s.n_head / s.n_head_kv);
+    let last = pos0 + n - 1;
+    let mut max = vec![f32::NEG_INFINITY; n];
+    let mut sum = vec![0f32; n];
+    // The tile's keys transposed (`hd × TILE_KV`, keys contiguous) and values (`TILE_KV × dv`).
+    let mut keys = vec![0f32; hd * TILE_KV];
+    let mut vals = vec![0f32; TILE_KV * dv];
+    let mut scores = [0f32; TILE_KV];
+    for start in (0..=last).step_by(TILE_KV) {
+        let len = TILE_KV.min(last + 1 - start);
+        keys.fill(0.0);
+        for j in 0..len {
+            let k = &cache.k[(start + j) * cache.k_width + kvh * hd..][..hd];
+            for (d, x) in k.iter().enumerate() {
+                keys[d * TILE_KV + j] = x.to_f32();
+            }
+            let v = &cache.v[(start + j) * cache.v_width + kvh * dv..][..dv];
+            for (o, x) in vals[j * dv..(j + 1) * dv].iter_mut().zip(v) {
+                *o = x.to_f32();
+            }
+        }
+        for t in 0..n {
+            let p = pos0 + t;
+            let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            if start > p || start + len <= first {
+                continue; // every key of the tile is masked for this row
+            }
+            // Scores: a sequential chain of fused multiply-adds over the head dimension.
+            let qh = &q[(t * s.n_head + h) * hd..][..hd];
+            scores.fill(0.0);
+            for (d, &qd) in qh.iter().enumerate() {
+                let row = &keys[d * TILE_KV..(d + 1) * TILE_KV];
+                for (sc, &k) in scores.iter_mut().zip(row) {
+                    *sc = k.mul_add(qd, *sc);
+                }
+            }
+            let mut tile_max = f32::NEG_INFINITY;
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let key = start + j;
+                *sc = if j < len && key <= p && key >= first {
+                    *sc * s.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+                tile_max = tile_max.max(*sc);
+            }
+            let new_max = max[t].max(tile_max);
+            let acc = &mut out[t * dv..(t + 1) * dv];
+            if new_max > max[t] {
+                let ms = (max[t] - new_max).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                sum[t] *= ms;
+            }
+            max[t] = new_max;
+            // Probabilities, summed 8 at a time (each group pairwise) into an f64.
+            let mut tile_sum = 0f64;
+            for group in scores.chunks_exact_mut(8) {
+                for sc in group.iter_mut() {
+                    *sc = (*sc - new_max).exp();
+                }
+                let a: [f32; 4] = std::array::from_fn(|l| group[l + 4] + group[l]);
+                tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
+            }
+            sum[t] = (f64::from(sum[t]) + tile_sum) as f32;
+            for (j, &pj) in scores.iter().enumerate().take(len) {
+                if pj == 0.0 {
+                    continue; // masked: adds nothing
+                }
+                for (a, &v) in acc.iter_mut().zip(&vals[j * dv..(j + 1) * dv]) {
+                    *a = v.mul_add(pj, *a);
+                }
+            }
+        }
+    }
+    for (t, acc) in out.chunks_exact_mut(dv).enumerate() {
+        let inv = if sum[t] == 0.0 { 0.0 } else { 1.0 / sum[t] };
+        acc.iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +325,71 @@ mod tests {
                         let got = out[(t * n_head + h) * hd + d];
                         assert!((got - r).abs() < 5e-3, "t{t} h{h} d{d}: {got} vs {r}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The tiled f32 path (batches of 64 rows or more) against a direct f64 softmax over the
+    /// f16-stored keys and values, with GQA, a sliding window and a cached prefix; and its FMA
+    /// build equal bit for bit to the plain one.
+    #[test]
+    fn tiled_path_matches_reference_and_its_plain_build() {
+        let (n_head, n_kv, hd, pos0, n) = (4, 2, 16, 7, 70);
+        let total = pos0 + n;
+        let mut cache = LayerCache::new(total, n_kv * hd, n_kv * hd);
+        let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 9.0;
+        let k: Vec<f32> = (0..total * n_kv * hd).map(val).collect();
+        let v: Vec<f32> = (0..total * n_kv * hd).map(|i| val(i + 5)).collect();
+        let q: Vec<f32> = (0..n * n_head * hd).map(|i| val(i + 11)).collect();
+        cache.store(0, &k, &v);
+        for window in [None, Some(40)] {
+            let s = AttnShape {
+                n_head,
+                n_head_kv: n_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                scale: 0.25,
+                window,
+            };
+            let mut out = vec![0f32; n * n_head * hd];
+            attend(&cache, &q, pos0, s, &mut out);
+            for t in 0..n {
+                let p = pos0 + t;
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                for h in 0..n_head {
+                    let kvh = h / 2;
+                    let qh = &q[(t * n_head + h) * hd..][..hd];
+                    let kf = |j: usize, d: usize| {
+                        f64::from(cache.k[j * n_kv * hd + kvh * hd + d].to_f32())
+                    };
+                    let vf = |j: usize, d: usize| {
+                        f64::from(cache.v[j * n_kv * hd + kvh * hd + d].to_f32())
+                    };
+                    let sc: Vec<f64> = (first..=p)
+                        .map(|j| (0..hd).map(|d| kf(j, d) * f64::from(qh[d])).sum::<f64>() * 0.25)
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+                    for d in 0..hd {
+                        let r: f64 = sc
+                            .iter()
+                            .zip(first..=p)
+                            .map(|(s, j)| (s - m).exp() / z * vf(j, d))
+                            .sum();
+                        let got = f64::from(out[(t * n_head + h) * hd + d]);
+                        assert!((got - r).abs() < 1e-5, "t{t} h{h} d{d}: {got} vs {r}");
+                    }
+                }
+            }
+            for h in 0..n_head {
+                let mut plain = vec![0f32; n * hd];
+                tiled_head(&cache, &q, pos0, s, h, n, &mut plain);
+                if crate::engine::cpu::has_avx2_fma_f16c() {
+                    let mut fused = vec![0f32; n * hd];
+                    // SAFETY: AVX2 and FMA are available (checked just above).
+                    unsafe { tiled_head_fma(&cache, &q, pos0, s, h, n, &mut fused) };
+                    assert_eq!(plain, fused, "head {h}");
                 }
             }
         }
