@@ -71,44 +71,29 @@ fn reduce(acc: [[f32; LANES]; 4]) -> f32 {
 
 /// Scalar reference of [`dot_f16`].
 pub fn dot_f16_scalar(a: &[f16], b: &[f16]) -> f32 {
-    let whole = a.len() / STEP * STEP;
-    let mut acc = [[0f32; LANES]; 4];
-    for (ac, bc) in a[..whole]
-        .chunks_exact(STEP)
-        .zip(b[..whole].chunks_exact(STEP))
-    {
-        for (j, lanes) in acc.iter_mut().enumerate() {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                let i = j * LANES + l;
-                *lane = ac[i].to_f32().mul_add(bc[i].to_f32(), *lane);
-            }
-        }
-    }
-    let mut sum = reduce(acc) as f64;
-    for (x, y) in a[whole..].iter().zip(&b[whole..]) {
-        sum += f64::from(x.to_f32() * y.to_f32());
-    }
-    sum as f32
+    dot_scalar(a, b, f16::to_f32)
 }
 
 /// Scalar reference of [`dot_f32`].
 pub fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
+    dot_scalar(a, b, |x| x)
+}
+
+/// The AVX2 order in scalar code, over values widened to f32 by `f32_of`.
+fn dot_scalar<T: Copy>(a: &[T], b: &[T], f32_of: impl Fn(T) -> f32) -> f32 {
     let whole = a.len() / STEP * STEP;
     let mut acc = [[0f32; LANES]; 4];
-    for (ac, bc) in a[..whole]
-        .chunks_exact(STEP)
-        .zip(b[..whole].chunks_exact(STEP))
-    {
+    for (ac, bc) in a[..whole].chunks_exact(STEP).zip(b[..whole].chunks_exact(STEP)) {
         for (j, lanes) in acc.iter_mut().enumerate() {
             for (l, lane) in lanes.iter_mut().enumerate() {
                 let i = j * LANES + l;
-                *lane = ac[i].mul_add(bc[i], *lane);
+                *lane = f32_of(ac[i]).mul_add(f32_of(bc[i]), *lane);
             }
         }
     }
     let mut sum = reduce(acc) as f64;
-    for (x, y) in a[whole..].iter().zip(&b[whole..]) {
-        sum += f64::from(x * y);
+    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
+        sum += f64::from(f32_of(x) * f32_of(y));
     }
     sum as f32
 }

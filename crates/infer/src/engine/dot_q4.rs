@@ -95,15 +95,9 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::super::x86::{hsum8, scale1, scale2};
     use super::{Q4_0_BLOCK, Q4_1_BLOCK, Q8_0_BLOCK, Q8_1_BLOCK};
     use std::arch::x86_64::*;
-
-    /// The f16 at the start of a block (`d`) as lane 0.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn head1(block: &[u8]) -> __m128 {
-        let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
-    }
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -114,7 +108,7 @@ mod avx2 {
         let eights = _mm256_set1_epi8(8);
         let ones = _mm256_set1_epi16(1);
         for (wb, ab) in w.chunks_exact(Q4_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(head1(wb), head1(ab)));
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
             // SAFETY: `chunks_exact` gives 18 bytes, so bytes 2..18 (16) are in bounds for an
             // unaligned 128-bit load; likewise bytes 2..34 (32) of the 34-byte Q8_0 block for an
             // unaligned 256-bit load.
@@ -133,14 +127,7 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc)
-    }
-
-    /// The two f16 values at the start of a block (`d, m` or `d, s`) as lanes 0 and 1.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn head(block: &[u8]) -> __m128 {
-        let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+        hsum8(acc)
     }
 
     /// # Safety
@@ -154,7 +141,7 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
             // [d_w·d_a, m_w·s_a, 0, 0]
-            let scales = _mm_mul_ps(head(wb), head(ab));
+            let scales = _mm_mul_ps(scale2(wb), scale2(ab));
             offsets = _mm_add_ps(offsets, scales);
             let d = _mm256_broadcastss_ps(scales);
             // SAFETY: `chunks_exact` gives 20 bytes, so bytes 4..20 (16) are in bounds for an
@@ -174,56 +161,14 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
-    }
-
-    /// Sum of the 8 lanes: high half onto low half, then pairwise.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(x: __m256) -> f32 {
-        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
+        hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_blocks::{bytes, unit, with_scales};
     use super::*;
-
-    /// Deterministic pseudo-random bytes.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 33) as u8
-            })
-            .collect()
-    }
-
-    fn with_scales(mut b: Vec<u8>, block: usize, scales: &[f32; 2]) -> Vec<u8> {
-        for (i, blk) in b.chunks_exact_mut(block).enumerate() {
-            let k = 1.0 + (i % 7) as f32 / 7.0;
-            blk[0..2].copy_from_slice(&f16::from_f32(scales[0] * k).to_le_bytes());
-            blk[2..4].copy_from_slice(&f16::from_f32(scales[1] * k).to_le_bytes());
-        }
-        b
-    }
-
-    /// Blocks with scale 1 and offset (or sum) 0.
-    fn unit(b: &[u8], block: usize) -> Vec<u8> {
-        b.chunks_exact(block)
-            .flat_map(|blk| {
-                let mut blk = blk.to_vec();
-                blk[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
-                blk[2..4].copy_from_slice(&f16::ZERO.to_le_bytes());
-                blk
-            })
-            .collect()
-    }
 
     /// The dispatched path (AVX2 where the CPU has it) agrees with the scalar reference to float
     /// rounding, and exactly where every block product is an integer.
@@ -242,7 +187,7 @@ mod tests {
                 "{blocks} blocks: {got} vs {want}"
             );
             // Unit scales and zero offsets: every partial sum is an exact integer in f32.
-            let (w1, a1) = (unit(&w, Q4_1_BLOCK), unit(&a, Q8_1_BLOCK));
+            let (w1, a1) = (unit(&w, Q4_1_BLOCK, 2), unit(&a, Q8_1_BLOCK, 2));
             assert_eq!(vec_dot_q4_1_q8_1(&w1, &a1), vec_dot_scalar(&w1, &a1));
         }
     }

@@ -99,22 +99,9 @@ pub fn vec_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::super::x86::{hsum8, scale1, scale2};
     use super::{Q5_0_BLOCK, Q5_1_BLOCK, Q8_0_BLOCK, Q8_1_BLOCK};
     use std::arch::x86_64::*;
-
-    /// The f16 at the start of a block (`d`) as lane 0.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn head1(block: &[u8]) -> __m128 {
-        let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
-    }
-
-    /// The two f16 values at the start of a block (`d, m` or `d, s`) as lanes 0 and 1.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn head2(block: &[u8]) -> __m128 {
-        let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
-    }
 
     /// The 32 five-bit codes (0..32) of a block whose `qh` starts at `h`, one per byte: the
     /// nibbles of `qs` (low ones in bytes 0..16, high ones in 16..32) with bit j of `qh` as bit 4
@@ -153,7 +140,7 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let sixteens = _mm256_set1_epi8(16);
         for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(head1(wb), head1(ab)));
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
             let qw = codes(wb, 2);
             // SAFETY: `chunks_exact` gives 34 bytes, so bytes 2..34 (32) are in bounds for an
             // unaligned 256-bit load.
@@ -169,7 +156,7 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc)
+        hsum8(acc)
     }
 
     /// # Safety
@@ -182,7 +169,7 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
             // [d_w·d_a, m_w·s_a, 0, 0]
-            let scales = _mm_mul_ps(head2(wb), head2(ab));
+            let scales = _mm_mul_ps(scale2(wb), scale2(ab));
             offsets = _mm_add_ps(offsets, scales);
             let d = _mm256_broadcastss_ps(scales);
             let qw = codes(wb, 4);
@@ -194,60 +181,14 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
-    }
-
-    /// Sum of the 8 lanes: high half onto low half, then pairwise.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(x: __m256) -> f32 {
-        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
+        hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_blocks::{bytes, unit, with_scales};
     use super::*;
-
-    /// Deterministic pseudo-random bytes.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 33) as u8
-            })
-            .collect()
-    }
-
-    /// Writes the leading f16 fields of each block (`scales.len()` of them), varied by block.
-    fn with_scales(mut b: Vec<u8>, block: usize, scales: &[f32]) -> Vec<u8> {
-        for (i, blk) in b.chunks_exact_mut(block).enumerate() {
-            let k = 1.0 + (i % 7) as f32 / 7.0;
-            for (f, &s) in scales.iter().enumerate() {
-                blk[2 * f..2 * f + 2].copy_from_slice(&f16::from_f32(s * k).to_le_bytes());
-            }
-        }
-        b
-    }
-
-    /// Blocks with scale 1 and, where `fields` is 2, offset (or sum) 0.
-    fn unit(b: &[u8], block: usize, fields: usize) -> Vec<u8> {
-        b.chunks_exact(block)
-            .flat_map(|blk| {
-                let mut blk = blk.to_vec();
-                blk[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
-                if fields == 2 {
-                    blk[2..4].copy_from_slice(&f16::ZERO.to_le_bytes());
-                }
-                blk
-            })
-            .collect()
-    }
 
     const CASES: [(usize, u64); 6] = [(1, 1), (2, 2), (8, 3), (18, 4), (64, 5), (576 / 32, 6)];
 

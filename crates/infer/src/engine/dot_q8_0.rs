@@ -50,15 +50,9 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::super::x86::{hsum8, scale1};
     use super::Q8_0_BLOCK;
     use std::arch::x86_64::*;
-
-    /// The f16 at the start of a block (`d`) as lane 0.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn head(block: &[u8]) -> __m128 {
-        let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
-    }
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -67,7 +61,7 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let ones = _mm256_set1_epi16(1);
         for (wb, ab) in w.chunks_exact(Q8_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(head(wb), head(ab)));
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
             // SAFETY: `chunks_exact` gives 34 bytes, so bytes 2..34 (32) of each block are in
             // bounds for an unaligned 256-bit load.
             let (qw, qa) = unsafe {
@@ -84,16 +78,7 @@ mod avx2 {
             let quads = _mm256_madd_epi16(pairs, ones);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quads), acc);
         }
-        hsum(acc)
-    }
-
-    /// Sum of the 8 lanes: high half onto low half, then pairwise.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(x: __m256) -> f32 {
-        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
+        hsum8(acc)
     }
 }
 

@@ -27,7 +27,11 @@ pub mod kernels;
 mod ops;
 mod rope_factors;
 mod session;
+#[cfg(test)]
+mod test_blocks;
 mod weights;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use std::path::Path;
 
