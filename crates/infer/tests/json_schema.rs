@@ -619,7 +619,7 @@ fn tiny_vocabulary_without_quotes() {
 }
 
 #[test]
-#[ignore = "conformance: 100 generations of SmolLM2-135M at temperature 1.0 (minutes on a small CPU)"]
+#[ignore = "conformance: 100 generations of SmolLM2-135M at temperature 1.0 (about 30 s), run by scripts/test.sh"]
 fn smollm2_100_generations_parse_and_validate() {
     smol_generations(100);
 }
