@@ -104,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         EngineOptions {
             threads: args.threads,
             context: args.n_prompt.max(args.n_gen).max(1),
+            ..Default::default()
         },
     )
     .with_context(|| format!("cannot load {}", args.model.display()))?;

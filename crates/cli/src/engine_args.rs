@@ -24,6 +24,7 @@ impl EngineArgs {
             EngineOptions {
                 threads: self.threads,
                 context: self.ctx,
+                ..Default::default()
             },
         )
         .with_context(|| format!("cannot load {}", model.display()))

@@ -111,6 +111,7 @@ fn load(args: &Args) -> Result<Loaded> {
             EngineOptions {
                 threads: args.threads,
                 context: args.ctx,
+                ..Default::default()
             },
         )
         .with_context(|| format!("cannot load {}", args.model.display()))?;

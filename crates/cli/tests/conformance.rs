@@ -326,6 +326,7 @@ fn engine_greedy_text(gguf: &Path, prompt: &str, n: usize) -> String {
         EngineOptions {
             threads: 2,
             context: 512,
+            ..Default::default()
         },
     )
     .unwrap();

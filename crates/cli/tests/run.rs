@@ -46,6 +46,7 @@ fn run_greedy_prints_what_generate_greedy_gives() {
         EngineOptions {
             threads: 2,
             context: 128,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -179,6 +180,7 @@ fn perplexity_of_a_gguf_equals_the_engine_and_kld_against_itself_is_zero() {
         EngineOptions {
             threads: 2,
             context: 64,
+            ..Default::default()
         },
     )
     .unwrap();

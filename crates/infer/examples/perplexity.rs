@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         EngineOptions {
             threads,
             context: n_ctx,
+            ..Default::default()
         },
     )?;
     let text = std::fs::read_to_string(text)?;

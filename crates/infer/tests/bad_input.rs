@@ -32,6 +32,8 @@ struct Spec {
     /// Tensor stored with another type (name, type).
     retype: Option<(&'static str, GgmlType)>,
     weight_type: GgmlType,
+    /// `attention.sliding_window` (gemma3: both layers are then sliding-window layers).
+    sliding_window: Option<u32>,
 }
 
 impl Default for Spec {
@@ -41,6 +43,7 @@ impl Default for Spec {
             drop_key: None,
             retype: None,
             weight_type: GgmlType::Q8_0,
+            sliding_window: None,
         }
     }
 }
@@ -62,6 +65,10 @@ fn write_model(dir: &Path, spec: &Spec) -> PathBuf {
             Value::F32(1e-5),
         ),
     ];
+    let mut keys = keys;
+    if let Some(w) = spec.sliding_window {
+        keys.push((format!("{a}.attention.sliding_window"), Value::U32(w)));
+    }
     for (k, v) in keys {
         if spec.drop_key.is_some_and(|d| k.ends_with(d)) {
             continue;
@@ -111,6 +118,14 @@ fn write_model(dir: &Path, spec: &Spec) -> PathBuf {
             (n("ffn_up.weight"), vec![E, FF], wt),
             (n("ffn_down.weight"), vec![FF, E], GgmlType::F16),
         ]);
+        if a == "gemma3" {
+            tensors.extend([
+                (n("attn_q_norm.weight"), vec![16], GgmlType::F32),
+                (n("attn_k_norm.weight"), vec![16], GgmlType::F32),
+                (n("post_attention_norm.weight"), vec![E], GgmlType::F32),
+                (n("post_ffw_norm.weight"), vec![E], GgmlType::F32),
+            ]);
+        }
     }
     if let Some((name, t)) = spec.retype {
         for x in tensors.iter_mut().filter(|x| x.0 == name) {
@@ -146,6 +161,7 @@ fn load(path: &Path) -> Result<Engine, EngineError> {
         EngineOptions {
             threads: 1,
             context: 16,
+            ..Default::default()
         },
     )
 }
@@ -262,4 +278,52 @@ fn batched_prefill_matches_incremental_decoding() {
         let g = engine.generate_greedy(&prompt, 5).expect("generate");
         assert!(g.len() <= 5);
     }
+}
+
+/// Sliding-window layers keep `window + ubatch − 1` positions in a ring: decoding far past the
+/// ring's length gives exactly the logits of a cache holding every position, in a fraction of the
+/// memory; truncating to a position whose window has left the ring forgets everything.
+#[test]
+fn sliding_window_ring_matches_a_full_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_model(
+        dir.path(),
+        &Spec {
+            arch: "gemma3",
+            sliding_window: Some(8),
+            ..Spec::default()
+        },
+    );
+    let options = |ubatch| EngineOptions {
+        threads: 2,
+        context: 160,
+        ubatch,
+    };
+    // Rings of 8 + 4 − 1 = 11 positions, against 160 (a window plus 512 exceeds the context).
+    let ring = Engine::load(&p, options(4)).expect("load");
+    let full = Engine::load(&p, options(512)).expect("load");
+    let (mut a, mut b) = (ring.new_session(), full.new_session());
+    assert!(
+        a.cache_bytes() * 10 < b.cache_bytes(),
+        "{} vs {} bytes",
+        a.cache_bytes(),
+        b.cache_bytes()
+    );
+    let prompt: Vec<u32> = (0..40).map(|i| 3 + (i * 7 % 37)).collect();
+    let la = ring.forward(&mut a, &prompt, true).expect("prefill in batches of 4");
+    let lb = full.forward(&mut b, &prompt, true).expect("prefill in one batch");
+    assert_eq!(la, lb);
+    for step in 0..100u32 {
+        let next = 3 + step * 11 % 37;
+        let la = ring.forward(&mut a, &[next], false).expect("decode");
+        let lb = full.forward(&mut b, &[next], false).expect("decode");
+        assert_eq!(la, lb, "step {step}");
+    }
+    assert_eq!(a.len(), 140);
+    a.truncate(138);
+    assert_eq!(a.len(), 138, "the window of position 138 is still in the ring");
+    a.truncate(50);
+    assert_eq!(a.len(), 0, "the window of position 50 has left the ring");
+    b.truncate(50);
+    assert_eq!(b.len(), 50, "a full cache keeps any prefix");
 }

@@ -14,6 +14,7 @@ fn engine() -> Engine {
         EngineOptions {
             threads: 2,
             context: 128,
+            ..Default::default()
         },
     )
     .expect("load glassllm")
@@ -201,6 +202,7 @@ fn smollm2_template_from_its_gguf_renders_chatml_with_its_system_prompt() {
         EngineOptions {
             threads: 2,
             context: 256,
+            ..Default::default()
         },
     )
     .expect("load SmolLM2");

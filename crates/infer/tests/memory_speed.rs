@@ -58,6 +58,7 @@ fn smollm2_peak_rss_within_1_2x_of_llama_cpp() {
         EngineOptions {
             threads,
             context: 0,
+            ..Default::default()
         },
     )
     .expect("load");

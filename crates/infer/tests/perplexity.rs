@@ -53,6 +53,7 @@ fn check(model: &Path) {
         EngineOptions {
             threads: 2,
             context: N_CTX,
+            ..Default::default()
         },
     )
     .expect("load");

@@ -293,6 +293,7 @@ fn load(path: &Path) -> Engine {
         EngineOptions {
             threads: 2,
             context: 512,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

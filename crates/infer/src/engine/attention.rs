@@ -19,36 +19,86 @@ use rayon::prelude::*;
 
 use super::dot_float::{dot_f16, mad_f16, scale_f16};
 
-/// One layer's cached keys and values: `n_ctx` rows of `n_head_kv · head_dim` f16 values.
+/// One layer's cached keys and values: rows of `n_head_kv · head_dim` f16 values, one per
+/// position.
+///
+/// A full-attention layer keeps every position of the context. A sliding-window layer attends to
+/// its last `window` positions only, so it keeps `window + ubatch − 1` rows (enough for the first
+/// token of a batch of `ubatch` to see its window) in a ring: position `p` lives in row
+/// `p % rows`. For gemma-3 at a 32k context that is 15 of 18 layers holding 1 023 rows instead of
+/// 32 768.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     k: Vec<f16>,
     v: Vec<f16>,
     k_width: usize,
     v_width: usize,
+    rows: usize,
+    window: Option<usize>,
+    /// The oldest position whose keys and values are still in the ring.
+    oldest: usize,
 }
 
 impl LayerCache {
-    /// An empty cache for `n_ctx` positions.
-    pub fn new(n_ctx: usize, k_width: usize, v_width: usize) -> LayerCache {
+    /// An empty cache for `n_ctx` positions; `sliding` is `(window, ubatch)` for a sliding-window
+    /// layer.
+    pub fn new(
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+        sliding: Option<(usize, usize)>,
+    ) -> LayerCache {
+        let rows = match sliding {
+            Some((w, ubatch)) => n_ctx.min(w + ubatch.max(1) - 1),
+            None => n_ctx,
+        };
         LayerCache {
-            k: vec![f16::ZERO; n_ctx * k_width],
-            v: vec![f16::ZERO; n_ctx * v_width],
+            k: vec![f16::ZERO; rows * k_width],
+            v: vec![f16::ZERO; rows * v_width],
             k_width,
             v_width,
+            rows,
+            window: sliding.map(|(w, _)| w),
+            oldest: 0,
         }
     }
 
     /// Stores the keys and values of `n` tokens starting at position `pos0`.
     pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) {
-        let ks = &mut self.k[pos0 * self.k_width..pos0 * self.k_width + k.len()];
-        for (d, s) in ks.iter_mut().zip(k) {
-            *d = f16::from_f32(*s);
+        let n = k.len() / self.k_width.max(1);
+        for t in 0..n {
+            let row = (pos0 + t) % self.rows;
+            let (kd, vd) = (
+                &mut self.k[row * self.k_width..(row + 1) * self.k_width],
+                &mut self.v[row * self.v_width..(row + 1) * self.v_width],
+            );
+            for (d, s) in kd.iter_mut().zip(&k[t * self.k_width..]) {
+                *d = f16::from_f32(*s);
+            }
+            for (d, s) in vd.iter_mut().zip(&v[t * self.v_width..]) {
+                *d = f16::from_f32(*s);
+            }
         }
-        let vs = &mut self.v[pos0 * self.v_width..pos0 * self.v_width + v.len()];
-        for (d, s) in vs.iter_mut().zip(v) {
-            *d = f16::from_f32(*s);
-        }
+        self.oldest = self.oldest.max((pos0 + n).saturating_sub(self.rows));
+    }
+
+    /// The keys of position `p` (all KV heads).
+    fn key(&self, p: usize) -> &[f16] {
+        let row = p % self.rows;
+        &self.k[row * self.k_width..(row + 1) * self.k_width]
+    }
+
+    /// The values of position `p` (all KV heads).
+    fn value(&self, p: usize) -> &[f16] {
+        let row = p % self.rows;
+        &self.v[row * self.v_width..(row + 1) * self.v_width]
+    }
+
+    /// Whether a token at position `len` could be evaluated next: the cache still holds every
+    /// earlier position it attends to.
+    pub fn can_resume_at(&self, len: usize) -> bool {
+        let needed_from = self.window.map_or(0, |w| (len + 1).saturating_sub(w));
+        len == 0 || needed_from >= self.oldest
     }
 
     /// Bytes held.
@@ -95,10 +145,8 @@ pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, s: AttnShape, out: &mu
             let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
             let qh = &q[(t * s.n_head + h) * s.head_dim..][..s.head_dim];
             let kvh = h / group;
-            let keys =
-                (first..=p).map(|j| &cache.k[j * cache.k_width + kvh * s.head_dim..][..s.head_dim]);
-            let vals = (first..=p)
-                .map(|j| &cache.v[j * cache.v_width + kvh * s.head_dim_v..][..s.head_dim_v]);
+            let keys = (first..=p).map(|j| &cache.key(j)[kvh * s.head_dim..][..s.head_dim]);
+            let vals = (first..=p).map(|j| &cache.value(j)[kvh * s.head_dim_v..][..s.head_dim_v]);
             attend_online_f16(qh, keys, vals, s.scale, o);
         });
 }
@@ -205,15 +253,18 @@ fn tiled_head(
     let mut keys = vec![0f32; hd * TILE_KV];
     let mut vals = vec![0f32; TILE_KV * dv];
     let mut scores = [0f32; TILE_KV];
-    for start in (0..=last).step_by(TILE_KV) {
+    // Keys before the earliest row's window are masked for every row (and may be gone from a
+    // sliding-window ring): tiles before it are skipped.
+    let first_needed = s.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+    for start in (first_needed / TILE_KV * TILE_KV..=last).step_by(TILE_KV) {
         let len = TILE_KV.min(last + 1 - start);
         keys.fill(0.0);
         for j in 0..len {
-            let k = &cache.k[(start + j) * cache.k_width + kvh * hd..][..hd];
+            let k = &cache.key(start + j)[kvh * hd..][..hd];
             for (d, x) in k.iter().enumerate() {
                 keys[d * TILE_KV + j] = x.to_f32();
             }
-            let v = &cache.v[(start + j) * cache.v_width + kvh * dv..][..dv];
+            let v = &cache.value(start + j)[kvh * dv..][..dv];
             for (o, x) in vals[j * dv..(j + 1) * dv].iter_mut().zip(v) {
                 *o = x.to_f32();
             }
@@ -285,7 +336,7 @@ mod tests {
     #[test]
     fn both_paths_match_reference() {
         let (n_head, n_kv, hd, n) = (4, 2, 8, 5);
-        let mut cache = LayerCache::new(8, n_kv * hd, n_kv * hd);
+        let mut cache = LayerCache::new(8, n_kv * hd, n_kv * hd, None);
         let val = |i: usize| ((i * 37 % 17) as f32 - 8.0) / 8.0;
         let k: Vec<f32> = (0..n * n_kv * hd).map(val).collect();
         let v: Vec<f32> = (0..n * n_kv * hd).map(|i| val(i + 5)).collect();
@@ -335,15 +386,18 @@ mod tests {
     /// build equal bit for bit to the plain one.
     #[test]
     fn tiled_path_matches_reference_and_its_plain_build() {
-        let (n_head, n_kv, hd, pos0, n) = (4, 2, 16, 7, 70);
+        let (n_head, n_kv, hd, pos0, n) = (4, 2, 16, 57, 70);
         let total = pos0 + n;
-        let mut cache = LayerCache::new(total, n_kv * hd, n_kv * hd);
         let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 9.0;
         let k: Vec<f32> = (0..total * n_kv * hd).map(val).collect();
         let v: Vec<f32> = (0..total * n_kv * hd).map(|i| val(i + 5)).collect();
         let q: Vec<f32> = (0..n * n_head * hd).map(|i| val(i + 11)).collect();
-        cache.store(0, &k, &v);
         for window in [None, Some(40)] {
+            // With the window, a ring of 40 + 70 − 1 = 109 rows: positions 109..127 overwrite
+            // 0..18, which no query row attends to.
+            let mut cache = LayerCache::new(total, n_kv * hd, n_kv * hd, window.map(|w| (w, n)));
+            cache.store(0, &k[..pos0 * n_kv * hd], &v[..pos0 * n_kv * hd]);
+            cache.store(pos0, &k[pos0 * n_kv * hd..], &v[pos0 * n_kv * hd..]);
             let s = AttnShape {
                 n_head,
                 n_head_kv: n_kv,
@@ -360,12 +414,9 @@ mod tests {
                 for h in 0..n_head {
                     let kvh = h / 2;
                     let qh = &q[(t * n_head + h) * hd..][..hd];
-                    let kf = |j: usize, d: usize| {
-                        f64::from(cache.k[j * n_kv * hd + kvh * hd + d].to_f32())
-                    };
-                    let vf = |j: usize, d: usize| {
-                        f64::from(cache.v[j * n_kv * hd + kvh * hd + d].to_f32())
-                    };
+                    let f16_of = |x: f32| f64::from(f16::from_f32(x).to_f32());
+                    let kf = |j: usize, d: usize| f16_of(k[(j * n_kv + kvh) * hd + d]);
+                    let vf = |j: usize, d: usize| f16_of(v[(j * n_kv + kvh) * hd + d]);
                     let sc: Vec<f64> = (first..=p)
                         .map(|j| (0..hd).map(|d| kf(j, d) * f64::from(qh[d])).sum::<f64>() * 0.25)
                         .collect();

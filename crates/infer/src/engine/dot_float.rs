@@ -83,7 +83,10 @@ pub fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
 fn dot_scalar<T: Copy>(a: &[T], b: &[T], f32_of: impl Fn(T) -> f32) -> f32 {
     let whole = a.len() / STEP * STEP;
     let mut acc = [[0f32; LANES]; 4];
-    for (ac, bc) in a[..whole].chunks_exact(STEP).zip(b[..whole].chunks_exact(STEP)) {
+    for (ac, bc) in a[..whole]
+        .chunks_exact(STEP)
+        .zip(b[..whole].chunks_exact(STEP))
+    {
         for (j, lanes) in acc.iter_mut().enumerate() {
             for (l, lane) in lanes.iter_mut().enumerate() {
                 let i = j * LANES + l;

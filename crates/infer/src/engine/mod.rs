@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use shuku_infer::{Engine, EngineOptions};
-//! let engine = Engine::load("model.gguf", EngineOptions { threads: 4, context: 2048 })?;
+//! let engine = Engine::load("model.gguf", EngineOptions { threads: 4, context: 2048, ..Default::default() })?;
 //! let prompt = engine.tokenizer().encode("The capital of France is", true, true)?;
 //! let ids = engine.generate_greedy(&prompt, 16)?;
 //! println!("{}", engine.tokenizer().decode(&ids));
@@ -54,13 +54,21 @@ pub struct EngineOptions {
     /// Default context length of new sessions (0: the model's trained context). Longer contexts
     /// than the model was trained for are allowed, as in llama.cpp, but quality degrades.
     pub context: usize,
+    /// Most tokens one forward pass evaluates (llama.cpp's `n_ubatch`; 0: 512). Longer batches
+    /// are split, which bounds the activations' memory, and sliding-window layers keep only
+    /// `window + ubatch − 1` positions of keys and values.
+    pub ubatch: usize,
 }
+
+/// llama.cpp's default `n_ubatch`.
+pub const DEFAULT_UBATCH: usize = 512;
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             threads: 0,
             context: 4096,
+            ubatch: DEFAULT_UBATCH,
         }
     }
 }
@@ -73,6 +81,7 @@ pub struct Engine {
     tokenizer: Tokenizer,
     pool: rayon::ThreadPool,
     context: usize,
+    ubatch: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,6 +124,10 @@ impl Engine {
             0 => config.n_ctx_train.max(1),
             c => c,
         };
+        let ubatch = match options.ubatch {
+            0 => DEFAULT_UBATCH,
+            u => u,
+        };
         Ok(Engine {
             file,
             config,
@@ -122,6 +135,7 @@ impl Engine {
             tokenizer,
             pool,
             context,
+            ubatch,
         })
     }
 
@@ -152,17 +166,17 @@ impl Engine {
 
     /// A new session with the engine's default context.
     pub fn new_session(&self) -> Session {
-        Session::new(&self.config, self.context)
+        Session::new(&self.config, self.context, self.ubatch)
     }
 
     /// A new session holding `n_ctx` positions.
     pub fn new_session_with_context(&self, n_ctx: usize) -> Session {
-        Session::new(&self.config, n_ctx)
+        Session::new(&self.config, n_ctx, self.ubatch)
     }
 
-    /// Evaluates `tokens` after what `session` holds, as one batch, and returns the logits of the
-    /// last position (`vocab` values), or of every position (`tokens.len() × vocab`, row-major)
-    /// when `all_logits` is set.
+    /// Evaluates `tokens` after what `session` holds, in batches of at most
+    /// [`EngineOptions::ubatch`] tokens, and returns the logits of the last position (`vocab`
+    /// values), or of every position (`tokens.len() × vocab`, row-major) when `all_logits` is set.
     pub fn forward(
         &self,
         session: &mut Session,
@@ -185,11 +199,19 @@ impl Engine {
                 vocab: self.config.n_vocab,
             });
         }
-        let logits = self
-            .pool
-            .install(|| self.forward_batch(session, tokens, all_logits));
-        session.pos = needed;
-        session.tokens.extend_from_slice(tokens);
+        let mut logits = Vec::new();
+        for batch in tokens.chunks(self.ubatch) {
+            let out = self
+                .pool
+                .install(|| self.forward_batch(session, batch, all_logits));
+            session.pos += batch.len();
+            session.tokens.extend_from_slice(batch);
+            if all_logits {
+                logits.extend(out);
+            } else {
+                logits = out;
+            }
+        }
         Ok(logits)
     }
 

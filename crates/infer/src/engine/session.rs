@@ -17,8 +17,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// An empty session holding up to `n_ctx` positions.
-    pub(crate) fn new(cfg: &ModelConfig, n_ctx: usize) -> Session {
+    /// An empty session holding up to `n_ctx` positions, evaluated in batches of at most `ubatch`
+    /// tokens (sliding-window layers keep `window + ubatch − 1` positions).
+    pub(crate) fn new(cfg: &ModelConfig, n_ctx: usize, ubatch: usize) -> Session {
         let layers = cfg
             .layers
             .iter()
@@ -27,6 +28,7 @@ impl Session {
                     n_ctx,
                     l.n_head_kv * cfg.head_dim,
                     l.n_head_kv * cfg.head_dim_v,
+                    l.sliding_window.map(|w| (w, ubatch)),
                 )
             })
             .collect();
@@ -54,8 +56,15 @@ impl Session {
     }
 
     /// Forgets everything after the first `len` positions (e.g. to reuse a shared prompt prefix).
+    /// A sliding-window layer keeps only its last positions; when it no longer holds the keys that
+    /// position `len` attends to, the session forgets everything (as llama.cpp's SWA cache does).
     pub fn truncate(&mut self, len: usize) {
-        self.pos = self.pos.min(len);
+        let len = self.pos.min(len);
+        self.pos = if self.layers.iter().all(|l| l.can_resume_at(len)) {
+            len
+        } else {
+            0
+        };
         self.tokens.truncate(self.pos);
     }
 
@@ -73,7 +82,8 @@ impl Session {
     /// Prepares the session for `prompt`: keeps the longest prefix it shares with what the session
     /// holds, forgets the rest, and returns how many positions were kept. At least one token of
     /// `prompt` is always left to evaluate (the next logits come from evaluating it), so a prompt
-    /// equal to the held tokens keeps `prompt.len() - 1`.
+    /// equal to the held tokens keeps `prompt.len() - 1`; a sliding-window layer that no longer
+    /// holds what the prefix's end attends to makes it keep nothing (see [`Session::truncate`]).
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -83,7 +93,7 @@ impl Session {
             .count();
         let keep = common.min(prompt.len().saturating_sub(1));
         self.truncate(keep);
-        keep
+        self.pos
     }
 
     /// Bytes held by the KV cache.

@@ -146,6 +146,7 @@ pub fn check(model: &Path, prompt: &str) {
         EngineOptions {
             threads: 2,
             context: 512,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
