@@ -1,4 +1,5 @@
-//! Options shared by the subcommands that run a GGUF file: threads, context and sampling.
+//! Options shared by the subcommands that run a GGUF file: threads, context, batch size and
+//! sampling.
 
 use std::path::Path;
 
@@ -14,6 +15,10 @@ pub struct EngineArgs {
     /// Context length in tokens (0: the model's trained context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx: usize,
+    /// Most tokens per forward pass (llama.cpp's -ub); sliding-window layers keep window + this − 1
+    /// positions.
+    #[arg(long = "ubatch-size", short_alias = 'u', default_value_t = shuku_infer::engine::DEFAULT_UBATCH)]
+    pub ubatch: usize,
 }
 
 impl EngineArgs {
@@ -24,7 +29,7 @@ impl EngineArgs {
             EngineOptions {
                 threads: self.threads,
                 context: self.ctx,
-                ..Default::default()
+                ubatch: self.ubatch,
             },
         )
         .with_context(|| format!("cannot load {}", model.display()))

@@ -310,8 +310,12 @@ fn sliding_window_ring_matches_a_full_cache() {
         b.cache_bytes()
     );
     let prompt: Vec<u32> = (0..40).map(|i| 3 + (i * 7 % 37)).collect();
-    let la = ring.forward(&mut a, &prompt, true).expect("prefill in batches of 4");
-    let lb = full.forward(&mut b, &prompt, true).expect("prefill in one batch");
+    let la = ring
+        .forward(&mut a, &prompt, true)
+        .expect("prefill in batches of 4");
+    let lb = full
+        .forward(&mut b, &prompt, true)
+        .expect("prefill in one batch");
     assert_eq!(la, lb);
     for step in 0..100u32 {
         let next = 3 + step * 11 % 37;
@@ -321,7 +325,11 @@ fn sliding_window_ring_matches_a_full_cache() {
     }
     assert_eq!(a.len(), 140);
     a.truncate(138);
-    assert_eq!(a.len(), 138, "the window of position 138 is still in the ring");
+    assert_eq!(
+        a.len(),
+        138,
+        "the window of position 138 is still in the ring"
+    );
     a.truncate(50);
     assert_eq!(a.len(), 0, "the window of position 50 has left the ring");
     b.truncate(50);
