@@ -17,7 +17,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::dot_float::{dot_f16, mad_f16, scale_f16};
+use super::kernels::dot_float::{dot_f16, mad_f16, scale_f16};
 
 /// One layer's cached keys and values: rows of `n_head_kv · head_dim` f16 values, one per
 /// position.
@@ -198,7 +198,7 @@ fn attend_tiled(
         .into_par_iter()
         .map(|h| {
             let mut head_out = vec![0f32; n * s.head_dim_v];
-            if super::cpu::has_avx2_fma_f16c() {
+            if super::kernels::cpu::has_avx2_fma_f16c() {
                 // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
                 unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) }
             } else {
@@ -436,7 +436,7 @@ mod tests {
             for h in 0..n_head {
                 let mut plain = vec![0f32; n * hd];
                 tiled_head(&cache, &q, pos0, s, h, n, &mut plain);
-                if crate::engine::cpu::has_avx2_fma_f16c() {
+                if crate::engine::kernels::cpu::has_avx2_fma_f16c() {
                     let mut fused = vec![0f32; n * hd];
                     // SAFETY: AVX2 and FMA are available (checked just above).
                     unsafe { tiled_head_fma(&cache, &q, pos0, s, h, n, &mut fused) };

@@ -17,21 +17,12 @@
 
 mod attention;
 mod config;
-mod cpu;
-mod dot_float;
-mod dot_q4;
-mod dot_q5;
-mod dot_q8_0;
 mod error;
 pub mod kernels;
 mod ops;
 mod rope_factors;
 mod session;
-#[cfg(test)]
-mod test_blocks;
 mod weights;
-#[cfg(target_arch = "x86_64")]
-mod x86;
 
 use std::path::Path;
 

@@ -1,9 +1,14 @@
 //! Matrix × activation kernels over weights borrowed from the memory-mapped GGUF file.
 //!
-//! This is the only module of the crate with `unsafe` code: reinterpreting the file's bytes as
-//! candle's ggml block structs (`BlockQ4_0`, `BlockQ4K`, ...) so that candle's SIMD dot products run
-//! directly on the mapped weights, without a copy. Every cast goes through `cast_blocks`, which
-//! checks size, alignment and length first.
+//! One file per concern, as candle's `quantized` module: this one holds [`QMatrix`] (the weight
+//! matrix over the mapped bytes, its activation quantizers and the matmul dispatch), and the
+//! submodules hold the dot products written here, each with an AVX2 path beside the scalar
+//! reference it is tested against (`dot_q4`, `dot_q5`, `dot_q8_0`, `dot_float`), the AVX2 pieces
+//! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). The k-quant products
+//! are candle's, run on the mapped weights by reinterpreting the file's bytes as its ggml block
+//! structs (`BlockQ4K`, ...) without a copy; every such cast goes through `cast_blocks`, which checks
+//! size, alignment and length first. `unsafe` code lives in these modules and in attention's
+//! FMA-compiled inner loop, nowhere else in the crate.
 //!
 //! Activations are quantized to the weight type's "vec-dot type" exactly as llama.cpp's CPU backend
 //! does on x86 (`ggml-cpu.c`'s `type_traits_cpu`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
@@ -17,10 +22,18 @@ use candle_core::quantized::k_quants::{
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as Block,
 };
 use half::{bf16, f16};
-
-use super::{dot_float, dot_q4, dot_q5, dot_q8_0};
 use rayon::prelude::*;
 use shuku_gguf::GgmlType;
+
+pub(crate) mod cpu;
+pub(crate) mod dot_float;
+mod dot_q4;
+mod dot_q5;
+mod dot_q8_0;
+#[cfg(test)]
+mod test_blocks;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Rows handed to one rayon task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 16;
