@@ -1,6 +1,8 @@
 //! Typed errors on bad models and requests, on tiny GGUF files written with `shuku_gguf::GgufWriter`,
 //! plus a self-consistency check on a working tiny model (batched prefill = token-by-token decoding).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use shuku_gguf::writer::TensorDesc;
@@ -53,7 +55,7 @@ fn write_model(dir: &Path, spec: &Spec) -> PathBuf {
     let a = spec.arch;
     let mut meta = Metadata::new();
     meta.insert("general.architecture", a);
-    let keys: Vec<(String, Value)> = vec![
+    let mut keys: Vec<(String, Value)> = vec![
         (format!("{a}.context_length"), Value::U32(32)),
         (format!("{a}.embedding_length"), Value::U32(E as u32)),
         (format!("{a}.block_count"), Value::U32(LAYERS as u32)),
@@ -65,7 +67,6 @@ fn write_model(dir: &Path, spec: &Spec) -> PathBuf {
             Value::F32(1e-5),
         ),
     ];
-    let mut keys = keys;
     if let Some(w) = spec.sliding_window {
         keys.push((format!("{a}.attention.sliding_window"), Value::U32(w)));
     }
@@ -75,30 +76,7 @@ fn write_model(dir: &Path, spec: &Spec) -> PathBuf {
         }
         meta.insert(k, v);
     }
-    meta.insert("tokenizer.ggml.model", "llama");
-    let tokens: Vec<String> = (0..VOCAB)
-        .map(|i| match i {
-            0 => "<unk>".to_string(),
-            1 => "<s>".to_string(),
-            2 => "</s>".to_string(),
-            i => format!("\u{2581}w{i}"),
-        })
-        .collect();
-    meta.insert("tokenizer.ggml.tokens", Value::from(tokens));
-    meta.insert(
-        "tokenizer.ggml.scores",
-        Value::from((0..VOCAB).map(|i| -(i as f32)).collect::<Vec<f32>>()),
-    );
-    meta.insert(
-        "tokenizer.ggml.token_type",
-        Value::from(
-            (0..VOCAB)
-                .map(|i| if i < 3 { 3i32 } else { 1 })
-                .collect::<Vec<i32>>(),
-        ),
-    );
-    meta.insert("tokenizer.ggml.bos_token_id", 1u32);
-    meta.insert("tokenizer.ggml.eos_token_id", 2u32);
+    common::tiny_vocab::insert_spm_vocab(&mut meta, VOCAB as usize);
 
     let wt = spec.weight_type;
     let mut tensors: Vec<(String, Vec<u64>, GgmlType)> = vec![

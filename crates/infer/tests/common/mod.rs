@@ -13,6 +13,7 @@ use std::process::Command;
 
 pub mod parity;
 pub mod peer;
+pub mod tiny_vocab;
 
 /// A model from `$SHUKU_ASSETS/gguf`.
 pub fn asset_model(name: &str) -> PathBuf {
