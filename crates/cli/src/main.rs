@@ -8,10 +8,12 @@ mod chat;
 mod convert;
 mod engine_args;
 mod generate;
+mod imatrix;
 mod inspect;
 mod output;
 mod perplexity;
 mod progress;
+mod quantize;
 mod run;
 mod table;
 
@@ -36,6 +38,8 @@ enum Command {
     Run(run::Args),
     Chat(chat::Args),
     Bench(bench::Args),
+    Quantize(quantize::Args),
+    Imatrix(imatrix::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Imatrix(args) => imatrix::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
