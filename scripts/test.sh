@@ -20,12 +20,18 @@ echo "==> llama.cpp tools: $LLAMACPP_HOME"
 bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
 # Greedy decoding through llama.cpp's library with every step's logits recorded (the logits check).
 bash crates/infer/tests/peer/build.sh
+# llama.cpp's own ggml_quantize_chunk on raw rows (the quantizers' byte-identity check).
+bash crates/quants/tests/peer/build.sh
 
 echo "==> unit and integration tests"
 cargo test --workspace
 
 echo "==> conformance: GGUF export and the full-precision model against llama.cpp and gguf-py"
 cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
+
+echo "==> conformance: quantizers and whole-model quantization against llama.cpp, byte for byte"
+cargo test -p shuku-quants --test llama_cpp_identity -- --ignored
+cargo test -p shuku-quantize --test llama_quantize -- --ignored --test-threads 1
 
 echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity"
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.

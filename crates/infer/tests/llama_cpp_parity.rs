@@ -98,3 +98,23 @@ fn base_model_f32_and_q8_0_match_llama_simple() {
     let q8 = common::requantize(&f32_gguf, dir.path(), "Q8_0");
     check(&q8, "ROMEO:");
 }
+
+/// Every type shuku-quantize writes, on the base model: llama.cpp loads the file and decodes
+/// the same greedy text as the engine (pure files put each type on every matrix).
+#[test]
+#[ignore = "conformance: needs llama.cpp (build-llamacpp.sh)"]
+fn base_model_quantized_by_shuku_to_every_type_matches_llama_simple() {
+    use shuku_quantize::{preset, Quantizer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let f32_gguf = base_model_f32(dir.path());
+    for ftype in [
+        "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q4_K_S", "Q5_K_S", "Q6_K", "F16", "BF16",
+    ] {
+        let out = dir.path().join(format!("base-{ftype}.gguf"));
+        Quantizer::new(preset(ftype).expect("preset"))
+            .pure(true)
+            .run(&f32_gguf, &out)
+            .expect("shuku quantize");
+        check(&out, "ROMEO:");
+    }
+}
