@@ -102,6 +102,22 @@ pub enum QuantizeError {
         /// Values in the entry.
         found: usize,
     },
+    /// An importance matrix with no entry for any tensor being quantized.
+    #[error("{}: the importance matrix has no entry for any tensor of this model (is it for another model?)", file.display())]
+    ImatrixForAnotherModel {
+        /// The imatrix file.
+        file: PathBuf,
+    },
+    /// A tensor holds NaN or infinity.
+    #[error("{}: tensor {tensor} holds a non-finite value at element {index}", file.display())]
+    NonFinite {
+        /// The input.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The first bad element.
+        index: usize,
+    },
     /// A `--tensor-type` override is malformed.
     #[error("bad tensor type override `{spec}`: {message}")]
     BadOverride {

@@ -95,7 +95,7 @@ impl Imatrix {
             file: path.to_path_buf(),
             message,
         };
-        let file = GgufFile::open(path)?;
+        let file = GgufFile::open(path).map_err(|e| bad(e.to_string()))?;
         if file.tensor_infos().is_empty() {
             return Err(bad("no entries".into()));
         }
@@ -105,15 +105,17 @@ impl Imatrix {
             None => return Err(bad(format!("missing {KEY_DATASETS}"))),
         };
         let chunk_count = file
-            .opt_u32(KEY_CHUNK_COUNT)?
+            .opt_u32(KEY_CHUNK_COUNT)
+            .map_err(|e| bad(e.to_string()))?
             .ok_or_else(|| bad(format!("missing {KEY_CHUNK_COUNT}")))?;
         let chunk_size = file
-            .opt_u32(KEY_CHUNK_SIZE)?
+            .opt_u32(KEY_CHUNK_SIZE)
+            .map_err(|e| bad(e.to_string()))?
             .ok_or_else(|| bad(format!("missing {KEY_CHUNK_SIZE}")))?;
         let mut sums: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut counts: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         for view in file.tensors() {
-            let view = view?;
+            let view = view.map_err(|e| bad(e.to_string()))?;
             let name = &view.info.name;
             let (base, is_sum) = if let Some(b) = name.strip_suffix(".in_sum2") {
                 (b, true)

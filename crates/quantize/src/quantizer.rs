@@ -210,6 +210,7 @@ impl Quantizer {
             .zip(&plan.types)
             .map(|(t, &to)| self.job(t, to, input))
             .collect::<Result<_>>()?;
+        self.check_imatrix_matches(&jobs)?;
 
         let meta = self.output_metadata(file.metadata());
         let descs = jobs
@@ -280,6 +281,7 @@ impl Quantizer {
             .zip(&plan.types)
             .map(|(t, &to)| self.job(t, to, input))
             .collect::<Result<_>>()?;
+        self.check_imatrix_matches(&jobs)?;
         let encoder = QuantEncoder {
             quantizer: self,
             jobs,
@@ -345,10 +347,28 @@ impl Quantizer {
             });
         }
         Ok(Job {
+            input: input.to_path_buf(),
             shape: t.clone(),
             to,
             weights,
         })
+    }
+
+    /// An importance matrix that weights none of the tensors being quantized is for another
+    /// model (llama-quantize would silently quantize without it).
+    fn check_imatrix_matches(&self, jobs: &[Job]) -> Result<()> {
+        let Some((file, _)) = &self.imatrix else {
+            return Ok(());
+        };
+        let wanted = jobs
+            .iter()
+            .any(|j| j.shape.ty != j.to && j.to.uses_importance());
+        if wanted && !jobs.iter().any(|j| j.weights.is_some()) {
+            return Err(QuantizeError::ImatrixForAnotherModel {
+                file: PathBuf::from(file),
+            });
+        }
+        Ok(())
     }
 
     /// `tensor_requires_imatrix`: of the types shuku writes, only Q2_K in a Q2_K_S file.
@@ -399,10 +419,11 @@ impl Quantizer {
         bytes_in: usize,
     ) -> Result<(Vec<u8>, TensorReport)> {
         let name = &job.shape.name;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(QuantizeError::BadInput {
-                file: PathBuf::from(name),
-                message: format!("tensor {name} holds a non-finite value at element {i}"),
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(QuantizeError::NonFinite {
+                file: job.input.clone(),
+                tensor: name.clone(),
+                index,
             });
         }
         let ne0 = job.shape.ne[0];
@@ -470,6 +491,7 @@ impl Quantizer {
 /// One tensor's conversion, checked.
 #[derive(Debug)]
 struct Job {
+    input: PathBuf,
     shape: TensorShape,
     to: QuantType,
     weights: Option<Vec<f32>>,

@@ -499,3 +499,110 @@ fn preset_rules(
     }
     Ok(new_type)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_by_layer_then_name() {
+        let mut names = vec![
+            "blk.10.attn_q.weight",
+            "output.weight",
+            "blk.2.ffn_up.weight",
+            "blk.2.attn_k.weight",
+            "token_embd.weight",
+            "blk.x.weird",
+        ];
+        names.sort_by(|a, b| llama_cpp_order(a, b));
+        assert_eq!(
+            names,
+            vec![
+                "blk.x.weird",
+                "output.weight",
+                "token_embd.weight",
+                "blk.2.attn_k.weight",
+                "blk.2.ffn_up.weight",
+                "blk.10.attn_q.weight",
+            ]
+        );
+    }
+
+    #[test]
+    fn more_bits_layers_of_a_32_layer_model() {
+        let more: Vec<usize> = (0..32).filter(|&i| use_more_bits(i, 32)).collect();
+        assert_eq!(
+            more,
+            vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
+    }
+
+    fn shapes(n_layer: usize) -> Vec<TensorShape> {
+        let mut v = vec![TensorShape {
+            name: "token_embd.weight".into(),
+            ne: vec![512, 1000],
+            ty: QuantType::F32,
+        }];
+        for l in 0..n_layer {
+            for (t, ne0) in [("attn_v", 512), ("ffn_down", 1536), ("attn_norm", 512)] {
+                v.push(TensorShape {
+                    name: format!("blk.{l}.{t}.weight"),
+                    ne: if t == "attn_norm" {
+                        vec![ne0]
+                    } else {
+                        vec![ne0, 512]
+                    },
+                    ty: QuantType::F32,
+                });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn q4_k_m_promotes_attn_v_and_ffn_down_in_the_more_bits_layers() {
+        let facts = ModelFacts {
+            arch: "llama".into(),
+            n_layer: 8,
+            n_head: 8,
+            n_head_kv: 8,
+            n_expert: 0,
+        };
+        let t = shapes(8);
+        let plan = plan_types(
+            &t,
+            &facts,
+            LlamaFileType::MostlyQ4_K_M,
+            &TypeOptions::default(),
+        )
+        .unwrap();
+        let of = |name: &str| plan.types[t.iter().position(|s| s.name == name).unwrap()];
+        // Tied embeddings take the output's type.
+        assert_eq!(of("token_embd.weight"), QuantType::Q6_K);
+        assert_eq!(of("blk.0.attn_norm.weight"), QuantType::F32);
+        for l in 0..8 {
+            let want = if use_more_bits(l, 8) {
+                QuantType::Q6_K
+            } else {
+                QuantType::Q4_K
+            };
+            assert_eq!(of(&format!("blk.{l}.attn_v.weight")), want, "layer {l}");
+            assert_eq!(of(&format!("blk.{l}.ffn_down.weight")), want, "layer {l}");
+        }
+        let pure = plan_types(
+            &t,
+            &facts,
+            LlamaFileType::MostlyQ4_K_M,
+            &TypeOptions {
+                pure: true,
+                ..TypeOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(pure
+            .types
+            .iter()
+            .zip(&t)
+            .all(|(ty, s)| s.ne.len() == 1 || *ty == QuantType::Q4_K));
+    }
+}
