@@ -31,9 +31,11 @@
 
 pub mod blocks;
 mod format;
+mod grid;
 mod kquants;
 mod legacy;
 mod round;
 mod search;
 
 pub use format::{BlockFormat, QuantError, QuantType};
+pub use grid::Grid;
