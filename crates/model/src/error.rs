@@ -164,6 +164,9 @@ pub enum ModelError {
     /// Input that cannot be evaluated (empty batch, token id out of range, context overflow).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A numerical method failed (a matrix that stays singular after damping, non-finite values).
+    #[error("numerical failure: {0}")]
+    Numerical(String),
     /// A GGUF file could not be read or lacks architecture metadata.
     #[error("gguf: {0}")]
     Gguf(#[from] shuku_gguf::Error),

@@ -4,6 +4,9 @@
 //! * [`Llama`]: a differentiable f32 forward (weights are candle `Var`s, every op backpropagates), a KV cache
 //!   for generation, and an observer hook for calibration statistics ([`Calibration`]).
 //! * HF folders and the hub: [`Llama::from_hf_dir`], [`Llama::from_hub`], [`Llama::save_hf_dir`].
+//! * Hessian-aware compression support: [`linalg`] (GPTQ's damped inverse-Hessian factor and the
+//!   column sweep shared by GPTQ and SparseGPT), and a block-by-block forward ([`Llama::embed`],
+//!   [`Llama::forward_block`], [`Llama::head`], [`Llama::set_weight`]) for sequential layer-wise passes.
 //! * Evaluation through `shuku-eval`: `Llama` is a [`shuku_eval::LogitsSource`].
 //!
 //! ```
@@ -32,6 +35,7 @@ mod gguf;
 mod hf;
 mod import;
 mod layout;
+pub mod linalg;
 mod model;
 pub mod ops;
 mod rng;

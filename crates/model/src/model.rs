@@ -52,6 +52,120 @@ struct Block {
     n_kv_heads: usize,
 }
 
+/// What every layer of one forward pass shares.
+struct PassContext {
+    batch: usize,
+    seq: usize,
+    head_dim: usize,
+    eps: f64,
+    /// Attention score scale `1/√head_dim`.
+    scale: f64,
+    /// RoPE tables `[seq, head_dim]` for the pass's positions.
+    cos: Tensor,
+    sin: Tensor,
+    /// Additive causal mask `[seq, offset + seq]`; `None` for a single new position.
+    mask: Option<Tensor>,
+}
+
+/// Shows `input` (detached) to the observer, if any.
+fn observe(
+    observer: &mut Option<&mut dyn LinearObserver>,
+    weights: &[&str],
+    input: &Tensor,
+) -> Result<()> {
+    match observer {
+        Some(o) => o.observe(weights, &input.detach()),
+        None => Ok(()),
+    }
+}
+
+/// Lends the observer to one layer without giving it up.
+fn reborrow<'a>(
+    observer: &'a mut Option<&mut dyn LinearObserver>,
+) -> Option<&'a mut dyn LinearObserver> {
+    match observer {
+        Some(o) => Some(&mut **o),
+        None => None,
+    }
+}
+
+impl Block {
+    /// HF names of the linears, grouped by the activation they read, in forward order.
+    fn input_groups(&self) -> [Vec<&str>; 4] {
+        fn names<'a>(ls: &[&'a Linear]) -> Vec<&'a str> {
+            ls.iter().map(|l| l.name.as_str()).collect()
+        }
+        [
+            names(&[&self.q_proj, &self.k_proj, &self.v_proj]),
+            names(&[&self.o_proj]),
+            names(&[&self.gate_proj, &self.up_proj]),
+            names(&[&self.down_proj]),
+        ]
+    }
+
+    /// One pre-norm decoder layer on `x` `[B*T, H]`: attention then SwiGLU MLP, each with a residual.
+    /// With `cache`, this layer's keys and values are appended to (and attend over) the cached ones.
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &PassContext,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mut observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Tensor> {
+        let [attn_in, o_in, mlp_in, down_in] = self.input_groups();
+        let hn = ops::rms_norm(x, self.input_layernorm.as_tensor(), ctx.eps)?;
+        observe(&mut observer, &attn_in, &hn)?;
+        let o = self.attention(&hn, ctx, cache)?;
+        observe(&mut observer, &o_in, &o)?;
+        let x = (x + self.o_proj.forward(&o)?)?;
+
+        let hn = ops::rms_norm(&x, self.post_attention_layernorm.as_tensor(), ctx.eps)?;
+        observe(&mut observer, &mlp_in, &hn)?;
+        let act = (ops::silu(&self.gate_proj.forward(&hn)?)? * self.up_proj.forward(&hn)?)?;
+        observe(&mut observer, &down_in, &act)?;
+        Ok((x + self.down_proj.forward(&act)?)?)
+    }
+
+    /// Causal grouped-query attention with RoPE on normalised input `hn` `[B*T, H]`; returns the heads'
+    /// concatenated outputs `[B*T, n_heads*head_dim]` (the input of `o_proj`).
+    fn attention(
+        &self,
+        hn: &Tensor,
+        ctx: &PassContext,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, hd) = (ctx.batch, ctx.seq, ctx.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
+        let k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
+        let v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
+        let q = ops::rope(&q, &ctx.cos, &ctx.sin)?;
+        let mut k = ops::rope(&k, &ctx.cos, &ctx.sin)?;
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let rep = self.n_heads / self.n_kv_heads;
+        let k = ops::repeat_kv(&k, rep)?;
+        let v = ops::repeat_kv(&v, rep)?;
+        let mut att = (q.matmul(&k.t()?.contiguous()?)? * ctx.scale)?;
+        if let Some(m) = &ctx.mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = ops::softmax_last_dim(&att)?;
+        Ok(att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, self.n_heads * hd))?)
+    }
+}
+
 /// Per-layer keys and values of the positions seen so far, so generation evaluates one new token at a time.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -265,6 +379,9 @@ impl Llama {
     }
 
     /// [`Llama::forward`] that also shows every linear layer's input to `observer` (calibration).
+    ///
+    /// Built from the same pieces as the layer-wise entry points: [`Llama::embed`], then
+    /// [`Llama::forward_block`] for every layer (here with the KV cache), then [`Llama::head`].
     pub fn forward_observed(
         &self,
         tokens: &Tensor,
@@ -272,8 +389,6 @@ impl Llama {
         mut observer: Option<&mut dyn LinearObserver>,
     ) -> Result<Tensor> {
         let (b, t) = self.check_tokens(tokens)?;
-        let cfg = &self.config;
-        let hd = cfg.head_dim;
         let offset = match cache.as_deref() {
             Some(c) if c.layers.len() != self.blocks.len() => {
                 return Err(ModelError::InvalidInput(format!(
@@ -285,82 +400,177 @@ impl Llama {
             Some(c) => c.seq_len,
             None => 0,
         };
-        let (cos, sin) = ops::rope_tables(hd, cfg.rope_theta, offset, t, &self.device)?;
-        let mask = (t > 1)
-            .then(|| ops::causal_mask(t, offset, &self.device))
-            .transpose()?;
-        let scale = 1.0 / (hd as f64).sqrt();
-
-        let mut observe = |names: &[&str], x: &Tensor| -> Result<()> {
-            match observer.as_deref_mut() {
-                Some(o) => o.observe(names, &x.detach()),
-                None => Ok(()),
-            }
-        };
-
-        let mut x = self
-            .embed_tokens
-            .as_tensor()
-            .embedding(&tokens.flatten_all()?)?; // [B*T, H]
+        let ctx = self.pass_context(b, t, offset)?;
+        let mut x = self.embed_checked(tokens)?;
         for (li, blk) in self.blocks.iter().enumerate() {
-            // Attention.
-            let hn = ops::rms_norm(&x, blk.input_layernorm.as_tensor(), cfg.rms_norm_eps)?;
-            observe(&[&blk.q_proj.name, &blk.k_proj.name, &blk.v_proj.name], &hn)?;
-            let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-                Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-            };
-            let q = heads(blk.q_proj.forward(&hn)?, blk.n_heads)?;
-            let k = heads(blk.k_proj.forward(&hn)?, blk.n_kv_heads)?;
-            let v = heads(blk.v_proj.forward(&hn)?, blk.n_kv_heads)?;
-            let q = ops::rope(&q, &cos, &sin)?;
-            let mut k = ops::rope(&k, &cos, &sin)?;
-            let mut v = v;
-            if let Some(c) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = &c.layers[li] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                c.layers[li] = Some((k.clone(), v.clone()));
-            }
-            let rep = blk.n_heads / blk.n_kv_heads;
-            let k = ops::repeat_kv(&k, rep)?;
-            let v = ops::repeat_kv(&v, rep)?;
-            let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            if let Some(m) = &mask {
-                att = att.broadcast_add(m)?;
-            }
-            let att = ops::softmax_last_dim(&att)?;
-            let o = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b * t, blk.n_heads * hd))?;
-            observe(&[&blk.o_proj.name], &o)?;
-            x = (x + blk.o_proj.forward(&o)?)?;
-
-            // SwiGLU MLP.
-            let hn = ops::rms_norm(
-                &x,
-                blk.post_attention_layernorm.as_tensor(),
-                cfg.rms_norm_eps,
-            )?;
-            observe(&[&blk.gate_proj.name, &blk.up_proj.name], &hn)?;
-            let act = (ops::silu(&blk.gate_proj.forward(&hn)?)? * blk.up_proj.forward(&hn)?)?;
-            observe(&[&blk.down_proj.name], &act)?;
-            x = (x + blk.down_proj.forward(&act)?)?;
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[li]);
+            x = blk.forward(&x, &ctx, layer_cache, reborrow(&mut observer))?;
         }
         if let Some(c) = cache {
             c.seq_len += t;
         }
-        let x = ops::rms_norm(&x, self.norm.as_tensor(), cfg.rms_norm_eps)?;
+        self.head_checked(&x, b, t, observer)
+    }
+
+    /// Token embeddings `[B*T, H]` for tokens `[B, T]` (u32): the input of layer 0 for
+    /// [`Llama::forward_block`].
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.check_tokens(tokens)?;
+        self.embed_checked(tokens)
+    }
+
+    /// Runs decoder layer `layer` on hidden states `x` `[batch*seq, H]` (rows ordered batch-major, as
+    /// [`Llama::embed`] returns them), each of the `batch` sequences starting at position 0, and returns the
+    /// layer's output, the same shape.
+    ///
+    /// This is the step a sequential layer-wise compressor (GPTQ, SparseGPT) needs: collect the layer's
+    /// linear inputs with `observer` (reported exactly as [`Llama::forward_observed`] reports them, grouped as
+    /// in [`Llama::block_linear_names`]), replace its weights with [`Llama::set_weight`], and run it again to
+    /// produce the next layer's input from the compressed layer. Chaining `embed`, every `forward_block` and
+    /// [`Llama::head`] gives exactly [`Llama::forward`] without a cache.
+    pub fn forward_block(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        batch: usize,
+        seq: usize,
+        mut observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Tensor> {
+        let blk = self.block(layer)?;
+        self.check_hidden(x, batch, seq)?;
+        let ctx = self.pass_context(batch, seq, 0)?;
+        blk.forward(x, &ctx, None, reborrow(&mut observer))
+    }
+
+    /// Logits `[batch, seq, V]` from the last layer's hidden states `x` `[batch*seq, H]`: final RMSNorm, then
+    /// `lm_head` (or the tied embeddings). An untied `lm_head.weight` is shown to `observer` like any linear.
+    pub fn head(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        seq: usize,
+        observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Tensor> {
+        self.check_hidden(x, batch, seq)?;
+        self.head_checked(x, batch, seq, observer)
+    }
+
+    /// HF names of layer `layer`'s linear weights, grouped by shared input and in forward order:
+    /// `[[q, k, v], [o], [gate, up], [down]]`. These are the groups [`LinearObserver::observe`] receives.
+    pub fn block_linear_names(&self, layer: usize) -> Result<Vec<Vec<String>>> {
+        Ok(self
+            .block(layer)?
+            .input_groups()
+            .iter()
+            .map(|g| g.iter().map(|n| n.to_string()).collect())
+            .collect())
+    }
+
+    /// Overwrites the parameter `hf_name` (as listed by [`Llama::parameters`]) in place with `values`,
+    /// converted to f32 on the model's device; e.g. to swap in a quantized-then-dequantized weight before
+    /// the next layer's inputs are computed. The shape must match ([`ModelError::ShapeMismatch`]); an
+    /// unknown name (including `lm_head.weight` of a tied model) is [`ModelError::MissingTensor`].
+    ///
+    /// The parameter's storage is written, not replaced: tensors previously obtained from
+    /// [`Llama::named_tensors`] or [`Llama::parameters`] share it and see the new values (take a
+    /// `Tensor::copy` first to keep the old ones).
+    pub fn set_weight(&self, hf_name: &str, values: Tensor) -> Result<()> {
+        let var = self
+            .parameters()
+            .into_iter()
+            .find_map(|(name, var)| (name == hf_name).then_some(var))
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: "<model>".into(),
+                tensor: hf_name.to_string(),
+            })?;
+        if values.dims() != var.dims() {
+            return Err(ModelError::ShapeMismatch {
+                tensor: hf_name.to_string(),
+                expected: var.dims().to_vec(),
+                found: values.dims().to_vec(),
+            });
+        }
+        let values = values.to_dtype(DType::F32)?.to_device(&self.device)?;
+        var.set(&values)?;
+        Ok(())
+    }
+
+    /// Embedding lookup for tokens already checked.
+    fn embed_checked(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .embed_tokens
+            .as_tensor()
+            .embedding(&tokens.flatten_all()?)?)
+    }
+
+    /// [`Llama::head`] for hidden states already checked.
+    fn head_checked(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        seq: usize,
+        mut observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Tensor> {
+        let x = ops::rms_norm(x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
         let head = match &self.lm_head {
             Some(w) => {
-                observe(&["lm_head.weight"], &x)?;
+                observe(&mut observer, &["lm_head.weight"], &x)?;
                 w.as_tensor()
             }
             None => self.embed_tokens.as_tensor(),
         };
         let logits = x.matmul(&head.t()?)?;
-        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+        Ok(logits.reshape((batch, seq, self.config.vocab_size))?)
+    }
+
+    /// RoPE tables, causal mask and shapes shared by every layer of one pass over `seq` new positions
+    /// starting at `offset`.
+    fn pass_context(&self, batch: usize, seq: usize, offset: usize) -> Result<PassContext> {
+        let cfg = &self.config;
+        let hd = cfg.head_dim;
+        let (cos, sin) = ops::rope_tables(hd, cfg.rope_theta, offset, seq, &self.device)?;
+        let mask = (seq > 1)
+            .then(|| ops::causal_mask(seq, offset, &self.device))
+            .transpose()?;
+        Ok(PassContext {
+            batch,
+            seq,
+            head_dim: hd,
+            eps: cfg.rms_norm_eps,
+            scale: 1.0 / (hd as f64).sqrt(),
+            cos,
+            sin,
+            mask,
+        })
+    }
+
+    /// Layer `layer`, or an input error naming the layer count.
+    fn block(&self, layer: usize) -> Result<&Block> {
+        self.blocks.get(layer).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "layer {layer} does not exist (the model has {})",
+                self.blocks.len()
+            ))
+        })
+    }
+
+    /// Checks that hidden states are `[batch*seq, H]` f32 with `batch, seq > 0`.
+    fn check_hidden(&self, x: &Tensor, batch: usize, seq: usize) -> Result<()> {
+        let expected = [batch * seq, self.config.hidden_size];
+        if batch == 0 || seq == 0 || x.dims() != expected {
+            return Err(ModelError::InvalidInput(format!(
+                "hidden states must be [batch*seq, hidden] = {expected:?} (batch {batch}, seq {seq}), \
+                 got {:?}",
+                x.dims()
+            )));
+        }
+        if x.dtype() != DType::F32 {
+            return Err(ModelError::InvalidInput(format!(
+                "hidden states must be f32, got {:?}",
+                x.dtype()
+            )));
+        }
+        Ok(())
     }
 
     /// Checks dtype, rank and token ids; returns `(B, T)`.
