@@ -491,6 +491,31 @@ impl GgufFile {
         Self::from_backing(path, Backing::Mmap(mmap))
     }
 
+    /// Lets the pages holding tensor `name`'s bytes leave memory: a tool that streams through a
+    /// large file tensor by tensor (quantization, conversion) then holds about one tensor of it
+    /// resident instead of every page it has read, as llama-quantize does by unmapping each weight.
+    /// The bytes stay readable (the kernel reads them from the file again if asked). A no-op for
+    /// files read into memory and for unknown names.
+    pub fn release(&self, name: &str) {
+        let (Backing::Mmap(m), Some(info)) = (&self.backing, self.tensor_info(name)) else {
+            return;
+        };
+        let Some(len) = info.n_bytes() else {
+            return;
+        };
+        let start = self.header.data_offset.saturating_add(info.offset);
+        let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+            return;
+        };
+        if start.checked_add(len).is_none_or(|end| end > m.len()) || len == 0 {
+            return;
+        }
+        // SAFETY: the mapping is a read-only file mapping; MADV_DONTNEED drops its resident pages
+        // and a later access faults them in again from the unchanged file, so every slice borrowed
+        // from `self` keeps its contents. Only the advice can fail (then memory is merely kept).
+        let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+    }
+
     /// Parses a file already in memory (`path` is only used in messages).
     pub fn from_bytes(bytes: Vec<u8>, path: impl Into<PathBuf>) -> Result<GgufFile> {
         Self::from_backing(path.into(), Backing::Owned(bytes))

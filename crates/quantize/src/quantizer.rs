@@ -4,6 +4,7 @@
 //! allowed) or an HF folder (streamed through shuku-model's GGUF export with a quantizing
 //! [`TensorEncoder`]). One tensor is in memory at a time; its rows are quantized in parallel.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -231,6 +232,7 @@ impl Quantizer {
                 self.encode(job, &values, view.bytes.len())?
             };
             writer.write_tensor(&job.shape.name, &bytes)?;
+            file.release(&job.shape.name);
             reports.push(report);
         }
         progress(jobs.len(), jobs.len(), "");
@@ -633,8 +635,14 @@ fn gguf_facts(meta: &Metadata, input: &Path) -> Result<ModelFacts> {
     })
 }
 
-/// A tensor's values as f32.
-fn decode(ty: QuantType, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+/// A tensor's values as f32: F32 data is read in place from the mapped file (no copy, as
+/// llama-quantize does), other types are decoded.
+fn decode<'a>(ty: QuantType, bytes: &'a [u8], name: &str) -> Result<Cow<'a, [f32]>> {
+    if ty == QuantType::F32 {
+        if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            return Ok(Cow::Borrowed(values));
+        }
+    }
     let n = bytes.len() / ty.type_size() * ty.block_size();
     let mut out = vec![0f32; n];
     ty.dequantize(bytes, &mut out)
@@ -642,5 +650,5 @@ fn decode(ty: QuantType, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
             tensor: name.to_string(),
             source,
         })?;
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
