@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use shuku_model::{Llama, Tokenizer};
-use shuku_quantize::{chunks, collect_imatrix, ChunkOptions};
+use shuku_model::Llama;
+use shuku_quantize::collect_imatrix;
+
+use crate::calib::calibration_chunks;
 
 use crate::progress::bar;
 
@@ -48,30 +50,13 @@ pub fn run(args: Args) -> Result<()> {
             args.output.display()
         );
     }
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let (model, tokens, bos) = if args.model.is_file() {
-        let model = Llama::from_gguf(&args.model, &Device::Cpu)
-            .with_context(|| format!("cannot load {}", args.model.display()))?;
-        let file = shuku_gguf::GgufFile::open(&args.model)?;
-        let tok = shuku_infer::Tokenizer::from_gguf(&file)?;
-        let bos = if tok.add_bos() { tok.bos() } else { None };
-        (model, tok.encode(&text, true, false)?, bos)
+    let (chunks, n_tokens) = calibration_chunks(&args.model, &args.file, args.ctx, args.chunks)?;
+    let model = if args.model.is_file() {
+        Llama::from_gguf(&args.model, &Device::Cpu)
     } else {
-        let model = Llama::from_hf_dir(&args.model, &Device::Cpu)
-            .with_context(|| format!("cannot load {}", args.model.display()))?;
-        let tok = Tokenizer::from_file(&args.model)?;
-        let bos = tok.prepended_bos()?;
-        (model, tok.encode(&text, true)?, bos)
-    };
-    let chunks = chunks(
-        &tokens,
-        ChunkOptions {
-            n_ctx: args.ctx,
-            max_chunks: args.chunks,
-            bos,
-        },
-    );
+        Llama::from_hf_dir(&args.model, &Device::Cpu)
+    }
+    .with_context(|| format!("cannot load {}", args.model.display()))?;
     let pb = bar(chunks.len() as u64, "imatrix");
     let m = collect_imatrix(
         &model,
@@ -87,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         m.entries.len(),
         m.chunk_count,
         m.chunk_size,
-        tokens.len()
+        n_tokens
     );
     Ok(())
 }

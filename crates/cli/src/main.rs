@@ -4,6 +4,7 @@
 //! as one clear line (with their cause chain), never as a backtrace.
 
 mod bench;
+mod calib;
 mod chat;
 mod convert;
 mod engine_args;

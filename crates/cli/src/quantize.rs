@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use shuku_quantize::{preset, Quantizer};
+use shuku_quantize::{preset, GptqOptions, Quantizer};
+
+use crate::calib::calibration_chunks;
 
 use crate::progress::bar;
 
@@ -55,9 +57,27 @@ pub struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     report_json: Option<PathBuf>,
+    /// Rounding: `rtn` (round to nearest, llama-quantize's) or `gptq` (Hessian-aware, over --calib).
+    #[arg(long, value_enum, default_value = "rtn")]
+    method: Method,
+    /// Calibration text for --method gptq.
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Tokens per calibration chunk.
+    #[arg(short = 'c', long, default_value_t = 512)]
+    ctx: usize,
+    /// At most this many calibration chunks.
+    #[arg(long, default_value_t = 64)]
+    chunks: usize,
     /// Worker threads (default: all cores).
     #[arg(short, long)]
     threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    Rtn,
+    Gptq,
 }
 
 fn parse_type(s: &str) -> Result<shuku_quants::QuantType> {
@@ -85,6 +105,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     for spec in &args.tensor_type {
         q = q.tensor_type_spec(spec)?;
+    }
+    if args.method == Method::Gptq {
+        let calib = args
+            .calib
+            .as_deref()
+            .context("--method gptq needs calibration text: --calib FILE")?;
+        let (chunks, _) = calibration_chunks(&args.input, calib, args.ctx, Some(args.chunks))?;
+        q = q.gptq(GptqOptions::new(chunks));
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))

@@ -104,6 +104,19 @@ impl TensorEncoder for PlainEncoder {
     }
 }
 
+/// The number of heads whose rotary row permutation the GGUF export applies to the HF weight
+/// `hf_name` (the `llama` architecture's Q and K), or `None` when its rows are written as they are.
+/// Callers that produce a tensor's GGUF bytes row by row themselves (GPTQ) reorder with
+/// [`shuku_gguf::permute::permute_qk`] over whole rows.
+pub fn rotary_heads(config: &LlamaConfig, hf_name: &str) -> Result<Option<usize>> {
+    let arch = config.to_arch_params()?.arch;
+    Ok(if rotary_permuted(&arch) {
+        layer_heads(config, hf_name)
+    } else {
+        None
+    })
+}
+
 /// Options for [`convert_hf_dir`].
 #[derive(Debug, Clone)]
 pub struct ExportOptions {

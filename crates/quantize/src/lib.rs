@@ -10,6 +10,7 @@
 
 pub mod calibrate;
 pub mod error;
+pub mod gptq;
 pub mod imatrix;
 mod quantizer;
 pub mod report;
@@ -17,6 +18,7 @@ pub mod rules;
 
 pub use calibrate::{chunks, collect_imatrix, ChunkOptions};
 pub use error::{QuantizeError, Result};
+pub use gptq::{gptq, GptqOptions, GptqTarget};
 pub use imatrix::{Imatrix, ImatrixEntry};
 pub use quantizer::{preset, presets, Quantizer};
 pub use report::{Report, TensorReport};

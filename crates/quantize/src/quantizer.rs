@@ -5,18 +5,21 @@
 //! [`TensorEncoder`]). One tensor is in memory at a time; its rows are quantized in parallel.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use candle_core::Device;
 use rayon::prelude::*;
 use regex::Regex;
 use shuku_gguf::{GgmlType, GgufFile, GgufWriter, LlamaFileType, Metadata, TensorDesc, Value};
 use shuku_model::export::{convert_hf_dir, ExportOptions, TensorEncoder};
-use shuku_model::LlamaConfig;
+use shuku_model::{Llama, LlamaConfig};
 use shuku_quants::QuantType;
 
 use crate::error::{QuantizeError, Result};
+use crate::gptq::{gptq, GptqOptions, GptqTarget};
 use crate::imatrix::Imatrix;
 use crate::report::{Report, TensorReport};
 use crate::rules::{self, ModelFacts, TensorShape, TypeOptions};
@@ -66,6 +69,7 @@ pub struct Quantizer {
     allow_requantize: bool,
     overwrite: bool,
     measure_error: bool,
+    gptq: Option<GptqOptions>,
 }
 
 impl Quantizer {
@@ -78,7 +82,15 @@ impl Quantizer {
             allow_requantize: false,
             overwrite: false,
             measure_error: false,
+            gptq: None,
         }
+    }
+
+    /// Rounds the linear layers with GPTQ over these calibration chunks instead of to nearest
+    /// (`--method gptq`); embeddings and the output head stay round-to-nearest.
+    pub fn gptq(mut self, options: GptqOptions) -> Self {
+        self.gptq = Some(options);
+        self
     }
 
     /// Weights the rounding by an importance matrix read from `path` (GGUF or legacy `.dat`).
@@ -212,6 +224,13 @@ impl Quantizer {
             .map(|(t, &to)| self.job(t, to, input))
             .collect::<Result<_>>()?;
         self.check_imatrix_matches(&jobs)?;
+        let mut precomputed = match &self.gptq {
+            Some(options) => {
+                let model = Llama::from_gguf(input, &Device::Cpu)?;
+                self.run_gptq(&model, &jobs, options, progress)?
+            }
+            None => HashMap::new(),
+        };
 
         let meta = self.output_metadata(file.metadata());
         let descs = jobs
@@ -225,7 +244,10 @@ impl Quantizer {
         for (i, job) in jobs.iter().enumerate() {
             progress(i, jobs.len(), &job.shape.name);
             let view = file.tensor(&job.shape.name)?;
-            let (bytes, report) = if job.shape.ty == job.to {
+            let (bytes, report) = if let Some(bytes) = precomputed.remove(&job.shape.name) {
+                let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
+                self.report_precomputed(job, &values, bytes, view.bytes.len())?
+            } else if job.shape.ty == job.to {
                 (view.bytes.to_vec(), job.report(view.bytes.len(), Some(0.0)))
             } else {
                 let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
@@ -284,8 +306,16 @@ impl Quantizer {
             .map(|(t, &to)| self.job(t, to, input))
             .collect::<Result<_>>()?;
         self.check_imatrix_matches(&jobs)?;
+        let precomputed = match &self.gptq {
+            Some(options) => {
+                let model = Llama::from_hf_dir(input, &Device::Cpu)?;
+                self.run_gptq(&model, &jobs, options, progress)?
+            }
+            None => HashMap::new(),
+        };
         let encoder = QuantEncoder {
             quantizer: self,
+            precomputed: Mutex::new(precomputed),
             jobs,
             reports: Mutex::new(Vec::new()),
         };
@@ -354,6 +384,83 @@ impl Quantizer {
             to,
             weights,
         })
+    }
+
+    /// GPTQ over the model's linears that the plan quantizes; bytes by GGUF name, in GGUF row
+    /// order (the `llama` architecture's Q and K rows permuted as the export permutes them).
+    fn run_gptq(
+        &self,
+        model: &Llama,
+        jobs: &[Job],
+        options: &GptqOptions,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        let config = model.config();
+        let arch = config.to_arch_params()?.arch;
+        let mut targets = Vec::new();
+        let mut gguf_of = HashMap::new();
+        for job in jobs {
+            let linear = job.shape.name.starts_with("blk.") && job.shape.ne.len() == 2;
+            if !linear || job.shape.ty == job.to || !job.to.is_quantized() {
+                continue;
+            }
+            let Some(hf) = shuku_gguf::names::gguf_to_hf_arch(&arch, &job.shape.name) else {
+                continue;
+            };
+            gguf_of.insert(hf.clone(), job.shape.name.clone());
+            targets.push(GptqTarget {
+                hf_name: hf,
+                ty: job.to,
+                importance: job.weights.clone(),
+            });
+        }
+        let by_hf = gptq(model, &targets, options, &mut |done, total| {
+            progress(done, total, "GPTQ")
+        })?;
+        let mut out = HashMap::new();
+        for (hf, bytes) in by_hf {
+            let Some(gguf) = gguf_of.remove(&hf) else {
+                continue;
+            };
+            let bytes = match shuku_model::export::rotary_heads(config, &hf)? {
+                Some(n_head) => {
+                    let rows = model
+                        .named_tensors()
+                        .into_iter()
+                        .find_map(|(n, t)| (n == hf).then(|| t.dims()[0]))
+                        .unwrap_or(1);
+                    shuku_gguf::permute::permute_qk(&bytes, rows, bytes.len() / rows, n_head)
+                        .ok_or_else(|| {
+                            QuantizeError::Calibration(format!(
+                                "{hf}: {rows} rows do not split into {n_head} rotary heads"
+                            ))
+                        })?
+                }
+                None => bytes,
+            };
+            out.insert(gguf, bytes);
+        }
+        Ok(out)
+    }
+
+    /// The report of a tensor whose bytes were made elsewhere (GPTQ).
+    fn report_precomputed(
+        &self,
+        job: &Job,
+        values: &[f32],
+        bytes: Vec<u8>,
+        bytes_in: usize,
+    ) -> Result<(Vec<u8>, TensorReport)> {
+        let rmse = if self.measure_error {
+            Some(rmse_of(job, values, &bytes)?)
+        } else {
+            None
+        };
+        let report = TensorReport {
+            bytes_out: bytes.len() as u64,
+            ..job.report(bytes_in, rmse)
+        };
+        Ok((bytes, report))
     }
 
     /// An importance matrix that weights none of the tensors being quantized is for another
@@ -465,19 +572,7 @@ impl Quantizer {
                 Ok::<(), QuantizeError>(())
             })?;
         let rmse = if self.measure_error {
-            let mut back = vec![0f32; values.len()];
-            job.to
-                .dequantize(&out, &mut back)
-                .map_err(|source| QuantizeError::Quant {
-                    tensor: name.clone(),
-                    source,
-                })?;
-            let se: f64 = values
-                .iter()
-                .zip(&back)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum();
-            Some((se / values.len().max(1) as f64).sqrt())
+            Some(rmse_of(job, values, &out)?)
         } else {
             None
         };
@@ -517,6 +612,8 @@ impl Job {
 /// The quantizing encoder for the HF folder stream.
 struct QuantEncoder<'a> {
     quantizer: &'a Quantizer,
+    /// GPTQ's bytes by GGUF name, taken as each tensor is written.
+    precomputed: Mutex<HashMap<String, Vec<u8>>>,
     jobs: Vec<Job>,
     reports: Mutex<Vec<TensorReport>>,
 }
@@ -553,16 +650,41 @@ impl TensorEncoder for QuantEncoder<'_> {
                 message: "tensor not in the plan".into(),
             })
         })?;
-        let (bytes, report) = self
-            .quantizer
-            .encode(job, values, values.len() * 4)
-            .map_err(to_model_error)?;
+        let precomputed = self
+            .precomputed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(gguf_name);
+        let (bytes, report) = match precomputed {
+            Some(bytes) => self
+                .quantizer
+                .report_precomputed(job, values, bytes, values.len() * 4),
+            None => self.quantizer.encode(job, values, values.len() * 4),
+        }
+        .map_err(to_model_error)?;
         self.reports
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(report);
         Ok(bytes)
     }
+}
+
+/// Root-mean-square error of `bytes` (the job's type) against the original `values`.
+fn rmse_of(job: &Job, values: &[f32], bytes: &[u8]) -> Result<f64> {
+    let mut back = vec![0f32; values.len()];
+    job.to
+        .dequantize(bytes, &mut back)
+        .map_err(|source| QuantizeError::Quant {
+            tensor: job.shape.name.clone(),
+            source,
+        })?;
+    let se: f64 = values
+        .iter()
+        .zip(&back)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    Ok((se / values.len().max(1) as f64).sqrt())
 }
 
 fn is_token_embd(name: &str) -> bool {
