@@ -60,7 +60,11 @@ pub struct Args {
     /// Rounding: `rtn` (round to nearest, llama-quantize's) or `gptq` (Hessian-aware, over --calib).
     #[arg(long, value_enum, default_value = "rtn")]
     method: Method,
-    /// Calibration text for --method gptq.
+    /// Choose each weight's type by measured sensitivity so the file has at most this many bits
+    /// per weight (needs --calib; TYPE still sets general.file_type and the untouched tensors).
+    #[arg(long)]
+    target_bpw: Option<f64>,
+    /// Calibration text for --method gptq and --target-bpw.
     #[arg(long)]
     calib: Option<PathBuf>,
     /// Tokens per calibration chunk.
@@ -106,13 +110,22 @@ pub fn run(args: Args) -> Result<()> {
     for spec in &args.tensor_type {
         q = q.tensor_type_spec(spec)?;
     }
-    if args.method == Method::Gptq {
+    if args.method == Method::Gptq || args.target_bpw.is_some() {
         let calib = args
             .calib
             .as_deref()
-            .context("--method gptq needs calibration text: --calib FILE")?;
+            .context("--method gptq and --target-bpw need calibration text: --calib FILE")?;
         let (chunks, _) = calibration_chunks(&args.input, calib, args.ctx, Some(args.chunks))?;
-        q = q.gptq(GptqOptions::new(chunks));
+        if let Some(bpw) = args.target_bpw {
+            anyhow::ensure!(
+                bpw.is_finite() && bpw > 0.0,
+                "--target-bpw must be a positive number of bits per weight"
+            );
+            q = q.target_bpw(bpw, chunks.clone());
+        }
+        if args.method == Method::Gptq {
+            q = q.gptq(GptqOptions::new(chunks));
+        }
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bpw;
 pub mod calibrate;
 pub mod error;
 pub mod gptq;

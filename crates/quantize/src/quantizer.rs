@@ -18,6 +18,8 @@ use shuku_model::export::{convert_hf_dir, ExportOptions, TensorEncoder};
 use shuku_model::{Llama, LlamaConfig};
 use shuku_quants::QuantType;
 
+use crate::bpw::{choose_types, Candidate};
+use crate::calibrate::collect_imatrix;
 use crate::error::{QuantizeError, Result};
 use crate::gptq::{gptq, GptqOptions, GptqTarget};
 use crate::imatrix::Imatrix;
@@ -70,6 +72,7 @@ pub struct Quantizer {
     overwrite: bool,
     measure_error: bool,
     gptq: Option<GptqOptions>,
+    target: Option<(f64, Vec<Vec<u32>>)>,
 }
 
 impl Quantizer {
@@ -83,7 +86,16 @@ impl Quantizer {
             overwrite: false,
             measure_error: false,
             gptq: None,
+            target: None,
         }
+    }
+
+    /// `--target-bpw`: chooses each weight's type by measured sensitivity on the calibration
+    /// chunks so the whole file has at most `bpw` bits per weight ([`crate::bpw`]). Without an
+    /// importance matrix, the calibration's own is used for the search and the rounding.
+    pub fn target_bpw(mut self, bpw: f64, chunks: Vec<Vec<u32>>) -> Self {
+        self.target = Some((bpw, chunks));
+        self
     }
 
     /// Rounds the linear layers with GPTQ over these calibration chunks instead of to nearest
@@ -216,23 +228,12 @@ impl Quantizer {
         let mut tensors = gguf_tensors(&file, input)?;
         tensors.sort_by(|a, b| rules::llama_cpp_order(&a.name, &b.name));
         let facts = gguf_facts(file.metadata(), input)?;
-        let plan = rules::plan_types(&tensors, &facts, self.ftype, &self.options)?;
         // Every check that can fail is done before the output file is created.
-        let jobs: Vec<Job> = tensors
-            .iter()
-            .zip(&plan.types)
-            .map(|(t, &to)| self.job(t, to, input))
-            .collect::<Result<_>>()?;
-        self.check_imatrix_matches(&jobs)?;
-        let mut precomputed = match &self.gptq {
-            Some(options) => {
-                let model = Llama::from_gguf(input, &Device::Cpu)?;
-                self.run_gptq(&model, &jobs, options, progress)?
-            }
-            None => HashMap::new(),
-        };
+        let load = || Ok(Llama::from_gguf(input, &Device::Cpu)?);
+        let (q, jobs, n_fallback, mut precomputed) =
+            self.prepare(input, &tensors, &facts, &load, progress)?;
 
-        let meta = self.output_metadata(file.metadata());
+        let meta = q.output_metadata(file.metadata());
         let descs = jobs
             .iter()
             .map(|j| TensorDesc::new(j.shape.name.clone(), dims(&j.shape.ne), ggml(j.to)))
@@ -246,12 +247,12 @@ impl Quantizer {
             let view = file.tensor(&job.shape.name)?;
             let (bytes, report) = if let Some(bytes) = precomputed.remove(&job.shape.name) {
                 let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
-                self.report_precomputed(job, &values, bytes, view.bytes.len())?
+                q.report_precomputed(job, &values, bytes, view.bytes.len())?
             } else if job.shape.ty == job.to {
                 (view.bytes.to_vec(), job.report(view.bytes.len(), Some(0.0)))
             } else {
                 let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
-                self.encode(job, &values, view.bytes.len())?
+                q.encode(job, &values, view.bytes.len())?
             };
             writer.write_tensor(&job.shape.name, &bytes)?;
             file.release(&job.shape.name);
@@ -264,7 +265,7 @@ impl Quantizer {
             output: path,
             preset: self.ftype.name().to_string(),
             tensors: reports,
-            n_fallback: plan.n_fallback,
+            n_fallback,
             seconds: 0.0,
         })
     }
@@ -299,29 +300,18 @@ impl Quantizer {
             n_head_kv: l0.map_or(0, |l| l.n_kv_heads),
             n_expert: 0,
         };
-        let plan = rules::plan_types(&tensors, &facts, self.ftype, &self.options)?;
-        let jobs: Vec<Job> = tensors
-            .iter()
-            .zip(&plan.types)
-            .map(|(t, &to)| self.job(t, to, input))
-            .collect::<Result<_>>()?;
-        self.check_imatrix_matches(&jobs)?;
-        let precomputed = match &self.gptq {
-            Some(options) => {
-                let model = Llama::from_hf_dir(input, &Device::Cpu)?;
-                self.run_gptq(&model, &jobs, options, progress)?
-            }
-            None => HashMap::new(),
-        };
+        let load = || Ok(Llama::from_hf_dir(input, &Device::Cpu)?);
+        let (q, jobs, n_fallback, precomputed) =
+            self.prepare(input, &tensors, &facts, &load, progress)?;
         let encoder = QuantEncoder {
-            quantizer: self,
+            quantizer: &q,
             precomputed: Mutex::new(precomputed),
             jobs,
             reports: Mutex::new(Vec::new()),
         };
         let options = ExportOptions {
             name: None,
-            overwrite: self.overwrite,
+            overwrite: q.overwrite,
             tokenizer_pre: None,
         };
         let exported = convert_hf_dir(input, output, &encoder, &options, progress)?;
@@ -334,9 +324,116 @@ impl Quantizer {
             output: exported.path,
             preset: self.ftype.name().to_string(),
             tensors: reports,
-            n_fallback: plan.n_fallback,
+            n_fallback,
             seconds: 0.0,
         })
+    }
+
+    /// Plans every tensor's type (after the size-budget search when one is asked for), checks
+    /// each conversion, and runs GPTQ when asked. Returns the quantizer as configured for the
+    /// run (with the search's overrides and importance matrix), the jobs, the fallback count and
+    /// GPTQ's bytes by GGUF name.
+    fn prepare(
+        &self,
+        input: &Path,
+        tensors: &[TensorShape],
+        facts: &ModelFacts,
+        load: &dyn Fn() -> Result<Llama>,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<(Quantizer, Vec<Job>, usize, HashMap<String, Vec<u8>>)> {
+        let mut q = self.clone();
+        let mut model = None;
+        if let Some((bpw, chunks)) = &self.target {
+            let m = load()?;
+            q = self.with_size_budget(&m, tensors, facts, *bpw, chunks, progress)?;
+            model = Some(m);
+        }
+        let plan = rules::plan_types(tensors, facts, q.ftype, &q.options)?;
+        let jobs: Vec<Job> = tensors
+            .iter()
+            .zip(&plan.types)
+            .map(|(t, &to)| q.job(t, to, input))
+            .collect::<Result<_>>()?;
+        q.check_imatrix_matches(&jobs)?;
+        let precomputed = match &q.gptq {
+            Some(options) => {
+                let m = match model {
+                    Some(m) => m,
+                    None => load()?,
+                };
+                q.run_gptq(&m, &jobs, options, progress)?
+            }
+            None => HashMap::new(),
+        };
+        Ok((q, jobs, plan.n_fallback, precomputed))
+    }
+
+    /// The quantizer with `--tensor-type` overrides that put the file at `bpw` bits per weight
+    /// with the least predicted loss, and an importance matrix (the calibration's own when none
+    /// was given).
+    fn with_size_budget(
+        &self,
+        model: &Llama,
+        tensors: &[TensorShape],
+        facts: &ModelFacts,
+        bpw: f64,
+        chunks: &[Vec<u32>],
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<Quantizer> {
+        let mut q = self.clone();
+        if q.imatrix.is_none() {
+            let m = collect_imatrix(model, chunks, "calibration", &mut |d, t| {
+                progress(d, t, "imatrix")
+            })?;
+            q = q.imatrix("calibration text (target-bpw)", m);
+        }
+        let arch = model.config().to_arch_params()?.arch;
+        // The baseline plan says which tensors are quantized at all (norms and the like are not).
+        let base = rules::plan_types(tensors, facts, q.ftype, &q.options)?;
+        let mut fixed_bytes = 0u64;
+        let mut candidates = Vec::new();
+        let mut n_elements = 0u64;
+        for (t, &ty) in tensors.iter().zip(&base.types) {
+            let n: u64 = t.ne.iter().map(|&d| d as u64).product();
+            n_elements += n;
+            let hf = shuku_gguf::names::gguf_to_hf_arch(&arch, &t.name);
+            match hf {
+                Some(hf_name) if ty.is_quantized() && t.ne.len() == 2 => {
+                    candidates.push(Candidate {
+                        gguf_name: t.name.clone(),
+                        hf_name,
+                    })
+                }
+                _ => {
+                    fixed_bytes += (n / ty.block_size() as u64) * ty.type_size() as u64;
+                }
+            }
+        }
+        let budget = (bpw * n_elements as f64 / 8.0) as u64;
+        let Some(budget) = budget.checked_sub(fixed_bytes) else {
+            return Err(QuantizeError::BadInput {
+                file: PathBuf::from("--target-bpw"),
+                message: format!(
+                    "{bpw} bits per weight is below what the unquantized tensors alone take"
+                ),
+            });
+        };
+        let (_, imatrix) = q.imatrix.as_ref().expect("set above");
+        let plan = choose_types(model, &candidates, imatrix, chunks, budget, &mut |d, t| {
+            progress(d, t, "sensitivity")
+        })?;
+        let mut names: Vec<_> = plan.types.into_iter().collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut overrides: Vec<(Regex, QuantType)> = names
+            .into_iter()
+            .map(|(name, ty)| {
+                let re = Regex::new(&format!("^{}$", regex::escape(&name))).expect("escaped");
+                (re, ty)
+            })
+            .collect();
+        overrides.append(&mut q.options.tensor_types);
+        q.options.tensor_types = overrides;
+        Ok(q)
     }
 
     /// Checks one tensor's conversion and finds its importance weights.
