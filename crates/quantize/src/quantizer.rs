@@ -230,8 +230,12 @@ impl Quantizer {
         let facts = gguf_facts(file.metadata(), input)?;
         // Every check that can fail is done before the output file is created.
         let load = || Ok(Llama::from_gguf(input, &Device::Cpu)?);
-        let (q, jobs, n_fallback, mut precomputed) =
-            self.prepare(input, &tensors, &facts, &load, progress)?;
+        let Prepared {
+            quantizer: q,
+            jobs,
+            n_fallback,
+            mut precomputed,
+        } = self.prepare(input, &tensors, &facts, &load, progress)?;
 
         let meta = q.output_metadata(file.metadata());
         let descs = jobs
@@ -301,8 +305,12 @@ impl Quantizer {
             n_expert: 0,
         };
         let load = || Ok(Llama::from_hf_dir(input, &Device::Cpu)?);
-        let (q, jobs, n_fallback, precomputed) =
-            self.prepare(input, &tensors, &facts, &load, progress)?;
+        let Prepared {
+            quantizer: q,
+            jobs,
+            n_fallback,
+            precomputed,
+        } = self.prepare(input, &tensors, &facts, &load, progress)?;
         let encoder = QuantEncoder {
             quantizer: &q,
             precomputed: Mutex::new(precomputed),
@@ -340,7 +348,7 @@ impl Quantizer {
         facts: &ModelFacts,
         load: &dyn Fn() -> Result<Llama>,
         progress: &mut dyn FnMut(usize, usize, &str),
-    ) -> Result<(Quantizer, Vec<Job>, usize, HashMap<String, Vec<u8>>)> {
+    ) -> Result<Prepared> {
         let mut q = self.clone();
         let mut model = None;
         if let Some((bpw, chunks)) = &self.target {
@@ -365,7 +373,12 @@ impl Quantizer {
             }
             None => HashMap::new(),
         };
-        Ok((q, jobs, plan.n_fallback, precomputed))
+        Ok(Prepared {
+            quantizer: q,
+            jobs,
+            n_fallback: plan.n_fallback,
+            precomputed,
+        })
     }
 
     /// The quantizer with `--tensor-type` overrides that put the file at `bpw` bits per weight
@@ -680,6 +693,15 @@ impl Quantizer {
         };
         Ok((out, report))
     }
+}
+
+/// A run ready to write: the quantizer as configured for it, its jobs, the fallback count and
+/// GPTQ's bytes by GGUF name.
+struct Prepared {
+    quantizer: Quantizer,
+    jobs: Vec<Job>,
+    n_fallback: usize,
+    precomputed: HashMap<String, Vec<u8>>,
 }
 
 /// One tensor's conversion, checked.
