@@ -62,7 +62,8 @@ pub(super) fn quantize_weighted(x: &[f32; QK_K], qw: &[f32; QK_K], y: &mut Block
 
 /// The end both quantizers share: sub-blocks with a non-zero stored scale are quantized again
 /// against it (`round(x / (d·sc))` clamped to `[-4, 3]`, stored plus 4), then each quant's bit 2
-/// goes to `hmask` (element `j` at bit `j / 32` of byte `j % 32`) and its low bits to `qs`.
+/// goes to `hmask` (element `j` at bit `j / 32` of byte `j % 32`) and its low bits to `qs`
+/// (ggml's `if (L[j] > 3) { hmask |= …; L[j] -= 4; }`).
 fn finish(x: &[f32; QK_K], l: &mut [i8; QK_K], y: &mut BlockQ3K) {
     let d_all = from_f16(y.d);
     for (j, (x, l)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
@@ -74,15 +75,14 @@ fn finish(x: &[f32; QK_K], l: &mut [i8; QK_K], y: &mut BlockQ3K) {
             *l = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
         }
     }
-    y.hmask = [0; QK_K / 8];
+    // Quants are 0..8 here, so bit 2 is ggml's `L[j] > 3` test and the low two bits what it
+    // leaves after subtracting 4.
     let mut low = [0u8; QK_K];
-    for (j, (&l, low)) in l.iter().zip(&mut low).enumerate() {
-        *low = if l > 3 {
-            y.hmask[j % 32] |= 1 << (j / 32);
-            (l - 4) as u8
-        } else {
-            l as u8
-        };
+    for (lo, &l) in low.iter_mut().zip(l.iter()) {
+        *lo = l as u8 & 3;
+    }
+    for (m, hm) in y.hmask.iter_mut().enumerate() {
+        *hm = (0..8).fold(0u8, |acc, r| acc | (((l[32 * r + m] as u8 >> 2) & 1) << r));
     }
     pack_2bit(&low, &mut y.qs);
 }

@@ -40,16 +40,11 @@ fn finish(x: &[f32; QK_K], sm: ScaleMin, l: &mut [u8; QK_K], y: &mut BlockQ5K) {
     for (c, (ql, l)) in pairs.enumerate() {
         let (m1, m2) = (1u8 << (2 * c), 2u8 << (2 * c));
         for (i, (ql, qh)) in ql.iter_mut().zip(&mut y.qh).enumerate() {
-            let (mut l1, mut l2) = (l[i], l[i + 32]);
-            if l1 > 15 {
-                l1 -= 16;
-                *qh |= m1;
-            }
-            if l2 > 15 {
-                l2 -= 16;
-                *qh |= m2;
-            }
-            *ql = l1 | (l2 << 4);
+            // Quants are 0..32: bit 4 is ggml's `l > 15` test, the low nibble what it leaves
+            // after subtracting 16.
+            let (l1, l2) = (l[i], l[i + 32]);
+            *qh |= ((l1 >> 4) * m1) | ((l2 >> 4) * m2);
+            *ql = (l1 & 0xF) | ((l2 & 0xF) << 4);
         }
     }
 }

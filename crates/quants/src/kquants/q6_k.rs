@@ -23,6 +23,7 @@ pub(super) fn quantize_weighted(x: &[f32; QK_K], qw: &[f32; QK_K], y: &mut Block
 /// reference one, the importance weights as given (no σ² term) for the weighted one. Each
 /// sub-block's scale goes to 8 bits against the one of largest magnitude; a super-block whose
 /// scales are all below `GROUP_MAX_EPS` is stored as zeros.
+#[inline(always)]
 fn quantize(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>, y: &mut BlockQ6K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; SUB];
