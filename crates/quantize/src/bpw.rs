@@ -229,15 +229,15 @@ impl Probe {
         let mut tokens = Vec::new();
         for c in chunks {
             let t = Tensor::from_vec(c.clone(), (1, c.len()), &Device::Cpu)?;
-            let mut x = model.embed(&t)?;
+            let mut x = model.embed(&t)?.detach();
             tokens.push(t);
             for (l, slot) in inputs.iter_mut().enumerate().take(n_layers) {
                 slot.push(x.clone());
-                x = model.forward_block(l, &x, 1, c.len(), None)?;
+                x = model.forward_block(l, &x, 1, c.len(), None)?.detach();
             }
             inputs[n_layers].push(x.clone());
             let logits = model.head(&x, 1, c.len(), None)?;
-            reference.push(log_softmax(&logits)?);
+            reference.push(log_softmax(&logits)?.detach());
             lens.push(c.len());
         }
         Ok(Probe {
@@ -288,7 +288,7 @@ impl Probe {
                 None => (model.embed(&self.tokens[c])?, 0),
             };
             for l in first..n_layers {
-                x = model.forward_block(l, &x, 1, len, None)?;
+                x = model.forward_block(l, &x, 1, len, None)?.detach();
             }
             let lp = log_softmax(&model.head(&x, 1, len, None)?)?;
             let p = &self.reference[c];

@@ -105,7 +105,7 @@ pub fn gptq(
         .iter()
         .map(|c| {
             let tokens = Tensor::from_vec(c.clone(), (1, c.len()), model.device())?;
-            Ok(model.embed(&tokens)?)
+            Ok(model.embed(&tokens)?.detach())
         })
         .collect::<Result<Vec<Tensor>>>()?;
     let n_layers = model.config().num_hidden_layers();
@@ -128,7 +128,9 @@ pub fn gptq(
             }
         }
         for (x, c) in xs.iter_mut().zip(&options.chunks) {
-            *x = model.forward_block(layer, x, 1, c.len(), None)?;
+            // Detached: the model's weights are autograd variables, and a kept graph would hold
+            // every layer's activations.
+            *x = model.forward_block(layer, x, 1, c.len(), None)?.detach();
         }
         progress(layer + 1, n_layers);
     }
