@@ -14,8 +14,8 @@ SHARED=${SHUKU_SHARED:-$ROOT/../shared}
 WORK=${WORK:-$(mktemp -d)}
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
 cd "$ROOT"
-cargo build --release -q -p shuku-cli
-SHUKU=$ROOT/target/release/shuku
+if [ -z "${SHUKU:-}" ]; then cargo build --release -q -p shuku-cli; fi
+SHUKU=${SHUKU:-$ROOT/target/release/shuku}
 
 F32=$WORK/smollm2-f32.gguf
 [ -f "$F32" ] || "$SHUKU" convert "$ASSETS/hf/SmolLM2-135M-Instruct-f32" -o "$F32" --outtype f32 >/dev/null
