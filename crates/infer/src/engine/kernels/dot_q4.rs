@@ -9,27 +9,16 @@
 //! lanes added pairwise at the end. Following its order keeps the engine's last bits near
 //! llama.cpp's, which decides near-ties in greedy decoding.
 //!
-//! Layouts (ggml's): a Q4_1 block is `d: f16, m: f16, qs: [u8; 16]` (20 bytes; value j of the block
-//! is `d·(qs[j] & 15) + m` for j < 16 and `d·(qs[j-16] >> 4) + m` above), a Q8_1 block is
-//! `d: f16, s: f16, qs: [i8; 32]` (36 bytes; `s` holds `d·Σqs`). A Q4_0 block is `d: f16,
-//! qs: [u8; 16]` (18 bytes; values `d·(nibble − 8)` in the same order), a Q8_0 block
-//! `d: f16, qs: [i8; 32]` (34 bytes).
+//! The blocks are `shuku_quants`' ([`BlockQ4_1`], [`BlockQ4_0`], [`BlockQ8_1`], [`BlockQ8_0`]):
+//! value j of a 4-bit block is `d·(qs[j] & 15) + m` for j < 16 and `d·(qs[j-16] >> 4) + m` above
+//! (Q4_0: `d·(nibble − 8)` in the same order); Q8_1's `s` holds `d·Σqs`.
 
-use half::f16;
-
-/// Bytes of one Q4_1 block.
-pub const Q4_1_BLOCK: usize = 20;
-/// Bytes of one Q8_1 block.
-pub const Q8_1_BLOCK: usize = 36;
-/// Bytes of one Q4_0 block.
-pub const Q4_0_BLOCK: usize = 18;
-/// Bytes of one Q8_0 block.
-pub const Q8_0_BLOCK: usize = 34;
+use shuku_quants::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// `Σ w·a` over the blocks of one Q4_0 row and one Q8_0 row (equal block counts). Activations come
 /// from the engine's quantizer, whose codes lie in −127..=127.
-pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    debug_assert_eq!(w.len() / Q4_0_BLOCK, a.len() / Q8_0_BLOCK);
+pub fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
     #[cfg(target_arch = "x86_64")]
     {
         if super::cpu::has_avx2_fma_f16c() {
@@ -41,29 +30,24 @@ pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// The scalar reference of [`vec_dot_q4_0_q8_0`], block by block, summed in order.
-pub fn vec_dot_q4_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_q4_0_scalar(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
-    for (wb, ab) in w.chunks_exact(Q4_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-        let d = f16_at(wb, 0) * f16_at(ab, 0);
+    for (wb, ab) in w.iter().zip(a) {
+        let d = wb.d.to_f32() * ab.d.to_f32();
         let mut sumi = 0i32;
         for j in 0..16 {
-            let lo = i32::from(wb[2 + j] & 0x0f) - 8;
-            let hi = i32::from(wb[2 + j] >> 4) - 8;
-            sumi += lo * i32::from(ab[2 + j] as i8) + hi * i32::from(ab[2 + 16 + j] as i8);
+            let lo = i32::from(wb.qs[j] & 0x0f) - 8;
+            let hi = i32::from(wb.qs[j] >> 4) - 8;
+            sumi += lo * i32::from(ab.qs[j]) + hi * i32::from(ab.qs[16 + j]);
         }
         sum += d * sumi as f32;
     }
     sum
 }
 
-#[inline]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
 /// `Σ w·a` over the blocks of one Q4_1 row and one Q8_1 row (equal block counts).
-pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    debug_assert_eq!(w.len() / Q4_1_BLOCK, a.len() / Q8_1_BLOCK);
+pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
     #[cfg(target_arch = "x86_64")]
     {
         if super::cpu::has_avx2_fma_f16c() {
@@ -75,20 +59,18 @@ pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// The scalar reference: the same arithmetic, block by block, summed in order.
-pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_scalar(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     let mut offsets = 0f32;
-    for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
-        let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
-        let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
+    for (wb, ab) in w.iter().zip(a) {
         let mut sumi = 0i32;
         for j in 0..16 {
-            let lo = i32::from(wb[4 + j] & 0x0f);
-            let hi = i32::from(wb[4 + j] >> 4);
-            sumi += lo * i32::from(ab[4 + j] as i8) + hi * i32::from(ab[4 + 16 + j] as i8);
+            let lo = i32::from(wb.qs[j] & 0x0f);
+            let hi = i32::from(wb.qs[j] >> 4);
+            sumi += lo * i32::from(ab.qs[j]) + hi * i32::from(ab.qs[16 + j]);
         }
-        sum += (dw * da) * sumi as f32;
-        offsets += mw * sa;
+        sum += (wb.d.to_f32() * ab.d.to_f32()) * sumi as f32;
+        offsets += wb.m.to_f32() * ab.s.to_f32();
     }
     sum + offsets
 }
@@ -96,26 +78,25 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::super::x86::{hsum8, scale1, scale2};
-    use super::{Q4_0_BLOCK, Q4_1_BLOCK, Q8_0_BLOCK, Q8_1_BLOCK};
+    use shuku_quants::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
+    pub unsafe fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let low_nibbles = _mm256_set1_epi8(0x0f);
         let eights = _mm256_set1_epi8(8);
         let ones = _mm256_set1_epi16(1);
-        for (wb, ab) in w.chunks_exact(Q4_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
-            // SAFETY: `chunks_exact` gives 18 bytes, so bytes 2..18 (16) are in bounds for an
-            // unaligned 128-bit load; likewise bytes 2..34 (32) of the 34-byte Q8_0 block for an
+        for (wb, ab) in w.iter().zip(a) {
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb.d), scale1(ab.d)));
+            // SAFETY: `wb.qs` is 16 bytes, one unaligned 128-bit load; `ab.qs` is 32 bytes, one
             // unaligned 256-bit load.
             let (packed, qa) = unsafe {
                 (
-                    _mm_loadu_si128(wb.as_ptr().add(2).cast()),
-                    _mm256_loadu_si256(ab.as_ptr().add(2).cast()),
+                    _mm_loadu_si128(wb.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(ab.qs.as_ptr().cast()),
                 )
             };
             // Low nibbles in bytes 0..16, high nibbles in bytes 16..32, minus 8: −8..=7.
@@ -133,24 +114,23 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    pub unsafe fn vec_dot(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         // Lane 1 sums the block offsets m_w · s_a, one block after another.
         let mut offsets = _mm_setzero_ps();
         let low_nibbles = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
-        for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+        for (wb, ab) in w.iter().zip(a) {
             // [d_w·d_a, m_w·s_a, 0, 0]
-            let scales = _mm_mul_ps(scale2(wb), scale2(ab));
+            let scales = _mm_mul_ps(scale2(wb.d, wb.m), scale2(ab.d, ab.s));
             offsets = _mm_add_ps(offsets, scales);
             let d = _mm256_broadcastss_ps(scales);
-            // SAFETY: `chunks_exact` gives 20 bytes, so bytes 4..20 (16) are in bounds for an
-            // unaligned 128-bit load; likewise bytes 4..36 (32) of the 36-byte Q8_1 block for an
+            // SAFETY: `wb.qs` is 16 bytes, one unaligned 128-bit load; `ab.qs` is 32 bytes, one
             // unaligned 256-bit load.
             let (packed, qa) = unsafe {
                 (
-                    _mm_loadu_si128(wb.as_ptr().add(4).cast()),
-                    _mm256_loadu_si256(ab.as_ptr().add(4).cast()),
+                    _mm_loadu_si128(wb.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(ab.qs.as_ptr().cast()),
                 )
             };
             // Low nibbles in bytes 0..16, high nibbles in bytes 16..32.
@@ -167,27 +147,24 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_blocks::{bytes, unit, with_scales};
+    use super::super::test_blocks::{random, unit, with_scales};
     use super::*;
+    use half::f16;
 
     /// The dispatched path (AVX2 where the CPU has it) agrees with the scalar reference to float
     /// rounding, and exactly where every block product is an integer.
     #[test]
     fn simd_matches_scalar_reference() {
         for (blocks, seed) in [(1, 1), (2, 2), (8, 3), (18, 4), (64, 5)] {
-            let w = with_scales(bytes(blocks * Q4_1_BLOCK, seed), Q4_1_BLOCK, &[0.013, -0.2]);
-            let a = with_scales(
-                bytes(blocks * Q8_1_BLOCK, seed + 100),
-                Q8_1_BLOCK,
-                &[0.02, 1.5],
-            );
+            let w: Vec<BlockQ4_1> = with_scales(random(blocks, seed), &[0.013, -0.2]);
+            let a: Vec<BlockQ8_1> = with_scales(random(blocks, seed + 100), &[0.02, 1.5]);
             let (got, want) = (vec_dot_q4_1_q8_1(&w, &a), vec_dot_scalar(&w, &a));
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1.0),
                 "{blocks} blocks: {got} vs {want}"
             );
             // Unit scales and zero offsets: every partial sum is an exact integer in f32.
-            let (w1, a1) = (unit(&w, Q4_1_BLOCK, 2), unit(&a, Q8_1_BLOCK, 2));
+            let (w1, a1) = (unit(&w, 2), unit(&a, 2));
             assert_eq!(vec_dot_q4_1_q8_1(&w1, &a1), vec_dot_scalar(&w1, &a1));
         }
     }
@@ -197,23 +174,13 @@ mod tests {
     #[test]
     fn q4_0_matches_scalar_and_dequantized_references() {
         for (blocks, seed) in [(1, 11), (5, 12), (64, 13)] {
-            let w = with_scales(bytes(blocks * Q4_0_BLOCK, seed), Q4_0_BLOCK, &[0.02, 0.0]);
-            let a: Vec<u8> = with_scales(
-                bytes(blocks * Q8_0_BLOCK, seed + 7),
-                Q8_0_BLOCK,
-                &[0.05, 0.0],
-            )
-            .chunks_exact(Q8_0_BLOCK)
-            .flat_map(|b| {
-                let mut b = b.to_vec();
-                b[2..].iter_mut().for_each(|q| {
-                    if *q == 0x80 {
-                        *q = 0x81;
-                    }
-                });
-                b
-            })
-            .collect();
+            let w: Vec<BlockQ4_0> = with_scales(random(blocks, seed), &[0.02, 0.0]);
+            let mut a: Vec<BlockQ8_0> = with_scales(random(blocks, seed + 7), &[0.05, 0.0]);
+            for q in a.iter_mut().flat_map(|b| &mut b.qs) {
+                if *q == -128 {
+                    *q = -127;
+                }
+            }
             // The second f16 of `with_scales` landed in the first code bytes: harmless, codes are
             // arbitrary.
             let (got, want) = (vec_dot_q4_0_q8_0(&w, &a), vec_dot_q4_0_scalar(&w, &a));
@@ -222,15 +189,15 @@ mod tests {
                 "{blocks} blocks: {got} vs {want}"
             );
             let mut exact = 0f64;
-            for (wb, ab) in w.chunks_exact(Q4_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-                let d = f64::from(f16_at(wb, 0)) * f64::from(f16_at(ab, 0));
+            for (wb, ab) in w.iter().zip(&a) {
+                let d = f64::from(wb.d.to_f32()) * f64::from(ab.d.to_f32());
                 for j in 0..32 {
                     let nib = if j < 16 {
-                        wb[2 + j] & 15
+                        wb.qs[j] & 15
                     } else {
-                        wb[2 + j - 16] >> 4
+                        wb.qs[j - 16] >> 4
                     };
-                    exact += d * (f64::from(nib) - 8.0) * f64::from(ab[2 + j] as i8);
+                    exact += d * (f64::from(nib) - 8.0) * f64::from(ab.qs[j]);
                 }
             }
             assert!((f64::from(want) - exact).abs() < 1e-4 * exact.abs().max(1.0));
@@ -241,32 +208,26 @@ mod tests {
     #[test]
     fn scalar_reference_matches_dequantized_dot() {
         let blocks = 4;
-        let w = with_scales(bytes(blocks * Q4_1_BLOCK, 9), Q4_1_BLOCK, &[0.05, -0.3]);
-        let a = with_scales(bytes(blocks * Q8_1_BLOCK, 10), Q8_1_BLOCK, &[0.01, 0.0]);
+        let w: Vec<BlockQ4_1> = with_scales(random(blocks, 9), &[0.05, -0.3]);
+        let mut a: Vec<BlockQ8_1> = with_scales(random(blocks, 10), &[0.01, 0.0]);
         let mut want = 0f64;
-        for (wb, ab) in w.chunks_exact(Q4_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
-            let (dw, mw, da) = (f16_at(wb, 0), f16_at(wb, 2), f16_at(ab, 0));
+        for (wb, ab) in w.iter().zip(&a) {
+            let (dw, mw, da) = (wb.d.to_f32(), wb.m.to_f32(), ab.d.to_f32());
             for j in 0..32 {
                 let nib = if j < 16 {
-                    wb[4 + j] & 15
+                    wb.qs[j] & 15
                 } else {
-                    wb[4 + j - 16] >> 4
+                    wb.qs[j - 16] >> 4
                 };
                 let wv = dw as f64 * nib as f64 + mw as f64;
-                want += wv * da as f64 * (ab[4 + j] as i8) as f64;
+                want += wv * da as f64 * ab.qs[j] as f64;
             }
         }
         // Q8_1's `s` stands for d·Σq; here it was set independently, so put the true value in.
-        let a: Vec<u8> = a
-            .chunks_exact(Q8_1_BLOCK)
-            .flat_map(|b| {
-                let mut b = b.to_vec();
-                let sum: i32 = b[4..].iter().map(|&q| i32::from(q as i8)).sum();
-                let s = f16::from_f32(f16_at(&b, 0) * sum as f32);
-                b[2..4].copy_from_slice(&s.to_le_bytes());
-                b
-            })
-            .collect();
+        for b in &mut a {
+            let sum: i32 = b.qs.iter().map(|&q| i32::from(q)).sum();
+            b.s = f16::from_f32(b.d.to_f32() * sum as f32);
+        }
         let got = vec_dot_scalar(&w, &a) as f64;
         assert!(
             (got - want).abs() < 1e-2 * want.abs().max(1.0),

@@ -10,41 +10,25 @@
 //! at the end. Following its order keeps the engine's last bits near llama.cpp's, which decides
 //! near-ties in greedy decoding.
 //!
-//! Layouts (ggml's): a Q5_0 block is `d: f16, qh: [u8; 4], qs: [u8; 16]` (22 bytes), a Q5_1 block
-//! `d: f16, m: f16, qh: [u8; 4], qs: [u8; 16]` (24 bytes). `qh` is a little-endian u32 holding the
-//! fifth bit of each value: value j of the block has the 5-bit code
-//! `q = (qs[j % 16] >> (4·(j ≥ 16))) & 15 | ((qh >> j) & 1) << 4` and stands for `d·(q − 16)` in
-//! Q5_0, `d·q + m` in Q5_1. A Q8_0 block is `d: f16, qs: [i8; 32]` (34 bytes), a Q8_1 block
-//! `d: f16, s: f16, qs: [i8; 32]` (36 bytes; `s` holds `d·Σqs`).
+//! The blocks are `shuku_quants`' ([`BlockQ5_0`], [`BlockQ5_1`], [`BlockQ8_0`], [`BlockQ8_1`]).
+//! `qh` is a little-endian u32 holding the fifth bit of each value: value j of the block has the
+//! 5-bit code `q = (qs[j % 16] >> (4·(j ≥ 16))) & 15 | ((qh >> j) & 1) << 4` and stands for
+//! `d·(q − 16)` in Q5_0, `d·q + m` in Q5_1. Q8_1's `s` holds `d·Σqs`.
 
-use half::f16;
+use shuku_quants::blocks::{BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
-/// Bytes of one Q5_0 block.
-pub const Q5_0_BLOCK: usize = 22;
-/// Bytes of one Q5_1 block.
-pub const Q5_1_BLOCK: usize = 24;
-/// Bytes of one Q8_0 block.
-pub const Q8_0_BLOCK: usize = 34;
-/// Bytes of one Q8_1 block.
-pub const Q8_1_BLOCK: usize = 36;
-
+/// The 5-bit code (0..32) of value `j` of a block with fifth bits `qh` and low bits `qs`.
 #[inline]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-/// The 5-bit code (0..32) of value `j` of a block whose `qh` starts at `h` and `qs` at `h + 4`.
-#[inline]
-fn q5(block: &[u8], h: usize, j: usize) -> i32 {
-    let qh = u32::from_le_bytes([block[h], block[h + 1], block[h + 2], block[h + 3]]);
-    let byte = block[h + 4 + j % 16];
+fn q5(qh: [u8; 4], qs: &[u8; 16], j: usize) -> i32 {
+    let qh = u32::from_le_bytes(qh);
+    let byte = qs[j % 16];
     let nib = if j < 16 { byte & 15 } else { byte >> 4 };
     i32::from(nib) | (((qh >> j) & 1) as i32) << 4
 }
 
 /// `Σ w·a` over the blocks of one Q5_0 row and one Q8_0 row (equal block counts).
-pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    debug_assert_eq!(w.len() / Q5_0_BLOCK, a.len() / Q8_0_BLOCK);
+pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
     #[cfg(target_arch = "x86_64")]
     {
         if super::cpu::has_avx2_fma_f16c() {
@@ -56,8 +40,8 @@ pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// `Σ w·a` over the blocks of one Q5_1 row and one Q8_1 row (equal block counts).
-pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    debug_assert_eq!(w.len() / Q5_1_BLOCK, a.len() / Q8_1_BLOCK);
+pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
     #[cfg(target_arch = "x86_64")]
     {
         if super::cpu::has_avx2_fma_f16c() {
@@ -69,30 +53,27 @@ pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// The scalar reference for Q5_0 · Q8_0: the same arithmetic, block by block, summed in order.
-pub fn vec_dot_q5_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_q5_0_scalar(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
-    for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-        let (dw, da) = (f16_at(wb, 0), f16_at(ab, 0));
+    for (wb, ab) in w.iter().zip(a) {
         let sumi: i32 = (0..32)
-            .map(|j| (q5(wb, 2, j) - 16) * i32::from(ab[2 + j] as i8))
+            .map(|j| (q5(wb.qh, &wb.qs, j) - 16) * i32::from(ab.qs[j]))
             .sum();
-        sum += (dw * da) * sumi as f32;
+        sum += (wb.d.to_f32() * ab.d.to_f32()) * sumi as f32;
     }
     sum
 }
 
 /// The scalar reference for Q5_1 · Q8_1: the same arithmetic, block by block, summed in order.
-pub fn vec_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_q5_1_scalar(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     let mut offsets = 0f32;
-    for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
-        let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
-        let (da, sa) = (f16_at(ab, 0), f16_at(ab, 2));
+    for (wb, ab) in w.iter().zip(a) {
         let sumi: i32 = (0..32)
-            .map(|j| q5(wb, 4, j) * i32::from(ab[4 + j] as i8))
+            .map(|j| q5(wb.qh, &wb.qs, j) * i32::from(ab.qs[j]))
             .sum();
-        sum += (dw * da) * sumi as f32;
-        offsets += mw * sa;
+        sum += (wb.d.to_f32() * ab.d.to_f32()) * sumi as f32;
+        offsets += wb.m.to_f32() * ab.s.to_f32();
     }
     sum + offsets
 }
@@ -100,18 +81,16 @@ pub fn vec_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::super::x86::{hsum8, scale1, scale2};
-    use super::{Q5_0_BLOCK, Q5_1_BLOCK, Q8_0_BLOCK, Q8_1_BLOCK};
+    use shuku_quants::blocks::{BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
     use std::arch::x86_64::*;
 
-    /// The 32 five-bit codes (0..32) of a block whose `qh` starts at `h`, one per byte: the
-    /// nibbles of `qs` (low ones in bytes 0..16, high ones in 16..32) with bit j of `qh` as bit 4
-    /// of byte j.
+    /// The 32 five-bit codes (0..32) of a block with fifth bits `qh` and low bits `qs`, one per
+    /// byte: the nibbles of `qs` (low ones in bytes 0..16, high ones in 16..32) with bit j of `qh`
+    /// as bit 4 of byte j.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn codes(block: &[u8], h: usize) -> __m256i {
-        let qh = i32::from_le_bytes([block[h], block[h + 1], block[h + 2], block[h + 3]]);
-        let qs = &block[h + 4..h + 20];
-        // SAFETY: `qs` is 16 bytes long (the slice above is bounds-checked), exactly one unaligned
-        // 128-bit load.
+    fn codes(qh: [u8; 4], qs: &[u8; 16]) -> __m256i {
+        let qh = i32::from_le_bytes(qh);
+        // SAFETY: `qs` is 16 bytes, exactly one unaligned 128-bit load.
         let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
         let nibbles = _mm256_and_si256(
             _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
@@ -135,16 +114,15 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
+    pub unsafe fn vec_dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let ones = _mm256_set1_epi16(1);
         let sixteens = _mm256_set1_epi8(16);
-        for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
-            let qw = codes(wb, 2);
-            // SAFETY: `chunks_exact` gives 34 bytes, so bytes 2..34 (32) are in bounds for an
-            // unaligned 256-bit load.
-            let qa = unsafe { _mm256_loadu_si256(ab.as_ptr().add(2).cast()) };
+        for (wb, ab) in w.iter().zip(a) {
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb.d), scale1(ab.d)));
+            let qw = codes(wb.qh, &wb.qs);
+            // SAFETY: `ab.qs` is 32 bytes, one unaligned 256-bit load.
+            let qa = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
             // Σ (q − 16)·a per pair of bytes as Σ q·a − 16·Σ a, both u8 × i8 products summed to
             // i16 without saturation (31·128·2 < 2^15), as is their difference (16·128·2). The
             // 4-product lane sums equal llama.cpp's (which moves the sign of q − 16 onto a), and are
@@ -162,20 +140,19 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_q5_1(w: &[u8], a: &[u8]) -> f32 {
+    pub unsafe fn vec_dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         // Lane 1 sums the block offsets m_w · s_a, one block after another.
         let mut offsets = _mm_setzero_ps();
         let ones = _mm256_set1_epi16(1);
-        for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+        for (wb, ab) in w.iter().zip(a) {
             // [d_w·d_a, m_w·s_a, 0, 0]
-            let scales = _mm_mul_ps(scale2(wb), scale2(ab));
+            let scales = _mm_mul_ps(scale2(wb.d, wb.m), scale2(ab.d, ab.s));
             offsets = _mm_add_ps(offsets, scales);
             let d = _mm256_broadcastss_ps(scales);
-            let qw = codes(wb, 4);
-            // SAFETY: `chunks_exact` gives 36 bytes, so bytes 4..36 (32) are in bounds for an
-            // unaligned 256-bit load.
-            let qa = unsafe { _mm256_loadu_si256(ab.as_ptr().add(4).cast()) };
+            let qw = codes(wb.qh, &wb.qs);
+            // SAFETY: `ab.qs` is 32 bytes, one unaligned 256-bit load.
+            let qa = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
             // u8 × i8 pairs summed to i16 (no overflow: 31·128·2 < 2^15), then pairs to i32.
             let pairs = _mm256_maddubs_epi16(qw, qa);
             let quads = _mm256_madd_epi16(pairs, ones);
@@ -187,8 +164,9 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_blocks::{bytes, unit, with_scales};
+    use super::super::test_blocks::{random, unit, with_scales};
     use super::*;
+    use half::f16;
 
     const CASES: [(usize, u64); 6] = [(1, 1), (2, 2), (8, 3), (18, 4), (64, 5), (576 / 32, 6)];
 
@@ -204,12 +182,12 @@ mod tests {
     #[test]
     fn q5_0_simd_matches_scalar_reference() {
         for (blocks, seed) in CASES {
-            let w = with_scales(bytes(blocks * Q5_0_BLOCK, seed), Q5_0_BLOCK, &[0.013]);
-            let a = with_scales(bytes(blocks * Q8_0_BLOCK, seed + 100), Q8_0_BLOCK, &[0.02]);
+            let w: Vec<BlockQ5_0> = with_scales(random(blocks, seed), &[0.013]);
+            let a: Vec<BlockQ8_0> = with_scales(random(blocks, seed + 100), &[0.02]);
             let (got, want) = (vec_dot_q5_0_q8_0(&w, &a), vec_dot_q5_0_scalar(&w, &a));
             close(got, want, &format!("{blocks} blocks"));
             // Unit scales: every partial sum is an exact integer in f32.
-            let (w1, a1) = (unit(&w, Q5_0_BLOCK, 1), unit(&a, Q8_0_BLOCK, 1));
+            let (w1, a1) = (unit(&w, 1), unit(&a, 1));
             assert_eq!(vec_dot_q5_0_q8_0(&w1, &a1), vec_dot_q5_0_scalar(&w1, &a1));
         }
     }
@@ -217,16 +195,12 @@ mod tests {
     #[test]
     fn q5_1_simd_matches_scalar_reference() {
         for (blocks, seed) in CASES {
-            let w = with_scales(bytes(blocks * Q5_1_BLOCK, seed), Q5_1_BLOCK, &[0.013, -0.2]);
-            let a = with_scales(
-                bytes(blocks * Q8_1_BLOCK, seed + 100),
-                Q8_1_BLOCK,
-                &[0.02, 1.5],
-            );
+            let w: Vec<BlockQ5_1> = with_scales(random(blocks, seed), &[0.013, -0.2]);
+            let a: Vec<BlockQ8_1> = with_scales(random(blocks, seed + 100), &[0.02, 1.5]);
             let (got, want) = (vec_dot_q5_1_q8_1(&w, &a), vec_dot_q5_1_scalar(&w, &a));
             close(got, want, &format!("{blocks} blocks"));
             // Unit scales and zero offsets: every partial sum is an exact integer in f32.
-            let (w1, a1) = (unit(&w, Q5_1_BLOCK, 2), unit(&a, Q8_1_BLOCK, 2));
+            let (w1, a1) = (unit(&w, 2), unit(&a, 2));
             assert_eq!(vec_dot_q5_1_q8_1(&w1, &a1), vec_dot_q5_1_scalar(&w1, &a1));
         }
     }
@@ -235,48 +209,50 @@ mod tests {
     #[test]
     fn simd_matches_scalar_at_extremes() {
         for (qh, qs, act) in [
-            (0u8, 0u8, 0x80u8),
-            (0xff, 0xff, 0x80),
-            (0, 0, 0x7f),
-            (0xff, 0xff, 0x81),
-            (0xa5, 0x0f, 0x80),
+            (0u8, 0u8, -128i8),
+            (0xff, 0xff, -128),
+            (0, 0, 127),
+            (0xff, 0xff, -127),
+            (0xa5, 0x0f, -128),
         ] {
-            let mut w0 = vec![qs; 2 * Q5_0_BLOCK];
-            let mut w1 = vec![qs; 2 * Q5_1_BLOCK];
-            w0[2..6].fill(qh);
-            w0[Q5_0_BLOCK + 2..Q5_0_BLOCK + 6].fill(qh);
-            w1[4..8].fill(qh);
-            w1[Q5_1_BLOCK + 4..Q5_1_BLOCK + 8].fill(qh);
-            let a0 = vec![act; 2 * Q8_0_BLOCK];
-            let a1 = vec![act; 2 * Q8_1_BLOCK];
-            let (w0, a0) = (unit(&w0, Q5_0_BLOCK, 1), unit(&a0, Q8_0_BLOCK, 1));
-            let (w1, a1) = (unit(&w1, Q5_1_BLOCK, 2), unit(&a1, Q8_1_BLOCK, 2));
+            let w0 = [BlockQ5_0 {
+                d: f16::ONE,
+                qh: [qh; 4],
+                qs: [qs; 16],
+            }; 2];
+            let w1 = [BlockQ5_1 {
+                d: f16::ONE,
+                m: f16::ZERO,
+                qh: [qh; 4],
+                qs: [qs; 16],
+            }; 2];
+            let a0 = [BlockQ8_0 {
+                d: f16::ONE,
+                qs: [act; 32],
+            }; 2];
+            let a1 = [BlockQ8_1 {
+                d: f16::ONE,
+                s: f16::ZERO,
+                qs: [act; 32],
+            }; 2];
             assert_eq!(vec_dot_q5_0_q8_0(&w0, &a0), vec_dot_q5_0_scalar(&w0, &a0));
             assert_eq!(vec_dot_q5_1_q8_1(&w1, &a1), vec_dot_q5_1_scalar(&w1, &a1));
         }
     }
 
     /// Puts the true `s = d·Σq` into each Q8_1 block (the random bytes set it independently).
-    fn true_sums(a: &[u8]) -> Vec<u8> {
-        a.chunks_exact(Q8_1_BLOCK)
-            .flat_map(|b| {
-                let mut b = b.to_vec();
-                let sum: i32 = b[4..].iter().map(|&q| i32::from(q as i8)).sum();
-                let s = f16::from_f32(f16_at(&b, 0) * sum as f32);
-                b[2..4].copy_from_slice(&s.to_le_bytes());
-                b
-            })
-            .collect()
+    fn true_sums(mut a: Vec<BlockQ8_1>) -> Vec<BlockQ8_1> {
+        for b in &mut a {
+            let sum: i32 = b.qs.iter().map(|&q| i32::from(q)).sum();
+            b.s = f16::from_f32(b.d.to_f32() * sum as f32);
+        }
+        a
     }
 
     /// Value j of a block's 5-bit codes, decoded straight from the layout description.
-    fn code(block: &[u8], h: usize, j: usize) -> f64 {
-        let qh = u32::from_le_bytes(block[h..h + 4].try_into().unwrap());
-        let nib = if j < 16 {
-            block[h + 4 + j] & 15
-        } else {
-            block[h + 4 + j - 16] >> 4
-        };
+    fn code(qh: [u8; 4], qs: &[u8; 16], j: usize) -> f64 {
+        let qh = u32::from_le_bytes(qh);
+        let nib = if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 };
         f64::from(u32::from(nib) + ((qh >> j) & 1) * 16)
     }
 
@@ -284,13 +260,13 @@ mod tests {
     #[test]
     fn scalar_references_match_dequantized_dot() {
         let blocks = 4;
-        let w = with_scales(bytes(blocks * Q5_0_BLOCK, 9), Q5_0_BLOCK, &[0.05]);
-        let a = with_scales(bytes(blocks * Q8_0_BLOCK, 10), Q8_0_BLOCK, &[0.01]);
+        let w: Vec<BlockQ5_0> = with_scales(random(blocks, 9), &[0.05]);
+        let a: Vec<BlockQ8_0> = with_scales(random(blocks, 10), &[0.01]);
         let mut want = 0f64;
-        for (wb, ab) in w.chunks_exact(Q5_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let (dw, da) = (f16_at(wb, 0) as f64, f16_at(ab, 0) as f64);
+        for (wb, ab) in w.iter().zip(&a) {
+            let (dw, da) = (wb.d.to_f32() as f64, ab.d.to_f32() as f64);
             for j in 0..32 {
-                want += dw * (code(wb, 2, j) - 16.0) * da * f64::from(ab[2 + j] as i8);
+                want += dw * (code(wb.qh, &wb.qs, j) - 16.0) * da * f64::from(ab.qs[j]);
             }
         }
         let got = vec_dot_q5_0_scalar(&w, &a) as f64;
@@ -299,22 +275,18 @@ mod tests {
             "Q5_0: {got} vs {want}"
         );
 
-        let w = with_scales(bytes(blocks * Q5_1_BLOCK, 11), Q5_1_BLOCK, &[0.05, -0.3]);
-        let a = true_sums(&with_scales(
-            bytes(blocks * Q8_1_BLOCK, 12),
-            Q8_1_BLOCK,
-            &[0.01, 0.0],
-        ));
+        let w: Vec<BlockQ5_1> = with_scales(random(blocks, 11), &[0.05, -0.3]);
+        let a = true_sums(with_scales(random(blocks, 12), &[0.01, 0.0]));
         let mut want = 0f64;
-        for (wb, ab) in w.chunks_exact(Q5_1_BLOCK).zip(a.chunks_exact(Q8_1_BLOCK)) {
+        for (wb, ab) in w.iter().zip(&a) {
             let (dw, mw, da) = (
-                f16_at(wb, 0) as f64,
-                f16_at(wb, 2) as f64,
-                f16_at(ab, 0) as f64,
+                wb.d.to_f32() as f64,
+                wb.m.to_f32() as f64,
+                ab.d.to_f32() as f64,
             );
             for j in 0..32 {
-                let wv = dw * code(wb, 4, j) + mw;
-                want += wv * da * f64::from(ab[4 + j] as i8);
+                let wv = dw * code(wb.qh, &wb.qs, j) + mw;
+                want += wv * da * f64::from(ab.qs[j]);
             }
         }
         // `s` is rounded to f16, so the offsets carry up to 2^-11 relative error.

@@ -5,23 +5,14 @@
 //! three quarters of llama.cpp's speed. This one converts them with F16C and otherwise follows
 //! llama.cpp's x86 kernel (`ggml_vec_dot_q8_0_q8_0`): the block's integer dot in 8 lanes of 4
 //! products (|w| times a with w's sign), scaled by `d_w · d_a` into an 8-lane f32 accumulator with a
-//! fused multiply-add, the lanes added pairwise at the end.
-//!
-//! Layout (ggml's): a Q8_0 block is `d: f16, qs: [i8; 32]` (34 bytes).
+//! fused multiply-add, the lanes added pairwise at the end. The blocks are `shuku_quants`'
+//! [`BlockQ8_0`].
 
-use half::f16;
-
-/// Bytes of one Q8_0 block.
-pub const Q8_0_BLOCK: usize = 34;
-
-#[inline]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
+use shuku_quants::blocks::BlockQ8_0;
 
 /// `Σ w·a` over the blocks of two Q8_0 rows (equal block counts). Activations come from the
 /// engine's quantizer, whose codes lie in −127..=127; a weight of −128 is handled exactly.
-pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     debug_assert_eq!(w.len(), a.len());
     #[cfg(target_arch = "x86_64")]
     {
@@ -34,14 +25,15 @@ pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// The scalar reference: the same arithmetic, block by block, summed in order.
-pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+pub fn vec_dot_scalar(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
-    for (wb, ab) in w.chunks_exact(Q8_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-        let d = f16_at(wb, 0) * f16_at(ab, 0);
-        let sumi: i32 = wb[2..]
+    for (wb, ab) in w.iter().zip(a) {
+        let d = wb.d.to_f32() * ab.d.to_f32();
+        let sumi: i32 = wb
+            .qs
             .iter()
-            .zip(&ab[2..])
-            .map(|(&x, &y)| i32::from(x as i8) * i32::from(y as i8))
+            .zip(&ab.qs)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
             .sum();
         sum += d * sumi as f32;
     }
@@ -51,23 +43,22 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::super::x86::{hsum8, scale1};
-    use super::Q8_0_BLOCK;
+    use shuku_quants::blocks::BlockQ8_0;
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    pub unsafe fn vec_dot(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let ones = _mm256_set1_epi16(1);
-        for (wb, ab) in w.chunks_exact(Q8_0_BLOCK).zip(a.chunks_exact(Q8_0_BLOCK)) {
-            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb), scale1(ab)));
-            // SAFETY: `chunks_exact` gives 34 bytes, so bytes 2..34 (32) of each block are in
-            // bounds for an unaligned 256-bit load.
+        for (wb, ab) in w.iter().zip(a) {
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(scale1(wb.d), scale1(ab.d)));
+            // SAFETY: each `qs` is 32 bytes, one unaligned 256-bit load.
             let (qw, qa) = unsafe {
                 (
-                    _mm256_loadu_si256(wb.as_ptr().add(2).cast()),
-                    _mm256_loadu_si256(ab.as_ptr().add(2).cast()),
+                    _mm256_loadu_si256(wb.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(ab.qs.as_ptr().cast()),
                 )
             };
             // |w| as u8 (−128 gives 128) times a carrying w's sign: the products are w·a exactly
@@ -85,22 +76,22 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
-    fn blocks(n: usize, seed: u64, scale: f32) -> Vec<u8> {
+    fn blocks(n: usize, seed: u64, scale: f32) -> Vec<BlockQ8_0> {
         let mut s = seed;
-        let mut out = Vec::with_capacity(n * Q8_0_BLOCK);
-        for i in 0..n {
-            let d = scale * (1.0 + (i % 5) as f32 / 5.0);
-            out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-            for _ in 0..32 {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                // Codes in −127..=127, as both quantizers produce.
-                out.push((((s >> 33) % 255) as i32 - 127) as i8 as u8);
-            }
-        }
-        out
+        (0..n)
+            .map(|i| BlockQ8_0 {
+                d: f16::from_f32(scale * (1.0 + (i % 5) as f32 / 5.0)),
+                qs: std::array::from_fn(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Codes in −127..=127, as both quantizers produce.
+                    (((s >> 33) % 255) as i32 - 127) as i8
+                }),
+            })
+            .collect()
     }
 
     #[test]
@@ -113,12 +104,11 @@ mod tests {
                 "{n} blocks: {got} vs {want}"
             );
             // Unit scales: every partial sum is an exact integer in f32.
-            let unit = |b: &[u8]| -> Vec<u8> {
-                b.chunks_exact(Q8_0_BLOCK)
-                    .flat_map(|blk| {
-                        let mut blk = blk.to_vec();
-                        blk[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
-                        blk
+            let unit = |b: &[BlockQ8_0]| -> Vec<BlockQ8_0> {
+                b.iter()
+                    .map(|blk| BlockQ8_0 {
+                        d: f16::ONE,
+                        ..*blk
                     })
                     .collect()
             };
@@ -130,16 +120,16 @@ mod tests {
     /// Weights of −128 and the extremes of the activations, exactly.
     #[test]
     fn extremes_are_exact() {
-        let mut w = vec![0u8; Q8_0_BLOCK];
-        let mut a = vec![0u8; Q8_0_BLOCK];
-        w[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
-        a[0..2].copy_from_slice(&f16::ONE.to_le_bytes());
-        for j in 0..32 {
-            w[2 + j] = [-128i8, 127, -127, 0][j % 4] as u8;
-            a[2 + j] = [127i8, -127, 127, -127][(j / 4) % 4] as u8;
-        }
+        let w = [BlockQ8_0 {
+            d: f16::ONE,
+            qs: std::array::from_fn(|j| [-128i8, 127, -127, 0][j % 4]),
+        }];
+        let a = [BlockQ8_0 {
+            d: f16::ONE,
+            qs: std::array::from_fn(|j| [127i8, -127, 127, -127][(j / 4) % 4]),
+        }];
         let want: i32 = (0..32)
-            .map(|j| i32::from(w[2 + j] as i8) * i32::from(a[2 + j] as i8))
+            .map(|j| i32::from(w[0].qs[j]) * i32::from(a[0].qs[j]))
             .sum();
         assert_eq!(vec_dot_q8_0_q8_0(&w, &a), want as f32);
         assert_eq!(vec_dot_scalar(&w, &a), want as f32);

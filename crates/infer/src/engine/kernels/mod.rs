@@ -4,26 +4,37 @@
 //! matrix over the mapped bytes, its activation quantizers and the matmul dispatch), and the
 //! submodules hold the dot products written here, each with an AVX2 path beside the scalar
 //! reference it is tested against (`dot_q4`, `dot_q5`, `dot_q8_0`, `dot_float`), the AVX2 pieces
-//! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). The k-quant products
-//! are candle's, run on the mapped weights by reinterpreting the file's bytes as its ggml block
-//! structs (`BlockQ4K`, ...) without a copy; every such cast goes through `cast_blocks`, which checks
-//! size, alignment and length first. `unsafe` code lives in these modules and in attention's
+//! they share (`x86`) and the run-time CPU check that picks the path (`cpu`).
+//!
+//! The block layouts are `shuku_quants`' plain-old-data structs ([`shuku_quants::blocks`]): the
+//! file's bytes are viewed as blocks with [`bytemuck::try_cast_slice`], which checks size,
+//! alignment and length, so the products written here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) get their
+//! weights as typed blocks without an `unsafe` cast, the activation quantizers build typed blocks,
+//! and the embedding lookup dequantizes with `shuku_quants`' ggml-exact
+//! [`BlockFormat::dequantize`]. The k-quant products (Q2_K … Q6_K) are
+//! still candle's `vec_dot`, which takes candle's own block structs; `as_candle` hands the checked
+//! `shuku_quants` views to it as candle's structs of the same ggml layout, the one `unsafe` cast
+//! left here. Otherwise `unsafe` code lives in the SIMD paths of these modules and in attention's
 //! FMA-compiled inner loop, nowhere else in the crate.
 //!
 //! Activations are quantized to the weight type's "vec-dot type" exactly as llama.cpp's CPU backend
 //! does on x86 (`ggml-cpu.c`'s `type_traits_cpu`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
 //! Q8_K for the k-quants, f16 for F16 and bf16 for BF16 weights. The quantizers are written here
-//! (not candle's `from_float`) because llama.cpp's AVX path rounds half to even with `127/amax` as
-//! the multiplier and stores Q8_1's block sum as `fp16(d * Σq)`; candle differs in those last
-//! bits, and last bits decide near-ties in greedy decoding.
+//! (not candle's `from_float`, nor `shuku_quants`' reference `quantize_row_q8_*_ref`) because
+//! llama.cpp's AVX path rounds half to even with `127/amax` as the multiplier and stores Q8_1's
+//! block sum as `fp16(d * Σq)`; the others differ in those last bits, and last bits decide
+//! near-ties in greedy decoding.
 
-use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as Block,
-};
+use bytemuck::{Pod, Zeroable};
+use candle_core::quantized::k_quants as candle;
 use half::{bf16, f16};
 use rayon::prelude::*;
 use shuku_gguf::GgmlType;
+use shuku_quants::blocks::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K,
+};
+use shuku_quants::{BlockFormat, QuantType};
 
 pub(crate) mod cpu;
 pub(crate) mod dot_float;
@@ -38,41 +49,45 @@ mod x86;
 /// Rows handed to one rayon task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 16;
 
-/// Reinterprets `bytes` as a slice of ggml blocks, or `None` when the size, alignment or length
-/// does not fit.
-fn cast_blocks<T: Block>(bytes: &[u8], ggml_type_size: usize) -> Option<&[T]> {
-    let size = std::mem::size_of::<T>();
-    if size != ggml_type_size
-        || size == 0
-        || bytes.len() % size != 0
-        || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0
-    {
+/// Views `bytes` as blocks of `T`, or `None` when `T` is not ggml's `ggml_type_size` bytes or the
+/// bytes are misaligned for `T` or not a whole number of blocks.
+fn view<T: Pod>(bytes: &[u8], ggml_type_size: usize) -> Option<&[T]> {
+    if std::mem::size_of::<T>() != ggml_type_size {
         return None;
     }
-    // SAFETY: the block types are `#[repr(C)]` structs of plain integers, `f16` and `f32` (no
-    // padding: size_of equals ggml's packed type size, checked above), so every bit pattern is a
-    // valid value; the pointer is aligned for `T` and the length is a whole number of blocks, both
-    // checked above; the returned slice borrows `bytes`, so it cannot outlive the mapping.
-    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+    bytemuck::try_cast_slice(bytes).ok()
 }
 
-/// The bytes of a block slice, read-only (for the kernels written over ggml's byte layout).
-fn blocks_as_bytes<T: Block>(blocks: &[T]) -> &[u8] {
-    // SAFETY: `T` is a padding-free `#[repr(C)]` block of plain integer/float fields (see
-    // `cast_blocks`), so every byte is initialised; the byte slice covers exactly the blocks and
-    // borrows them.
-    unsafe {
-        std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
+/// A `shuku_quants` block struct whose ggml block candle also declares, as `Candle`: the k-quants,
+/// whose products are candle's `vec_dot`, and their Q8_K activations.
+trait CandleTwin: Pod {
+    /// candle's struct for the same `ggml-common.h` block.
+    type Candle: candle::GgmlType;
+}
+
+macro_rules! candle_twins {
+    ($($t:ident),*) => {
+        $(impl CandleTwin for $t {
+            type Candle = candle::$t;
+        })*
+    };
+}
+
+candle_twins!(BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K);
+
+/// `shuku_quants` blocks as candle's structs for the same ggml blocks, for candle's `vec_dot`.
+fn as_candle<S: CandleTwin>(blocks: &[S]) -> &[S::Candle] {
+    const {
+        assert!(std::mem::size_of::<S>() == std::mem::size_of::<S::Candle>());
+        assert!(std::mem::align_of::<S::Candle>() <= std::mem::align_of::<S>());
     }
-}
-
-/// The bytes of a block slice (for writing activation blocks in ggml's layout).
-fn blocks_as_bytes_mut<T: Block>(blocks: &mut [T]) -> &mut [u8] {
-    let len = std::mem::size_of_val(blocks);
-    // SAFETY: `T` is a padding-free `#[repr(C)]` block of plain integer/float fields (see
-    // `cast_blocks`), so viewing it as bytes exposes no uninitialised memory and any bytes written
-    // form a valid `T`; the byte slice covers exactly the blocks and borrows them mutably.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), len) }
+    // SAFETY: candle's block types are `#[repr(C)]` structs of plain integers, `f16` and `f32`, so
+    // every bit pattern is a valid `S::Candle` (and `S` is `Pod`: its bytes are all initialised);
+    // both structs declare the same `ggml-common.h` fields in the same order, and the sizes match
+    // with no stricter alignment for candle's (checked at compile time above), so the pointer to
+    // `blocks.len()` values of `S` is a valid, aligned pointer to as many `S::Candle`; the returned
+    // slice borrows `blocks` immutably, so it cannot outlive them or see them change.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<S::Candle>(), blocks.len()) }
 }
 
 /// Why a tensor cannot be used as a matrix by these kernels.
@@ -103,11 +118,11 @@ pub enum QActs {
     F16(Vec<f16>),
     /// For BF16 weights.
     Bf16(Vec<bf16>),
-    /// Q8_0 blocks.
+    /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights).
     Q8_0(Vec<BlockQ8_0>),
-    /// Q8_1 blocks.
+    /// Q8_1 blocks (for Q4_1 and Q5_1 weights).
     Q8_1(Vec<BlockQ8_1>),
-    /// Q8_K blocks.
+    /// Q8_K blocks (for the k-quants).
     Q8K(Vec<BlockQ8K>),
 }
 
@@ -189,16 +204,16 @@ impl<'a> QMatrix<'a> {
             GgmlType::F32 => bytemuck::try_cast_slice::<u8, f32>(b).is_ok(),
             GgmlType::F16 => bytemuck::try_cast_slice::<u8, f16>(b).is_ok(),
             GgmlType::BF16 => true,
-            GgmlType::Q4_0 => cast_blocks::<BlockQ4_0>(b, ts).is_some(),
-            GgmlType::Q4_1 => cast_blocks::<BlockQ4_1>(b, ts).is_some(),
-            GgmlType::Q5_0 => cast_blocks::<BlockQ5_0>(b, ts).is_some(),
-            GgmlType::Q5_1 => cast_blocks::<BlockQ5_1>(b, ts).is_some(),
-            GgmlType::Q8_0 => cast_blocks::<BlockQ8_0>(b, ts).is_some(),
-            GgmlType::Q2_K => cast_blocks::<BlockQ2K>(b, ts).is_some(),
-            GgmlType::Q3_K => cast_blocks::<BlockQ3K>(b, ts).is_some(),
-            GgmlType::Q4_K => cast_blocks::<BlockQ4K>(b, ts).is_some(),
-            GgmlType::Q5_K => cast_blocks::<BlockQ5K>(b, ts).is_some(),
-            GgmlType::Q6_K => cast_blocks::<BlockQ6K>(b, ts).is_some(),
+            GgmlType::Q4_0 => view::<BlockQ4_0>(b, ts).is_some(),
+            GgmlType::Q4_1 => view::<BlockQ4_1>(b, ts).is_some(),
+            GgmlType::Q5_0 => view::<BlockQ5_0>(b, ts).is_some(),
+            GgmlType::Q5_1 => view::<BlockQ5_1>(b, ts).is_some(),
+            GgmlType::Q8_0 => view::<BlockQ8_0>(b, ts).is_some(),
+            GgmlType::Q2_K => view::<BlockQ2K>(b, ts).is_some(),
+            GgmlType::Q3_K => view::<BlockQ3K>(b, ts).is_some(),
+            GgmlType::Q4_K => view::<BlockQ4K>(b, ts).is_some(),
+            GgmlType::Q5_K => view::<BlockQ5K>(b, ts).is_some(),
+            GgmlType::Q6_K => view::<BlockQ6K>(b, ts).is_some(),
             _ => false,
         }
     }
@@ -223,13 +238,17 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Dequantizes row `r` into `out` (`cols` values): the embedding lookup.
+    ///
+    /// Block types decode with ggml's `dequantize_row_*` arithmetic (`shuku_quants`), on a view of
+    /// the mapped row: no copy, no allocation per token.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
         let bytes = &self.bytes[r * rb..(r + 1) * rb];
         let ts = self.ttype.type_size() as usize;
-        fn deq<T: Block>(bytes: &[u8], ts: usize, out: &mut [f32]) {
-            if let Some(b) = cast_blocks::<T>(bytes, ts) {
-                T::to_float(b, out);
+        fn deq<T: BlockFormat>(bytes: &[u8], ts: usize, out: &mut [f32]) {
+            match view::<T>(bytes, ts) {
+                Some(b) => T::dequantize(b, out),
+                None => out.fill(0.0),
             }
         }
         match self.ttype {
@@ -271,20 +290,12 @@ impl<'a> QMatrix<'a> {
             GgmlType::F16 => QActs::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-                let mut q = vec![BlockQ8_0::zeros(); x.len() / 32];
-                quantize_q8_0(x, blocks_as_bytes_mut(&mut q));
-                QActs::Q8_0(q)
+                QActs::Q8_0(x.chunks_exact(QK).map(quantize_q8_0).collect())
             }
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                let mut q = vec![BlockQ8_1::zeros(); x.len() / 32];
-                quantize_q8_1(x, blocks_as_bytes_mut(&mut q));
-                QActs::Q8_1(q)
+                QActs::Q8_1(x.chunks_exact(QK).map(quantize_q8_1).collect())
             }
-            _ => {
-                let mut q = vec![BlockQ8K::zeros(); x.len() / 256];
-                quantize_q8_k(x, blocks_as_bytes_mut(&mut q));
-                QActs::Q8K(q)
-            }
+            _ => QActs::Q8K(x.chunks_exact(QK_K).map(quantize_q8_k).collect()),
         }
     }
 
@@ -301,7 +312,6 @@ impl<'a> QMatrix<'a> {
     /// (lets Q, K and V, or gate and up, share one conversion).
     pub fn matmul_q(&self, acts: &QActs, n: usize, out: &mut [f32]) {
         debug_assert_eq!(out.len(), n * self.rows);
-        let ts = self.ttype.type_size() as usize;
         let b = self.bytes;
         match (self.ttype, acts) {
             (GgmlType::F32, QActs::F32(a)) => {
@@ -326,45 +336,25 @@ impl<'a> QMatrix<'a> {
                 dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
             }),
             (GgmlType::Q4_0, QActs::Q8_0(a)) => {
-                let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q4::Q8_0_BLOCK;
-                self.run_rows(n, out, |r, t| {
-                    dot_q4::vec_dot_q4_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
-                })
+                self.legacy::<BlockQ4_0, _>(a, n, out, dot_q4::vec_dot_q4_0_q8_0)
             }
             (GgmlType::Q5_0, QActs::Q8_0(a)) => {
-                let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q5::Q8_0_BLOCK;
-                self.run_rows(n, out, |r, t| {
-                    dot_q5::vec_dot_q5_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
-                })
+                self.legacy::<BlockQ5_0, _>(a, n, out, dot_q5::vec_dot_q5_0_q8_0)
             }
             (GgmlType::Q8_0, QActs::Q8_0(a)) => {
-                let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q8_0::Q8_0_BLOCK;
-                self.run_rows(n, out, |r, t| {
-                    dot_q8_0::vec_dot_q8_0_q8_0(self.row(r), &a[t * row..(t + 1) * row])
-                })
+                self.legacy::<BlockQ8_0, _>(a, n, out, dot_q8_0::vec_dot_q8_0_q8_0)
             }
             (GgmlType::Q4_1, QActs::Q8_1(a)) => {
-                let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q4::Q8_1_BLOCK;
-                self.run_rows(n, out, |r, t| {
-                    dot_q4::vec_dot_q4_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
-                })
+                self.legacy::<BlockQ4_1, _>(a, n, out, dot_q4::vec_dot_q4_1_q8_1)
             }
             (GgmlType::Q5_1, QActs::Q8_1(a)) => {
-                let a = blocks_as_bytes(a);
-                let row = self.cols / 32 * dot_q5::Q8_1_BLOCK;
-                self.run_rows(n, out, |r, t| {
-                    dot_q5::vec_dot_q5_1_q8_1(self.row(r), &a[t * row..(t + 1) * row])
-                })
+                self.legacy::<BlockQ5_1, _>(a, n, out, dot_q5::vec_dot_q5_1_q8_1)
             }
-            (GgmlType::Q2_K, QActs::Q8K(a)) => self.blocks::<BlockQ2K>(b, ts, a, n, out),
-            (GgmlType::Q3_K, QActs::Q8K(a)) => self.blocks::<BlockQ3K>(b, ts, a, n, out),
-            (GgmlType::Q4_K, QActs::Q8K(a)) => self.blocks::<BlockQ4K>(b, ts, a, n, out),
-            (GgmlType::Q5_K, QActs::Q8K(a)) => self.blocks::<BlockQ5K>(b, ts, a, n, out),
-            (GgmlType::Q6_K, QActs::Q8K(a)) => self.blocks::<BlockQ6K>(b, ts, a, n, out),
+            (GgmlType::Q2_K, QActs::Q8K(a)) => self.k_quant::<BlockQ2K>(a, n, out),
+            (GgmlType::Q3_K, QActs::Q8K(a)) => self.k_quant::<BlockQ3K>(a, n, out),
+            (GgmlType::Q4_K, QActs::Q8K(a)) => self.k_quant::<BlockQ4K>(a, n, out),
+            (GgmlType::Q5_K, QActs::Q8K(a)) => self.k_quant::<BlockQ5K>(a, n, out),
+            (GgmlType::Q6_K, QActs::Q8K(a)) => self.k_quant::<BlockQ6K>(a, n, out),
             // Activations converted for another type: a programming error; leave zeros.
             _ => out.fill(0.0),
         }
@@ -375,22 +365,37 @@ impl<'a> QMatrix<'a> {
         &self.bytes[r * rb..(r + 1) * rb]
     }
 
-    fn blocks<T: Block>(
+    /// Weights of one of the 32-value block types (`W`) against activation blocks `A`, with one of
+    /// the products written here.
+    fn legacy<W: Pod + Sync, A: Sync>(
         &self,
-        bytes: &[u8],
-        ts: usize,
-        acts: &[T::VecDotType],
+        acts: &[A],
         n: usize,
         out: &mut [f32],
+        dot: impl Fn(&[W], &[A]) -> f32 + Sync,
     ) {
-        let Some(w) = cast_blocks::<T>(bytes, ts) else {
-            out.fill(0.0);
-            return;
+        let Some(w) = view::<W>(self.bytes, self.ttype.type_size() as usize) else {
+            return out.fill(0.0);
         };
-        let bpr = self.cols / T::BLCK_SIZE;
+        let bpr = self.cols / QK;
+        self.run_rows(n, out, |r, t| {
+            dot(&w[r * bpr..(r + 1) * bpr], &acts[t * bpr..(t + 1) * bpr])
+        });
+    }
+
+    /// k-quant weights (`W`) against Q8_K activations, with candle's product.
+    fn k_quant<W: CandleTwin>(&self, acts: &[BlockQ8K], n: usize, out: &mut [f32])
+    where
+        W::Candle: candle::GgmlType<VecDotType = candle::BlockQ8K>,
+    {
+        let Some(w) = view::<W>(self.bytes, self.ttype.type_size() as usize) else {
+            return out.fill(0.0);
+        };
+        let (w, acts) = (as_candle(w), as_candle(acts));
+        let bpr = self.cols / QK_K;
         let cols = self.cols;
         self.run_rows(n, out, |r, t| {
-            T::vec_dot(
+            <W::Candle as candle::GgmlType>::vec_dot(
                 cols,
                 &w[r * bpr..(r + 1) * bpr],
                 &acts[t * bpr..(t + 1) * bpr],
@@ -457,35 +462,28 @@ fn amax(xs: &[f32]) -> f32 {
     xs.iter().fold(0f32, |m, x| m.max(x.abs()))
 }
 
-/// llama.cpp's x86 `quantize_row_q8_0`: `d = amax/127`, `q = round_half_even(x · 127/amax)`.
-/// Writes ggml's `block_q8_0` layout (`d: f16, qs: [i8; 32]`, 34 bytes).
-fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
-        let m = amax(xb);
-        let d = m / 127.0;
-        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-        ob[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        for (o, &v) in ob[2..].iter_mut().zip(xb) {
-            *o = q8(v * id) as u8;
-        }
+/// llama.cpp's x86 `quantize_row_q8_0` for one block of 32: `d = amax/127`,
+/// `q = round_half_even(x · 127/amax)`.
+fn quantize_q8_0(xb: &[f32]) -> BlockQ8_0 {
+    let m = amax(xb);
+    let id = if m != 0.0 { 127.0 / m } else { 0.0 };
+    BlockQ8_0 {
+        d: f16::from_f32(m / 127.0),
+        qs: std::array::from_fn(|j| q8(xb[j] * id)),
     }
 }
 
-/// llama.cpp's x86 `quantize_row_q8_1`: as Q8_0 plus `s = fp16(d · Σq)`.
-/// Writes `block_q8_1` (`d: f16, s: f16, qs: [i8; 32]`, 36 bytes).
-fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
-        let m = amax(xb);
-        let d = m / 127.0;
-        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-        let mut sum = 0i32;
-        for (o, &v) in ob[4..].iter_mut().zip(xb) {
-            let q = q8(v * id);
-            sum += i32::from(q);
-            *o = q as u8;
-        }
-        ob[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+/// llama.cpp's x86 `quantize_row_q8_1` for one block of 32: as Q8_0 plus `s = fp16(d · Σq)`.
+fn quantize_q8_1(xb: &[f32]) -> BlockQ8_1 {
+    let m = amax(xb);
+    let d = m / 127.0;
+    let id = if m != 0.0 { 127.0 / m } else { 0.0 };
+    let qs: [i8; QK] = std::array::from_fn(|j| q8(xb[j] * id));
+    let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+    BlockQ8_1 {
+        d: f16::from_f32(d),
+        s: f16::from_f32(d * sum as f32),
+        qs,
     }
 }
 
@@ -494,70 +492,45 @@ fn q8(v: f32) -> i8 {
     v.round_ties_even().clamp(-128.0, 127.0) as i8
 }
 
-/// llama.cpp's `quantize_row_q8_K_ref` (used on x86): scale from the signed extreme,
-/// `iscale = -127/max`, `nearest_int` (half to even), block sums of 16.
-/// Writes `block_q8_K` (`d: f32, qs: [i8; 256], bsums: [i16; 16]`, 292 bytes).
-fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
-        let mut max = 0f32;
-        let mut am = 0f32;
-        for &v in xb {
-            if v.abs() > am {
-                am = v.abs();
-                max = v;
-            }
+/// llama.cpp's `quantize_row_q8_K_ref` (used on x86) for one block of 256: scale from the signed
+/// extreme, `iscale = -127/max`, `nearest_int` (half to even), block sums of 16.
+fn quantize_q8_k(xb: &[f32]) -> BlockQ8K {
+    let mut max = 0f32;
+    let mut am = 0f32;
+    for &v in xb {
+        if v.abs() > am {
+            am = v.abs();
+            max = v;
         }
-        if am == 0.0 {
-            ob.fill(0);
-            continue;
-        }
-        let iscale = -127.0 / max;
-        let mut qs = [0i8; 256];
-        for (q, &v) in qs.iter_mut().zip(xb) {
-            *q = (iscale * v).round_ties_even().min(127.0) as i8;
-        }
-        ob[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
-        for (o, q) in ob[4..260].iter_mut().zip(qs) {
-            *o = q as u8;
-        }
-        for (j, g) in qs.chunks_exact(16).enumerate() {
-            let s: i16 = g.iter().map(|&q| i16::from(q)).sum();
-            ob[260 + 2 * j..262 + 2 * j].copy_from_slice(&s.to_le_bytes());
-        }
+    }
+    if am == 0.0 {
+        return BlockQ8K::zeroed();
+    }
+    let iscale = -127.0 / max;
+    let qs: [i8; QK_K] =
+        std::array::from_fn(|j| (iscale * xb[j]).round_ties_even().min(127.0) as i8);
+    BlockQ8K {
+        d: 1.0 / iscale,
+        qs,
+        bsums: std::array::from_fn(|g| {
+            qs[16 * g..16 * (g + 1)].iter().map(|&q| i16::from(q)).sum()
+        }),
     }
 }
 
-/// Quantizes `x` (a multiple of the block size) with candle's reference quantizer and returns
+/// Quantizes `x` (a multiple of the block size) with llama.cpp's reference quantizer
+/// (`quantize_row_*_ref`, what `llama-quantize` writes without an importance matrix) and returns
 /// the bytes in ggml layout: builds test weights for the kernel tests and the engine's own tests.
 #[doc(hidden)]
 pub fn quantize_for_tests(ttype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
-    fn q<T: Block>(x: &[f32]) -> Vec<u8> {
-        let mut b = vec![T::zeros(); x.len() / T::BLCK_SIZE];
-        T::from_float(x, &mut b);
-        blocks_as_bytes_mut(&mut b).to_vec()
+    if !is_supported(ttype) {
+        return None;
     }
-    Some(match ttype {
-        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => x
-            .iter()
-            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => x
-            .iter()
-            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
-            .collect(),
-        GgmlType::Q4_0 => q::<BlockQ4_0>(x),
-        GgmlType::Q4_1 => q::<BlockQ4_1>(x),
-        GgmlType::Q5_0 => q::<BlockQ5_0>(x),
-        GgmlType::Q5_1 => q::<BlockQ5_1>(x),
-        GgmlType::Q8_0 => q::<BlockQ8_0>(x),
-        GgmlType::Q2_K => q::<BlockQ2K>(x),
-        GgmlType::Q3_K => q::<BlockQ3K>(x),
-        GgmlType::Q4_K => q::<BlockQ4K>(x),
-        GgmlType::Q5_K => q::<BlockQ5K>(x),
-        GgmlType::Q6_K => q::<BlockQ6K>(x),
-        _ => return None,
-    })
+    let t = QuantType::from_ggml_id(ttype.id())?;
+    if x.is_empty() {
+        return Some(Vec::new());
+    }
+    t.quantize(x, x.len(), None).ok()
 }
 
 #[cfg(test)]
@@ -587,8 +560,7 @@ mod tests {
     }
 
     fn as_bytes(v: &[u32], len: usize) -> &[u8] {
-        // SAFETY: u32 has no padding; `len` ≤ 4·v.len() bytes are in bounds.
-        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), len) }
+        &bytemuck::cast_slice(v)[..len]
     }
 
     const TYPES: &[GgmlType] = &[
@@ -674,15 +646,9 @@ mod tests {
         x[0] = 127.0;
         x[1] = 2.5;
         x[2] = -3.5;
-        let mut out = vec![0u8; 34];
-        quantize_q8_0(&x, &mut out);
-        assert_eq!(out[2] as i8, 127);
-        assert_eq!(out[3] as i8, 2);
-        assert_eq!(out[4] as i8, -4);
-        let mut out1 = vec![0u8; 36];
-        quantize_q8_1(&x, &mut out1);
-        let s = f16::from_le_bytes([out1[2], out1[3]]).to_f32();
-        assert_eq!(s, 125.0);
+        let b = quantize_q8_0(&x);
+        assert_eq!(b.qs[..3], [127, 2, -4]);
+        assert_eq!(quantize_q8_1(&x).s.to_f32(), 125.0);
     }
 
     #[test]

@@ -3,20 +3,20 @@
 //! Safe functions compiled for AVX2, FMA and F16C: callable without `unsafe` from the kernels'
 //! functions compiled for the same features, which run only after `cpu::has_avx2_fma_f16c`.
 
+use half::f16;
 use std::arch::x86_64::*;
 
-/// The f16 at the start of a block (its scale `d`) as lane 0.
+/// A block's f16 scale `d` as lane 0.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn scale1(block: &[u8]) -> __m128 {
-    let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
-    _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+pub fn scale1(d: f16) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d.to_bits())))
 }
 
-/// The two f16 at the start of a block (`d, m` or `d, s`) as lanes 0 and 1.
+/// A block's two f16 (`d, m` or `d, s`) as lanes 0 and 1.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn scale2(block: &[u8]) -> __m128 {
-    let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-    _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+pub fn scale2(d: f16, m: f16) -> __m128 {
+    let bits = u32::from(d.to_bits()) | u32::from(m.to_bits()) << 16;
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
 }
 
 /// Sum of the 8 lanes as llama.cpp's `hsum_float_8`: high half onto low half, then pairwise.
