@@ -29,12 +29,14 @@ score() { # FILE -> "ppl kld top1"
   "$S" perplexity -m "$1" --kl-divergence-base "$WORK/$M.kld" --kl-divergence -t "$THREADS" 2>&1 |
     awk '/^Mean PPL\(Q\)/{p=$4} /^Mean    KLD/{k=$3} /^Same top p/{t=$4} END{print p, k, t}'
 }
-size_bpw() { # FILE -> "MiB bpw" from shuku inspect's summary
-  python3 - "$1" "$WORK/$M-f32.gguf" <<'PY'
+size_bpw() { # FILE -> "MiB bpw": file size, and bits per weight over the tensors (as llama-quantize counts)
+  "$ASSETS/venv/bin/python" - "$1" <<'PY'
 import os, sys
-q, f = os.path.getsize(sys.argv[1]), os.path.getsize(sys.argv[2])
-# bits per weight over the tensors: the f32 file holds 4 bytes per weight plus its header.
-print(f"{q/2**20:.2f} {q*8/(f/4):.2f}")
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+n = sum(int(t.n_elements) for t in r.tensors)
+b = sum(int(t.n_bytes) for t in r.tensors)
+print(f"{os.path.getsize(sys.argv[1])/2**20:.2f} {b*8/n:.4f}")
 PY
 }
 row() { # LABEL FILE
@@ -49,7 +51,7 @@ run_model() {
     base)
       "$S" convert "$ROOT/assets/shuku-base" -o "$WORK/base-f32.gguf" --outtype f32 --overwrite >/dev/null
       C=$ROOT/assets/corpus/shakespeare.txt; N=$(wc -c <"$C")
-      head -c $((N * 95 / 100)) "$C" | head -c 400000 >"$WORK/base-calib.txt"
+      head -c 400000 "$C" >"$WORK/base-calib.txt"  # inside the training part (the first 95 %)
       tail -c $((N * 5 / 100)) "$C" >"$WORK/base-eval.txt"
       CTX=256; CHUNKS=1000; CALIB_CTX=256 ;;
     smollm2)
@@ -65,7 +67,7 @@ run_model() {
     -o "$WORK/$M-llama-imatrix.gguf" >/dev/null 2>&1
   "$S" imatrix -m "$F32" -f "$WORK/$M-calib.txt" -c "$CALIB_CTX" --chunks 32 -o "$WORK/$M-shuku-imatrix.gguf" --overwrite >/dev/null
   read -r ppl _ _ <<<"$(score "$F32")"
-  printf '| %s | F32 | %s | 32.00 | %s | 0 | 100 |\n' "$M" "$(size_bpw "$F32" | cut -d' ' -f1)" "$ppl"
+  printf '| %s | F32 | %s | 32 | %s | 0 | 100 |\n' "$M" "$(size_bpw "$F32" | cut -d' ' -f1)" "$ppl"
   for P in Q4_K_M Q3_K_M Q2_K; do
     O=$WORK/$M-$P
     "$LLAMA/llama-quantize" "$F32" "$O-rtn.gguf" "$P" "$THREADS" >/dev/null 2>&1
@@ -79,7 +81,7 @@ run_model() {
     "$S" quantize "$F32" "$O-gptq-imx.gguf" "$P" --method gptq --imatrix "$WORK/$M-llama-imatrix.gguf" --calib "$WORK/$M-calib.txt" -c "$CALIB_CTX" --chunks 32 --overwrite -t "$THREADS" >/dev/null
     row "$P GPTQ + llama imatrix" "$O-gptq-imx.gguf"
     if [ "$P" = Q4_K_M ]; then
-      BPW=$(python3 -c "import os;print(os.path.getsize('$O-rtn.gguf')*8/(os.path.getsize('$F32')/4))")
+      BPW=$(size_bpw "$O-rtn.gguf" | cut -d' ' -f2)
       "$S" quantize "$F32" "$O-bpw.gguf" "$P" --target-bpw "$BPW" --calib "$WORK/$M-calib.txt" -c "$CALIB_CTX" --chunks 32 --overwrite -t "$THREADS" >/dev/null
       row "$P-size target-bpw" "$O-bpw.gguf"
       "$S" quantize "$F32" "$O-bpw-gptq.gguf" "$P" --target-bpw "$BPW" --method gptq --calib "$WORK/$M-calib.txt" -c "$CALIB_CTX" --chunks 32 --overwrite -t "$THREADS" >/dev/null
