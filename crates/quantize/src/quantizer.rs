@@ -246,19 +246,27 @@ impl Quantizer {
             .overwrite(self.overwrite)
             .create(output, &meta, descs)?;
         let mut reports = Vec::with_capacity(jobs.len());
+        // One output buffer for every tensor, as llama-quantize keeps one work buffer: fresh
+        // pages for each tensor would cost a page fault per 4 KiB written.
+        let mut buffer = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
             progress(i, jobs.len(), &job.shape.name);
             let view = file.tensor(&job.shape.name)?;
-            let (bytes, report) = if let Some(bytes) = precomputed.remove(&job.shape.name) {
+            let report = if let Some(bytes) = precomputed.remove(&job.shape.name) {
                 let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
-                q.report_precomputed(job, &values, bytes, view.bytes.len())?
+                let (bytes, report) =
+                    q.report_precomputed(job, &values, bytes, view.bytes.len())?;
+                writer.write_tensor(&job.shape.name, &bytes)?;
+                report
             } else if job.shape.ty == job.to {
-                (view.bytes.to_vec(), job.report(view.bytes.len(), Some(0.0)))
+                writer.write_tensor(&job.shape.name, view.bytes)?;
+                job.report(view.bytes.len(), Some(0.0))
             } else {
                 let values = decode(job.shape.ty, view.bytes, &job.shape.name)?;
-                q.encode(job, &values, view.bytes.len())?
+                let report = q.encode_into(job, &values, view.bytes.len(), &mut buffer)?;
+                writer.write_tensor(&job.shape.name, &buffer)?;
+                report
             };
-            writer.write_tensor(&job.shape.name, &bytes)?;
             file.release(&job.shape.name);
             reports.push(report);
         }
@@ -630,13 +638,26 @@ impl Quantizer {
         meta
     }
 
-    /// Quantizes one tensor's values as `job` says.
+    /// Quantizes one tensor's values as `job` says into a new buffer.
     fn encode(
         &self,
         job: &Job,
         values: &[f32],
         bytes_in: usize,
     ) -> Result<(Vec<u8>, TensorReport)> {
+        let mut out = Vec::new();
+        let report = self.encode_into(job, values, bytes_in, &mut out)?;
+        Ok((out, report))
+    }
+
+    /// Quantizes one tensor's values as `job` says into `out` (resized to fit).
+    fn encode_into(
+        &self,
+        job: &Job,
+        values: &[f32],
+        bytes_in: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<TensorReport> {
         let name = &job.shape.name;
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(QuantizeError::NonFinite {
@@ -648,7 +669,7 @@ impl Quantizer {
         let ne0 = job.shape.ne[0];
         let rows_per_mat = job.shape.ne.get(1).copied().unwrap_or(1).max(1);
         let row_bytes = job.to.row_bytes(ne0).unwrap_or(0);
-        let mut out = vec![0u8; values.len() / ne0 * row_bytes];
+        out.resize(values.len() / ne0 * row_bytes, 0);
         let rows_per_task = (VALUES_PER_TASK / ne0).max(1);
         out.par_chunks_mut(rows_per_task * row_bytes)
             .zip(values.par_chunks(rows_per_task * ne0))
@@ -682,16 +703,14 @@ impl Quantizer {
                 Ok::<(), QuantizeError>(())
             })?;
         let rmse = if self.measure_error {
-            Some(rmse_of(job, values, &out)?)
+            Some(rmse_of(job, values, out)?)
         } else {
             None
         };
-        let report = job.report(bytes_in, rmse);
-        let report = TensorReport {
+        Ok(TensorReport {
             bytes_out: out.len() as u64,
-            ..report
-        };
-        Ok((out, report))
+            ..job.report(bytes_in, rmse)
+        })
     }
 }
 
