@@ -93,7 +93,7 @@ run_model() {
     --kl-divergence-base "$WORK/$M-llama.kld" >/dev/null 2>&1
   for f in "$WORK/$M-Q4_K_M-rtn.gguf" "$WORK/$M-Q4_K_M-gptq.gguf"; do
     k=$("$LLAMA/llama-perplexity" -m "$f" --kl-divergence-base "$WORK/$M-llama.kld" --kl-divergence -t "$THREADS" 2>&1 |
-      awk '/^Mean    KLD/{print $3}')
+      awk '/^Mean +KLD/{print $3}')
     echo "llama-perplexity --kl-divergence, $(basename "$f"): mean KLD $k" >&2
   done
 }
