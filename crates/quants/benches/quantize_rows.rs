@@ -36,7 +36,10 @@ fn bench(c: &mut Criterion) {
         });
         if ty.uses_importance() {
             group.bench_with_input(BenchmarkId::new("imatrix", ty), &ty, |b, &ty| {
-                b.iter(|| ty.quantize_into(&src, N_PER_ROW, Some(&qw), &mut dst).unwrap())
+                b.iter(|| {
+                    ty.quantize_into(&src, N_PER_ROW, Some(&qw), &mut dst)
+                        .unwrap()
+                })
             });
         }
     }
