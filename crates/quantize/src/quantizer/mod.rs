@@ -332,3 +332,21 @@ fn is_token_embd(name: &str) -> bool {
 fn ggml(t: QuantType) -> GgmlType {
     GgmlType::from_id(t.ggml_id()).expect("every QuantType is a ggml type")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// shuku-quants and shuku-gguf each carry ggml's type table (neither depends on the other):
+    /// they must agree on every type shuku-quants handles.
+    #[test]
+    fn quant_types_agree_with_the_gguf_type_table() {
+        for &t in QuantType::ALL {
+            let g = ggml(t);
+            assert_eq!(g.id(), t.ggml_id(), "{t}");
+            assert_eq!(g.block_size() as usize, t.block_size(), "{t}");
+            assert_eq!(g.type_size() as usize, t.type_size(), "{t}");
+            assert_eq!(g.name(), t.name(), "{t}");
+        }
+    }
+}
