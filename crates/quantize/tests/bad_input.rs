@@ -59,6 +59,24 @@ fn base_with(name: &str, tag: &str, edit: impl Fn(&mut [u8])) -> PathBuf {
     w.finish().unwrap()
 }
 
+/// An importance matrix with one entry, `blk.0.attn_q.weight`, of `cols` columns.
+fn one_entry_imatrix(cols: usize) -> Imatrix {
+    let mut m = Imatrix {
+        datasets: vec!["x.txt".into()],
+        chunk_count: 1,
+        chunk_size: 8,
+        ..Imatrix::default()
+    };
+    m.entries.insert(
+        "blk.0.attn_q.weight".into(),
+        ImatrixEntry {
+            sums: vec![1.0; cols],
+            counts: vec![8.0],
+        },
+    );
+    m
+}
+
 fn out_path(tag: &str) -> PathBuf {
     work_dir().join(format!("out-{tag}.gguf"))
 }
@@ -78,10 +96,9 @@ fn unknown_preset_lists_the_known_ones() {
 fn a_type_that_cannot_take_a_row_length_is_refused_before_writing() {
     // Q4_K needs rows of 256: the 768-wide ffn_down takes it, a forced type on a tensor whose row
     // is not a multiple of 256 does not, and an explicit --token-embedding-type has no fallback.
+    // A 96-wide embedding cannot take Q4_K (rows of 256), and an explicit
+    // --token-embedding-type has no fallback.
     let out = out_path("no-fallback");
-    let input = base_f32();
-    // Make the token embedding 4096 x 256 read as rows of 256: fine. Use an override on a
-    // 1-D-incompatible width instead: the base model has no such tensor, so build one.
     let mut meta = Metadata::new();
     meta.insert("general.architecture", "llama");
     meta.insert("llama.block_count", shuku_gguf::Value::U32(1));
@@ -123,25 +140,12 @@ fn a_type_that_cannot_take_a_row_length_is_refused_before_writing() {
         .unwrap();
     let f = GgufFile::open(&ok).unwrap();
     assert_eq!(f.tensor_infos()[0].ttype.known(), Some(GgmlType::Q8_0));
-    drop(input);
 }
 
 #[test]
 fn an_imatrix_for_another_model_is_refused() {
     let m_path = work_dir().join("other-imatrix.gguf");
-    let mut m = Imatrix {
-        datasets: vec!["x.txt".into()],
-        chunk_count: 1,
-        chunk_size: 8,
-        ..Imatrix::default()
-    };
-    m.entries.insert(
-        "blk.0.attn_q.weight".into(),
-        ImatrixEntry {
-            sums: vec![1.0; 128],
-            counts: vec![8.0],
-        },
-    );
+    let m = one_entry_imatrix(128);
     m.save(&m_path, true).unwrap();
     let out = out_path("imatrix-size");
     let err = Quantizer::new(preset("Q4_K_M").unwrap())
@@ -182,19 +186,7 @@ fn an_imatrix_for_another_model_is_refused() {
 #[test]
 fn a_corrupt_imatrix_names_its_file() {
     let good = work_dir().join("good-imatrix.gguf");
-    let mut m = Imatrix {
-        datasets: vec!["x.txt".into()],
-        chunk_count: 1,
-        chunk_size: 8,
-        ..Imatrix::default()
-    };
-    m.entries.insert(
-        "blk.0.attn_q.weight".into(),
-        ImatrixEntry {
-            sums: vec![1.0; 256],
-            counts: vec![8.0],
-        },
-    );
+    let m = one_entry_imatrix(256);
     m.save(&good, true).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let bad = work_dir().join("corrupt-imatrix.gguf");

@@ -794,39 +794,12 @@ mod tests {
     /// Elements per test row: two super-blocks, sixteen legacy blocks.
     const N: usize = 512;
 
-    /// A small deterministic generator (SplitMix64).
-    struct Gen(u64);
-
-    impl Gen {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f32 {
-            (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-        }
-
-        /// Roughly normal (sum of four uniforms), unit variance.
-        fn normal(&mut self) -> f32 {
-            let s: f32 = (0..4).map(|_| self.unit()).sum();
-            (s - 2.0) * 3f32.sqrt()
-        }
-
-        /// Uniform in `lo..=hi`.
-        fn int(&mut self, lo: i32, hi: i32) -> i32 {
-            lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-        }
-    }
+    use shuku_testkit::TestRng;
 
     /// Rows of [`N`] values from several distributions: weight-like Gaussians, uniform, heavy
     /// outliers, one-signed (so the mins matter), tiny (subnormal f16 scales), large, zero,
     /// constant, and sparse.
-    fn rows(g: &mut Gen) -> Vec<Vec<f32>> {
+    fn rows(g: &mut TestRng) -> Vec<Vec<f32>> {
         let mut rows = Vec::new();
         for kind in 0..9 {
             let row: Vec<f32> = (0..N)
@@ -868,7 +841,7 @@ mod tests {
 
     /// Every test block of `ty`: the rows of [`rows`] quantized by the reference quantizer and
     /// by the importance-weighted one.
-    fn quantized_rows(ty: QuantType, g: &mut Gen) -> Vec<Vec<u8>> {
+    fn quantized_rows(ty: QuantType, g: &mut TestRng) -> Vec<Vec<u8>> {
         let qw: Vec<f32> = (0..N).map(|_| 0.1 + g.unit() * g.unit() * 10.0).collect();
         let mut out = Vec::new();
         for row in rows(g) {
@@ -972,7 +945,7 @@ mod tests {
 
     #[test]
     fn quantizer_blocks_decode_to_their_grid_values_and_round_trip_codes() {
-        let mut g = Gen(1);
+        let mut g = TestRng(1);
         for ty in TYPES {
             for bytes in quantized_rows(ty, &mut g) {
                 let (grids, codes) = grids_and_codes(ty, &bytes);
@@ -989,7 +962,7 @@ mod tests {
 
     #[test]
     fn any_codes_keep_the_scales_and_decode_to_their_grid_values() {
-        let mut g = Gen(2);
+        let mut g = TestRng(2);
         for ty in TYPES {
             let (qmin, qmax) = ty.code_range().unwrap();
             let mask = quant_byte_mask(ty);
@@ -1041,7 +1014,7 @@ mod tests {
 
     #[test]
     fn nearest_is_the_closest_grid_value() {
-        let mut gen = Gen(3);
+        let mut gen = TestRng(3);
         for ty in TYPES {
             for bytes in quantized_rows(ty, &mut gen) {
                 let (grids, _) = grids_and_codes(ty, &bytes);

@@ -7,35 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use shuku_quants::QuantType;
-
-/// A small deterministic generator (SplitMix64) for test data.
-struct Gen(u64);
-
-impl Gen {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Roughly normal (sum of four uniforms), unit variance.
-    fn normal(&mut self) -> f32 {
-        let s: f32 = (0..4).map(|_| self.unit()).sum();
-        (s - 2.0) * 3f32.sqrt()
-    }
-}
+use shuku_testkit::TestRng;
 
 /// Rows that exercise the quantizers' branches: weight-like Gaussians, heavy outliers, one-signed
 /// rows, zero and constant blocks, tiny and huge scales.
 fn test_rows(n_per_row: usize, seed: u64) -> Vec<f32> {
-    let mut g = Gen(seed);
+    let mut g = TestRng(seed);
     let mut rows = Vec::new();
     let kinds = 8;
     for kind in 0..kinds {
@@ -80,7 +57,7 @@ fn test_rows(n_per_row: usize, seed: u64) -> Vec<f32> {
 /// Importance weights like llama-imatrix's mean squared activations: positive, spread over two
 /// orders of magnitude, with a few zero columns.
 fn test_weights(n: usize, seed: u64) -> Vec<f32> {
-    let mut g = Gen(seed ^ 0x5eed);
+    let mut g = TestRng(seed ^ 0x5eed);
     (0..n)
         .map(|_| {
             if g.unit() < 0.02 {
@@ -202,7 +179,7 @@ identity_tests! {
 /// rows with a few spikes, a lone outlier per super-block, two-valued rows, one-signed rows with
 /// an offset, negative zeros, tiny and huge magnitudes.
 fn edge_rows(n_per_row: usize, seed: u64) -> Vec<f32> {
-    let mut g = Gen(seed ^ 0xed9e);
+    let mut g = TestRng(seed ^ 0xed9e);
     let kinds = 10;
     let mut rows = Vec::with_capacity(kinds * 2 * n_per_row);
     for kind in 0..kinds {
@@ -251,7 +228,7 @@ fn edge_rows(n_per_row: usize, seed: u64) -> Vec<f32> {
 /// Importance weights with whole sub-blocks of zeros (columns no token reached), a few huge
 /// weights, and weights on a grid.
 fn edge_weights(n: usize, seed: u64) -> Vec<f32> {
-    let mut g = Gen(seed ^ 0x3e1);
+    let mut g = TestRng(seed ^ 0x3e1);
     (0..n)
         .map(|i| match (i / 16) % 5 {
             0 => 0.0,
