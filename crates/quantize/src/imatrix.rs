@@ -75,19 +75,21 @@ impl Imatrix {
     /// Reads a GGUF or legacy `.dat` importance matrix (told apart by the GGUF magic).
     pub fn load(path: impl AsRef<Path>) -> Result<Imatrix> {
         let path = path.as_ref();
-        let head = std::fs::read(path).map_err(|source| QuantizeError::Io {
+        let io = |source| QuantizeError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        if head.starts_with(b"GGUF") {
-            drop(head);
-            Self::load_gguf(path)
-        } else {
-            parse_legacy(&head).map_err(|message| QuantizeError::BadImatrix {
-                file: path.to_path_buf(),
-                message,
-            })
+        };
+        let mut magic = [0u8; 4];
+        let n = std::io::Read::read(&mut std::fs::File::open(path).map_err(io)?, &mut magic)
+            .map_err(io)?;
+        if n == 4 && &magic == b"GGUF" {
+            return Self::load_gguf(path);
         }
+        let bytes = std::fs::read(path).map_err(io)?;
+        parse_legacy(&bytes).map_err(|message| QuantizeError::BadImatrix {
+            file: path.to_path_buf(),
+            message,
+        })
     }
 
     fn load_gguf(path: &Path) -> Result<Imatrix> {
