@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use shuku_model::{Llama, LlamaConfig};
+use shuku_model::{KeptLayer, Llama, LlamaConfig, ShrinkPlan};
 
 use crate::error::{DistillError, Result};
 
@@ -86,14 +86,20 @@ fn teacher_name(student_name: &str, layer_map: &[usize]) -> Option<String> {
 }
 
 /// A student made of the teacher's layers `selection`, every weight copied.
+///
+/// This is model surgery that keeps whole layers: a [`ShrinkPlan`] with every head and channel of each
+/// selected layer, applied by [`Llama::shrink`] (the same code structured pruning uses), which deep-copies
+/// so the student never aliases the teacher.
 pub fn drop_layers(teacher: &Llama, selection: &LayerSelection) -> Result<Llama> {
     let tcfg = teacher.config();
     let keep = selection.indices(tcfg.num_hidden_layers())?;
-    let mut config = tcfg.clone();
-    config.layers = keep.iter().map(|&i| tcfg.layers[i]).collect();
-    let (student, report) = from_teacher(teacher, config, &keep, 0)?;
-    debug_assert!(report.fresh.is_empty(), "layer dropping copies everything");
-    Ok(student)
+    let plan = ShrinkPlan {
+        layers: keep
+            .iter()
+            .map(|&i| KeptLayer::all(i, &tcfg.layers[i]))
+            .collect(),
+    };
+    Ok(teacher.shrink(&plan)?)
 }
 
 /// A student with its own `config` (fewer layers, other widths), initialised randomly with

@@ -164,6 +164,16 @@ pub enum ModelError {
     /// Input that cannot be evaluated (empty batch, token id out of range, context overflow).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A [`crate::ShrinkPlan`] that cannot be applied to the model (unknown source layer, no layers,
+    /// out-of-range or unsorted indices, nothing left of a layer, broken GQA grouping, or a masked copy of
+    /// reordered layers).
+    #[error("invalid shrink plan: layer {layer}: {problem}")]
+    InvalidPlan {
+        /// Index of the plan layer at fault (the new model's layer; 0 for a plan with no layers).
+        layer: usize,
+        /// What is wrong, naming the source layer and indices involved.
+        problem: String,
+    },
     /// A numerical method failed (a matrix that stays singular after damping, non-finite values).
     #[error("numerical failure: {0}")]
     Numerical(String),

@@ -7,6 +7,8 @@
 //! * Hessian-aware compression support: [`linalg`] (GPTQ's damped inverse-Hessian factor and the
 //!   column sweep shared by GPTQ and SparseGPT), and a block-by-block forward ([`Llama::embed`],
 //!   [`Llama::forward_block`], [`Llama::head`], [`Llama::set_weight`]) for sequential layer-wise passes.
+//! * Model surgery: [`Llama::shrink`] removes attention heads (GQA-aware), FFN channels and whole layers
+//!   following a [`ShrinkPlan`], shared by structured pruning and layer-dropping distillation.
 //! * Evaluation through `shuku-eval`: `Llama` is a [`shuku_eval::LogitsSource`].
 //!
 //! ```
@@ -40,6 +42,7 @@ mod model;
 pub mod ops;
 mod rng;
 mod safetensors_dir;
+mod surgery;
 mod tokenizer;
 pub use calibration::{Calibration, CalibrationOptions, LinearStats};
 pub use config::{LayerDims, LlamaConfig, ModelType};
@@ -48,4 +51,5 @@ pub use hf::{load_safetensors, resolve_hub_dir};
 pub use layout::{TensorRole, TensorSpec};
 pub use model::{KvCache, LinearObserver, Llama};
 pub use safetensors_dir::{SafetensorsDir, TensorEntry};
+pub use surgery::{KeptLayer, ShrinkPlan};
 pub use tokenizer::Tokenizer;
