@@ -112,15 +112,24 @@ impl Calibration {
         options: CalibrationOptions,
     ) -> Result<Self> {
         let mut cal = Calibration::default();
-        let mut collector = Collector {
-            cal: &mut cal,
-            hessian: options.hessian,
-        };
-        for batch in batches {
-            let tokens = Tensor::from_vec(batch.clone(), (1, batch.len()), model.device())?;
-            model.forward_observed(&tokens, None, Some(&mut collector))?;
+        {
+            let mut collector = cal.observer(options);
+            for batch in batches {
+                let tokens = Tensor::from_vec(batch.clone(), (1, batch.len()), model.device())?;
+                model.forward_observed(&tokens, None, Some(&mut collector))?;
+            }
         }
         Ok(cal)
+    }
+
+    /// An observer that adds every linear input it is shown to `self`, for passes that drive the
+    /// model themselves (e.g. one layer at a time with [`Llama::forward_block`]); [`Calibration::collect`]
+    /// is this observer over whole-model forwards.
+    pub fn observer(&mut self, options: CalibrationOptions) -> impl LinearObserver + '_ {
+        Collector {
+            cal: self,
+            hessian: options.hessian,
+        }
     }
 
     /// Statistics of the input of weight `name` (HF name, e.g. `model.layers.0.self_attn.q_proj.weight`).
