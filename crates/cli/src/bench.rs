@@ -82,7 +82,7 @@ fn pp(engine: &Engine, n: usize, rng: &mut Rng) -> Result<f64> {
 }
 
 /// Tokens per second of `n` single-token steps.
-fn tg(engine: &Engine, n: usize, rng: &mut Rng) -> Result<f64> {
+pub fn tg(engine: &Engine, n: usize, rng: &mut Rng) -> Result<f64> {
     let t = tokens(engine, n, rng);
     let mut session = engine.new_session_with_context(n);
     let start = Instant::now();

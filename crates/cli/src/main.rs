@@ -14,6 +14,7 @@ mod inspect;
 mod output;
 mod perplexity;
 mod progress;
+mod prune;
 mod quantize;
 mod run;
 mod table;
@@ -41,6 +42,7 @@ enum Command {
     Bench(bench::Args),
     Quantize(quantize::Args),
     Imatrix(imatrix::Args),
+    Prune(prune::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Imatrix(args) => imatrix::run(args),
+        Command::Prune(args) => prune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
