@@ -126,6 +126,53 @@ impl Block {
         Ok((x + self.down_proj.forward(&act)?)?)
     }
 
+    /// The layer over several batches at once, one stage (group of linears sharing an input) at a time:
+    /// each group's inputs for *every* batch are computed and handed to `before_group` before the group's
+    /// linears are applied to any of them. `xs[i]` is `[B_i*T_i, H]` with context `ctxs[i]`.
+    fn forward_staged(
+        &self,
+        xs: &[Tensor],
+        ctxs: &[PassContext],
+        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        let [attn_in, o_in, mlp_in, down_in] = self.input_groups();
+        let hn = xs
+            .iter()
+            .zip(ctxs)
+            .map(|(x, ctx)| ops::rms_norm(x, self.input_layernorm.as_tensor(), ctx.eps))
+            .collect::<Result<Vec<_>>>()?;
+        before_group(&attn_in, &hn)?;
+        let o = hn
+            .iter()
+            .zip(ctxs)
+            .map(|(h, ctx)| self.attention(h, ctx, None))
+            .collect::<Result<Vec<_>>>()?;
+        drop(hn);
+        before_group(&o_in, &o)?;
+        let mid = xs
+            .iter()
+            .zip(&o)
+            .map(|(x, o)| Ok((x + self.o_proj.forward(o)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        drop(o);
+        let hn = mid
+            .iter()
+            .zip(ctxs)
+            .map(|(x, ctx)| ops::rms_norm(x, self.post_attention_layernorm.as_tensor(), ctx.eps))
+            .collect::<Result<Vec<_>>>()?;
+        before_group(&mlp_in, &hn)?;
+        let act = hn
+            .iter()
+            .map(|h| Ok((ops::silu(&self.gate_proj.forward(h)?)? * self.up_proj.forward(h)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        drop(hn);
+        before_group(&down_in, &act)?;
+        mid.iter()
+            .zip(&act)
+            .map(|(x, a)| Ok((x + self.down_proj.forward(a)?)?))
+            .collect()
+    }
+
     /// Causal grouped-query attention with RoPE on normalised input `hn` `[B*T, H]`; returns the heads'
     /// concatenated outputs `[B*T, n_heads*head_dim]` (the input of `o_proj`).
     fn attention(
@@ -440,6 +487,36 @@ impl Llama {
         self.check_hidden(x, batch, seq)?;
         let ctx = self.pass_context(batch, seq, 0)?;
         blk.forward(x, &ctx, None, reborrow(&mut observer))
+    }
+
+    /// Runs decoder layer `layer` on several batches of hidden states at once, stopping before each group of
+    /// linears that share an input (`[q, k, v]`, `[o]`, `[gate, up]`, `[down]`, as in
+    /// [`Llama::block_linear_names`]) to call `before_group(names, inputs)` with that group's inputs for every
+    /// batch. The group's linears are applied only after the call returns, so a compressor that replaces
+    /// their weights there ([`Llama::set_weight`]) gets the rest of the layer computed from the compressed
+    /// weights: every linear is compressed on inputs that already reflect the compressed linears before it
+    /// ("true sequential" compression) in a single pass, where [`Llama::forward_block`] needs one pass to
+    /// observe and another to recompute. `batches[i]` is `(hidden [batch*seq, H], batch, seq)` as for
+    /// `forward_block`; the hidden states are replaced by the layer's outputs. Intermediate activations of
+    /// all batches are held at once (one group's at a time).
+    pub fn forward_block_staged(
+        &self,
+        layer: usize,
+        batches: &mut [(Tensor, usize, usize)],
+        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> Result<()>,
+    ) -> Result<()> {
+        let blk = self.block(layer)?;
+        let mut ctxs = Vec::with_capacity(batches.len());
+        for (x, b, t) in batches.iter() {
+            self.check_hidden(x, *b, *t)?;
+            ctxs.push(self.pass_context(*b, *t, 0)?);
+        }
+        let xs: Vec<Tensor> = batches.iter().map(|(x, _, _)| x.clone()).collect();
+        let out = blk.forward_staged(&xs, &ctxs, before_group)?;
+        for ((x, _, _), y) in batches.iter_mut().zip(out) {
+            *x = y;
+        }
+        Ok(())
     }
 
     /// Logits `[batch, seq, V]` from the last layer's hidden states `x` `[batch*seq, H]`: final RMSNorm, then

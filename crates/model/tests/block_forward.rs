@@ -162,3 +162,77 @@ fn layerwise_entry_points_reject_bad_input() {
         Err(ModelError::MissingTensor { .. })
     ));
 }
+
+#[test]
+fn staged_forward_equals_forward_block_and_applies_weights_changed_between_groups() {
+    let model = Llama::random(common::tiny_config(false, true), 22, &Device::Cpu).unwrap();
+    let probe = Llama::random(common::tiny_config(false, true), 22, &Device::Cpu).unwrap();
+    let embed = |t: Vec<[u32; 7]>| {
+        let flat: Vec<u32> = t.concat();
+        let tokens = Tensor::from_vec(flat, (t.len(), 7), &Device::Cpu).unwrap();
+        model.embed(&tokens).unwrap()
+    };
+    // Two batches of different shapes, as a compressor would hold them.
+    let (x1, x2) = (
+        embed(vec![[3, 14, 15, 9, 26, 5, 35], [1, 2, 3, 4, 5, 6, 60]]),
+        embed(vec![[7, 7, 1, 0, 2, 9, 11]]),
+    );
+    let mut batches = vec![(x1.clone(), 2, 7), (x2.clone(), 1, 7)];
+    let mut seen = Vec::new();
+    model
+        .forward_block_staged(0, &mut batches, &mut |names, inputs| {
+            seen.push((
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                inputs.len(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    let expected: Vec<(Vec<String>, usize)> = model
+        .block_linear_names(0)
+        .unwrap()
+        .into_iter()
+        .map(|g| (g, 2))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(
+        max_abs(
+            &batches[0].0,
+            &model.forward_block(0, &x1, 2, 7, None).unwrap()
+        ) < 1e-6
+    );
+    assert!(
+        max_abs(
+            &batches[1].0,
+            &model.forward_block(0, &x2, 1, 7, None).unwrap()
+        ) < 1e-6
+    );
+
+    // Zeroing the up projection when its group comes up changes everything after it: the result is
+    // forward_block of a model whose up projection was zero from the start.
+    let up = "model.layers.1.mlp.up_proj.weight";
+    let zeros = |name: &str| {
+        let (_, t) = model
+            .named_tensors()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap();
+        t.zeros_like().unwrap()
+    };
+    let mut batches = vec![(x1.clone(), 2, 7)];
+    model
+        .forward_block_staged(1, &mut batches, &mut |names, _| {
+            if names.contains(&up) {
+                model.set_weight(up, zeros(up))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    probe.set_weight(up, zeros(up)).unwrap();
+    let reference = probe.forward_block(1, &x1, 2, 7, None).unwrap();
+    assert!(max_abs(&batches[0].0, &reference) < 1e-6);
+    assert!(matches!(
+        model.forward_block_staged(9, &mut batches, &mut |_, _| Ok(())),
+        Err(ModelError::InvalidInput(_))
+    ));
+}
