@@ -1,10 +1,16 @@
 //! Sequential layer-by-layer passes over calibration samples.
 //!
-//! Wanda, SparseGPT and OWL look at one decoder layer at a time: the layer's linear inputs are
-//! observed on the hidden states that *the layers before it, as already pruned,* produce, the layer
-//! is pruned, and it is run again to give the next layer its input. Holding the hidden states of
-//! every sample between layers costs `samples × seq × hidden` floats, far less than running the whole
-//! model again for each layer.
+//! Wanda, SparseGPT and OWL look at one decoder layer at a time, on the hidden states that *the
+//! layers before it, as already pruned,* produce. Holding the hidden states of every sample between
+//! layers costs `samples × seq × hidden` floats, far less than running the whole model again for
+//! each layer.
+//!
+//! The papers' code runs each layer twice: once to observe the inputs of all its linears, and once
+//! more, after pruning them, to compute the next layer's input. [`LayerwisePass::advance_staged`]
+//! runs it once: the layer is computed one group of linears at a time over all samples, and each
+//! group is pruned as soon as its inputs are known, so the groups after it see its pruned outputs
+//! (the order the GPTQ and SparseGPT authors call "true sequential"). Half the forward work, and
+//! every linear is fitted to the inputs it will actually receive.
 
 use candle_core::Tensor;
 use shuku_model::{LinearObserver, Llama};
@@ -52,15 +58,6 @@ impl<'m> LayerwisePass<'m> {
         })
     }
 
-    /// Shows the current layer's linear inputs to `observer` without moving on.
-    pub fn observe(&self, observer: &mut dyn LinearObserver) -> Result<()> {
-        for (x, b, seq) in &self.batches {
-            self.model
-                .forward_block(self.layer, x, *b, *seq, Some(&mut *observer))?;
-        }
-        Ok(())
-    }
-
     /// Runs the current layer (with its weights as they are now) and moves to the next one. With
     /// `observer`, the layer's inputs are observed in the same run.
     pub fn advance(&mut self, mut observer: Option<&mut dyn LinearObserver>) -> Result<()> {
@@ -73,6 +70,22 @@ impl<'m> LayerwisePass<'m> {
                 .model
                 .forward_block(self.layer, x, *b, *seq, obs)?
                 .detach();
+        }
+        self.layer += 1;
+        Ok(())
+    }
+
+    /// Runs the current layer one group of linears at a time ([`Llama::forward_block_staged`]):
+    /// `before_group(names, inputs)` sees each group's inputs for every sample and may replace the
+    /// group's weights before they are applied; then moves to the next layer.
+    pub fn advance_staged(
+        &mut self,
+        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> shuku_model::Result<()>,
+    ) -> Result<()> {
+        self.model
+            .forward_block_staged(self.layer, &mut self.batches, before_group)?;
+        for (x, _, _) in &mut self.batches {
+            *x = x.detach();
         }
         self.layer += 1;
         Ok(())

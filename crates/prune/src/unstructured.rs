@@ -10,13 +10,14 @@
 //!   Optimal Brain Surgeon update), so the layer's outputs on calibration text move as little as
 //!   possible. The sweep is shuku-model's [`obs_sweep`], shared with GPTQ.
 //!
-//! Wanda and SparseGPT go layer by layer ([`LayerwisePass`]): each layer's statistics are gathered on
-//! the outputs of the layers before it *as already pruned*, every linear of the layer is pruned from
-//! those statistics, and the pruned layer is run again for the next one, as the papers' code does.
+//! Wanda and SparseGPT go layer by layer ([`LayerwisePass`]) and, within a layer, one group of
+//! linears at a time: each group's statistics are gathered on inputs computed by the layers and
+//! groups before it *as already pruned*, so one forward pass per layer does what the papers' code
+//! does in two (observe, then recompute after pruning).
 //! Embeddings, norms and the output head are never pruned.
 
 use shuku_model::linalg::{damped_cholesky_inverse_upper, obs_sweep, zero_dead_columns};
-use shuku_model::{Calibration, CalibrationOptions, LinearStats, Llama};
+use shuku_model::{Calibration, CalibrationOptions, LinearObserver, LinearStats, Llama};
 
 use crate::error::{PruneError, Result};
 use crate::layerwise::LayerwisePass;
@@ -179,21 +180,40 @@ pub fn prune_unstructured(
         return Ok(report);
     }
     let mut pass = LayerwisePass::new(model, samples, config.method.name())?;
-    let hessian = config.method == Method::SparseGpt;
+    let options = CalibrationOptions {
+        hessian: config.method == Method::SparseGpt,
+    };
     for (layer, &s) in layer_sparsity.iter().enumerate() {
-        let mut cal = Calibration::default();
-        pass.observe(&mut cal.observer(CalibrationOptions { hessian }))?;
-        for name in model.block_linear_names(layer)?.concat() {
-            let stats = cal.get(&name).ok_or_else(|| PruneError::NoCalibration {
-                method: config.method.name(),
-            })?;
-            match config.method {
-                Method::Wanda => wanda(model, &name, stats, config.selection(s))?,
-                _ => sparsegpt(model, &name, stats, config, s)?,
+        // The model's callback speaks ModelError; keep the pruning error itself to return it as is.
+        let mut failure = None;
+        let staged = pass.advance_staged(&mut |names, inputs| {
+            let mut cal = Calibration::default();
+            {
+                let mut observer = cal.observer(options);
+                for x in inputs {
+                    observer.observe(names, x)?;
+                }
             }
-            report.push(&name, model)?;
+            let result: Result<()> = names.iter().try_for_each(|name| {
+                let stats = cal.get(name).ok_or(PruneError::NoCalibration {
+                    method: config.method.name(),
+                })?;
+                match config.method {
+                    Method::Wanda => wanda(model, name, stats, config.selection(s))?,
+                    _ => sparsegpt(model, name, stats, config, s)?,
+                }
+                report.push(name, model)
+            });
+            result.map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                shuku_model::ModelError::InvalidInput(message)
+            })
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
-        pass.advance(None)?;
+        staged?;
         progress(layer + 1, n_layers);
     }
     Ok(report)
