@@ -295,6 +295,51 @@ fn per_layer_widths_of_a_pruned_model_run_in_llama_cpp() {
 }
 
 #[test]
+#[ignore = "conformance: needs ../shared and llama.cpp; run by scripts/test.sh"]
+fn a_structurally_pruned_model_with_uneven_widths_runs_in_llama_cpp() {
+    let base = shuku_testkit::workspace_dir().join("assets/shuku-base");
+    let tmp = tempfile::tempdir().unwrap();
+    let pruned = tmp.path().join("pruned");
+    // Global scope takes different shares from different layers: uneven heads and FFN widths.
+    run(shuku()
+        .arg("prune")
+        .arg("--model")
+        .arg(&base)
+        .arg("-o")
+        .arg(&pruned)
+        .args([
+            "--structured",
+            "ffn=0.3,heads=0.25,layers=1",
+            "--scope",
+            "global",
+        ])
+        .arg("--calib")
+        .arg(shared().join("data/text/shakespeare.txt"))
+        .args(["--nsamples", "16", "--seqlen", "128"]));
+    let config = shuku_model::LlamaConfig::from_file(pruned.join("config.json")).unwrap();
+    assert_eq!(config.num_hidden_layers(), 3);
+    let widths: Vec<_> = config
+        .layers
+        .iter()
+        .map(|d| (d.n_heads, d.intermediate_size))
+        .collect();
+    assert!(
+        widths.iter().any(|w| *w != widths[0]),
+        "the plan should leave uneven widths: {widths:?}"
+    );
+    // shuku-model on the HF folder, llama.cpp on its GGUF (arch `deci`), and the GGUF engine agree.
+    assert_llama_cpp_agrees(&pruned, "ROMEO:", 32);
+    let gguf = pruned.with_extension("gguf");
+    let theirs = llama_simple(&gguf, "ROMEO:", 32);
+    let ours = engine_greedy_text(&gguf, "ROMEO:", 32);
+    assert_eq!(
+        ours.trim_end(),
+        theirs.trim_end(),
+        "engine and llama-simple differ"
+    );
+}
+
+#[test]
 #[ignore = "conformance: needs llama.cpp; run by scripts/test.sh"]
 fn the_embedded_base_model_runs_in_llama_cpp_with_the_same_greedy_tokens() {
     let base = shuku_testkit::workspace_dir().join("assets/shuku-base");
