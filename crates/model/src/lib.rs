@@ -49,7 +49,7 @@ pub use config::{LayerDims, LlamaConfig, ModelType};
 pub use error::{ConfigProblem, ModelError, Result};
 pub use hf::{load_safetensors, resolve_hub_dir};
 pub use layout::{TensorRole, TensorSpec};
-pub use model::{KvCache, LinearObserver, Llama};
+pub use model::{BeforeGroup, KvCache, LinearObserver, Llama};
 pub use safetensors_dir::{SafetensorsDir, TensorEntry};
 pub use surgery::{KeptLayer, ShrinkPlan};
 pub use tokenizer::Tokenizer;

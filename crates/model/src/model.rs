@@ -20,6 +20,10 @@ pub trait LinearObserver {
     fn observe(&mut self, weights: &[&str], input: &Tensor) -> Result<()>;
 }
 
+/// Called by [`Llama::forward_block_staged`] before each group of linears that share an input, with the
+/// group's HF weight names and its inputs for every batch; it may replace those weights.
+pub type BeforeGroup<'a> = dyn FnMut(&[&str], &[Tensor]) -> Result<()> + 'a;
+
 /// A linear layer `y = x Wᵀ + b` with PyTorch-layout weight `[out, in]`.
 struct Linear {
     name: String,
@@ -133,7 +137,7 @@ impl Block {
         &self,
         xs: &[Tensor],
         ctxs: &[PassContext],
-        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> Result<()>,
+        before_group: &mut BeforeGroup<'_>,
     ) -> Result<Vec<Tensor>> {
         let [attn_in, o_in, mlp_in, down_in] = self.input_groups();
         let hn = xs
@@ -503,7 +507,7 @@ impl Llama {
         &self,
         layer: usize,
         batches: &mut [(Tensor, usize, usize)],
-        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> Result<()>,
+        before_group: &mut BeforeGroup<'_>,
     ) -> Result<()> {
         let blk = self.block(layer)?;
         let mut ctxs = Vec::with_capacity(batches.len());

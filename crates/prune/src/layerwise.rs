@@ -13,7 +13,7 @@
 //! every linear is fitted to the inputs it will actually receive.
 
 use candle_core::Tensor;
-use shuku_model::{LinearObserver, Llama};
+use shuku_model::{BeforeGroup, LinearObserver, Llama};
 
 use crate::error::{PruneError, Result};
 
@@ -78,10 +78,7 @@ impl<'m> LayerwisePass<'m> {
     /// Runs the current layer one group of linears at a time ([`Llama::forward_block_staged`]):
     /// `before_group(names, inputs)` sees each group's inputs for every sample and may replace the
     /// group's weights before they are applied; then moves to the next layer.
-    pub fn advance_staged(
-        &mut self,
-        before_group: &mut dyn FnMut(&[&str], &[Tensor]) -> shuku_model::Result<()>,
-    ) -> Result<()> {
+    pub fn advance_staged(&mut self, before_group: &mut BeforeGroup<'_>) -> Result<()> {
         self.model
             .forward_block_staged(self.layer, &mut self.batches, before_group)?;
         for (x, _, _) in &mut self.batches {
