@@ -480,8 +480,8 @@ fn print_report(
         widths.join(" ")
     ));
     out.line(format!(
-        "pruning took {:.1} s ({:.1} s pruning, {:.1} s recovery and evaluation)\n",
-        elapsed, report.prune_seconds, report.recover_seconds
+        "prune time: {:.1} s; recovery and evaluation between steps: {:.1} s; total {:.1} s\n",
+        report.prune_seconds, report.recover_seconds, elapsed
     ));
     let mut t = Table::new(&[
         ("", Align::Left),
