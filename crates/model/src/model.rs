@@ -500,7 +500,8 @@ impl Llama {
     /// their weights there ([`Llama::set_weight`]) gets the rest of the layer computed from the compressed
     /// weights: every linear is compressed on inputs that already reflect the compressed linears before it
     /// ("true sequential" compression) in a single pass, where [`Llama::forward_block`] needs one pass to
-    /// observe and another to recompute. `batches[i]` is `(hidden [batch*seq, H], batch, seq)` as for
+    /// observe and another to recompute. The pass runs [`ops::without_gradients`] (fused kernels; the
+    /// outputs carry no gradient). `batches[i]` is `(hidden [batch*seq, H], batch, seq)` as for
     /// `forward_block`; the hidden states are replaced by the layer's outputs. Intermediate activations of
     /// all batches are held at once (one group's at a time).
     pub fn forward_block_staged(
@@ -516,7 +517,7 @@ impl Llama {
             ctxs.push(self.pass_context(*b, *t, 0)?);
         }
         let xs: Vec<Tensor> = batches.iter().map(|(x, _, _)| x.clone()).collect();
-        let out = blk.forward_staged(&xs, &ctxs, before_group)?;
+        let out = ops::without_gradients(|| blk.forward_staged(&xs, &ctxs, before_group))?;
         for ((x, _, _), y) in batches.iter_mut().zip(out) {
             *x = y;
         }

@@ -4,13 +4,48 @@
 //! `candle_nn::rotary_emb::rope`, `QMatMul`) have no backward pass: a model built on them trains silently
 //! nothing. Everything here is composed of element-wise ops, reductions, `narrow`/`cat` and `matmul`, all of
 //! which candle differentiates; `tests/gradients.rs` proves every parameter receives a gradient.
+//!
+//! Passes that never call `backward` (calibration, pruning, quantization, evaluation) can run inside
+//! [`without_gradients`]: there RMSNorm, softmax and RoPE use candle-nn's fused kernels, which read and
+//! write each element once and spread rows over all cores, where the composed versions make several
+//! single-threaded passes over memory.
+
+use std::cell::Cell;
 
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::Result;
 
+thread_local! {
+    static FUSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the fused (forward-only) kernels for RMSNorm, softmax and RoPE on this thread. Anything
+/// computed inside has no gradient through those ops; use it only for passes that never call `backward`.
+pub fn without_gradients<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FUSED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FUSED.with(|c| c.replace(true)));
+    f()
+}
+
+fn fused() -> bool {
+    FUSED.with(Cell::get)
+}
+
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused() {
+        return Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            weight,
+            eps as f32,
+        )?);
+    }
     let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
     Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)?)
 }
@@ -18,6 +53,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// Softmax over the last dimension. The row maximum is subtracted for stability and detached: softmax is
 /// shift-invariant, so the gradient through it would be zero anyway.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if fused() {
+        return Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?);
+    }
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
@@ -75,6 +113,15 @@ pub fn rope_tables(
 /// `x * cos + cat(-x₂, x₁) * sin`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
+    if fused() {
+        // The fused kernel takes the `head_dim/2` distinct frequencies of the rotate-half tables.
+        let half = |t: &Tensor| t.narrow(D::Minus1, 0, d / 2)?.contiguous();
+        return Ok(candle_nn::rotary_emb::rope(
+            &x.contiguous()?,
+            &half(cos)?,
+            &half(sin)?,
+        )?);
+    }
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
@@ -123,6 +170,36 @@ mod tests {
         let ls = log_softmax_last_dim(&x).unwrap().exp().unwrap();
         let diff = (s - ls).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn fused_kernels_agree_with_the_composed_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (2, 3, 5, 8), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.1, 8, &dev).unwrap();
+        let (cos, sin) = rope_tables(8, 10000.0, 3, 5, &dev).unwrap();
+        let all = |x: &Tensor| -> [Tensor; 3] {
+            [
+                rms_norm(x, &w, 1e-5).unwrap(),
+                softmax_last_dim(x).unwrap(),
+                rope(x, &cos, &sin).unwrap(),
+            ]
+        };
+        let composed = all(&x);
+        let fused = without_gradients(|| all(&x));
+        for (a, b) in composed.iter().zip(&fused) {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        }
+        // The switch is scoped: outside it, the differentiable ops are back.
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let g = rms_norm(v.as_tensor(), &w, 1e-5)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(v.as_tensor()).is_some());
     }
 
     #[test]
