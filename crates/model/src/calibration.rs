@@ -86,11 +86,9 @@ impl Calibration {
                 g.sum_sq.len()
             )));
         }
-        let sq = input.sqr()?.sum(0)?.to_vec1::<f32>()?;
-        g.sum_sq
-            .iter_mut()
-            .zip(sq)
-            .for_each(|(acc, v)| *acc += f64::from(v));
+        for (acc, v) in g.sum_sq.iter_mut().zip(column_sum_sq(&input, cols)?) {
+            *acc += v;
+        }
         g.n_tokens += n;
         if want_hessian {
             let xtx = input.t()?.matmul(&input)?;
@@ -103,6 +101,39 @@ impl Calibration {
     }
 }
 
+/// Σx² of every column of the row-major `[n, cols]` tensor `x`, in f64, rows spread over the cores
+/// (candle's reduction over the first dimension runs on one thread and dominated calibration passes).
+fn column_sum_sq(x: &Tensor, cols: usize) -> Result<Vec<f64>> {
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let rows = data.len() / cols.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = rows.div_ceil(threads).max(64);
+    let partial = |chunk: &[f32]| {
+        let mut acc = vec![0f64; cols];
+        for row in chunk.chunks_exact(cols) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += f64::from(v * v);
+            }
+        }
+        acc
+    };
+    let parts: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = data
+            .chunks(per * cols)
+            .map(|chunk| s.spawn(move || partial(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("column sum thread"))
+            .collect()
+    });
+    let mut total = vec![0f64; cols];
+    for p in parts {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    Ok(total)
+}
+
 impl Calibration {
     /// Runs `model` over each batch (one token sequence each, evaluated independently) and collects the
     /// statistics of every linear layer's input.
@@ -112,13 +143,14 @@ impl Calibration {
         options: CalibrationOptions,
     ) -> Result<Self> {
         let mut cal = Calibration::default();
-        {
+        crate::ops::without_gradients(|| -> Result<()> {
             let mut collector = cal.observer(options);
             for batch in batches {
                 let tokens = Tensor::from_vec(batch.clone(), (1, batch.len()), model.device())?;
                 model.forward_observed(&tokens, None, Some(&mut collector))?;
             }
-        }
+            Ok(())
+        })?;
         Ok(cal)
     }
 

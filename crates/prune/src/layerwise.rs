@@ -66,10 +66,10 @@ impl<'m> LayerwisePass<'m> {
                 .as_mut()
                 .map(|o| &mut **o as &mut dyn LinearObserver);
             // Detached: the weights are autograd variables and a kept graph would hold every layer.
-            *x = self
-                .model
-                .forward_block(self.layer, x, *b, *seq, obs)?
-                .detach();
+            let y = shuku_model::ops::without_gradients(|| {
+                self.model.forward_block(self.layer, x, *b, *seq, obs)
+            })?;
+            *x = y.detach();
         }
         self.layer += 1;
         Ok(())

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 use shuku_model::linalg::{damped_cholesky_inverse_upper, obs_sweep, zero_dead_columns};
+use shuku_model::ops::without_gradients;
 use shuku_model::{LinearObserver, Llama};
 use shuku_quants::{Grid, QuantType};
 
@@ -113,7 +114,7 @@ pub fn gptq(
     for layer in 0..n_layers {
         let mut collector = HessianCollector::default();
         for (x, c) in xs.iter().zip(&options.chunks) {
-            model.forward_block(layer, x, 1, c.len(), Some(&mut collector))?;
+            without_gradients(|| model.forward_block(layer, x, 1, c.len(), Some(&mut collector)))?;
         }
         for group in model.block_linear_names(layer)? {
             let Some((h, _n)) = group.first().and_then(|g| collector.hessians.get(g)) else {
@@ -130,7 +131,7 @@ pub fn gptq(
         for (x, c) in xs.iter_mut().zip(&options.chunks) {
             // Detached: the model's weights are autograd variables, and a kept graph would hold
             // every layer's activations.
-            *x = model.forward_block(layer, x, 1, c.len(), None)?.detach();
+            *x = without_gradients(|| model.forward_block(layer, x, 1, c.len(), None))?.detach();
         }
         progress(layer + 1, n_layers);
     }
