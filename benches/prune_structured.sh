@@ -13,6 +13,7 @@ THREADS=${THREADS:-2}
 ASSETS=${SHUKU_ASSETS:-$HOME/.cache/shuku-assets}
 LLAMA=${LLAMACPP_HOME:-$HOME/.cache/shuku-llamacpp}/bin
 WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK"
 cd "$ROOT"
 if [ -z "${SHUKU:-}" ]; then cargo build --release -q -p shuku-cli; fi
 S=${SHUKU:-$ROOT/target/release/shuku}

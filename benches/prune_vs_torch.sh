@@ -15,6 +15,7 @@ THREADS=${THREADS:-2}
 ASSETS=${SHUKU_ASSETS:-$HOME/.cache/shuku-assets}
 TORCH=${TORCH_PYTHON:-$HOME/.cache/shuku-torch/bin/python}
 WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK"
 cd "$ROOT"
 if [ -z "${SHUKU:-}" ]; then cargo build --release -q -p shuku-cli; fi
 S=${SHUKU:-$ROOT/target/release/shuku}

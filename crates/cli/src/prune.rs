@@ -480,7 +480,7 @@ fn print_report(
         widths.join(" ")
     ));
     out.line(format!(
-        "prune time: {:.1} s; recovery and evaluation between steps: {:.1} s; total {:.1} s\n",
+        "prune time: {:.2} s; recovery and evaluation between steps: {:.1} s; total {:.1} s\n",
         report.prune_seconds, report.recover_seconds, elapsed
     ));
     let mut t = Table::new(&[
