@@ -10,7 +10,7 @@
 //!   Optimal Brain Surgeon update), so the layer's outputs on calibration text move as little as
 //!   possible. The sweep is shuku-model's [`obs_sweep`], shared with GPTQ.
 //!
-//! Wanda and SparseGPT go layer by layer ([`LayerwisePass`]) and, within a layer, one group of
+//! Wanda and SparseGPT go layer by layer and, within a layer, one group of
 //! linears at a time: each group's statistics are gathered on inputs computed by the layers and
 //! groups before it *as already pruned*, so one forward pass per layer does what the papers' code
 //! does in two (observe, then recompute after pruning).
