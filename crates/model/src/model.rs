@@ -548,6 +548,22 @@ impl Llama {
             .collect())
     }
 
+    /// The parameter `hf_name` (as listed by [`Llama::parameters`]) as a tensor sharing the model's
+    /// storage; an unknown name is [`ModelError::MissingTensor`].
+    pub fn weight(&self, hf_name: &str) -> Result<Tensor> {
+        Ok(self.parameter(hf_name)?.as_tensor().clone())
+    }
+
+    fn parameter(&self, hf_name: &str) -> Result<Var> {
+        self.parameters()
+            .into_iter()
+            .find_map(|(name, var)| (name == hf_name).then_some(var))
+            .ok_or_else(|| ModelError::MissingTensor {
+                file: "<model>".into(),
+                tensor: hf_name.to_string(),
+            })
+    }
+
     /// Overwrites the parameter `hf_name` (as listed by [`Llama::parameters`]) in place with `values`,
     /// converted to f32 on the model's device; e.g. to swap in a quantized-then-dequantized weight before
     /// the next layer's inputs are computed. The shape must match ([`ModelError::ShapeMismatch`]); an
@@ -557,14 +573,7 @@ impl Llama {
     /// [`Llama::named_tensors`] or [`Llama::parameters`] share it and see the new values (take a
     /// `Tensor::copy` first to keep the old ones).
     pub fn set_weight(&self, hf_name: &str, values: Tensor) -> Result<()> {
-        let var = self
-            .parameters()
-            .into_iter()
-            .find_map(|(name, var)| (name == hf_name).then_some(var))
-            .ok_or_else(|| ModelError::MissingTensor {
-                file: "<model>".into(),
-                tensor: hf_name.to_string(),
-            })?;
+        let var = self.parameter(hf_name)?;
         if values.dims() != var.dims() {
             return Err(ModelError::ShapeMismatch {
                 tensor: hf_name.to_string(),

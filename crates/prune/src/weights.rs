@@ -1,20 +1,13 @@
 //! Reading a linear weight out of the model as a row-major `Vec` and writing it back.
 
 use candle_core::Tensor;
-use shuku_model::{Llama, ModelError};
+use shuku_model::Llama;
 
 use crate::error::Result;
 
 /// The weight `name` as `(values, rows, cols)`, row-major `[out, in]`.
 pub fn read_weight(model: &Llama, name: &str) -> Result<(Vec<f32>, usize, usize)> {
-    let t = model
-        .named_tensors()
-        .into_iter()
-        .find_map(|(n, t)| (n == name).then_some(t))
-        .ok_or_else(|| ModelError::MissingTensor {
-            file: "<model>".into(),
-            tensor: name.to_string(),
-        })?;
+    let t = model.weight(name)?;
     let (rows, cols) = t.dims2()?;
     Ok((t.flatten_all()?.to_vec1::<f32>()?, rows, cols))
 }

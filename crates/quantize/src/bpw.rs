@@ -256,12 +256,7 @@ impl Probe {
         values: &[f32],
         shape: (usize, usize),
     ) -> Result<f64> {
-        let original = model
-            .named_tensors()
-            .into_iter()
-            .find_map(|(n, t)| (n == hf_name).then_some(t))
-            .ok_or_else(|| QuantizeError::Calibration(format!("no weight {hf_name}")))?
-            .copy()?;
+        let original = model.weight(hf_name)?.copy()?;
         // The first step the weight takes part in: its layer, the head (lm_head), or the embedding
         // lookup (which, tied, is also the head).
         let n_layers = self.inputs.len() - 1;

@@ -146,11 +146,7 @@ fn quantize_linear(
     options: &GptqOptions,
 ) -> Result<Vec<u8>> {
     let name = &target.hf_name;
-    let weight = model
-        .named_tensors()
-        .into_iter()
-        .find_map(|(n, t)| (n == *name).then_some(t))
-        .ok_or_else(|| QuantizeError::Calibration(format!("no weight {name} in the model")))?;
+    let weight = model.weight(name)?;
     let (rows, cols) = weight.dims2()?;
     let mut w = weight.flatten_all()?.to_vec1::<f32>()?;
     let ty = target.ty;

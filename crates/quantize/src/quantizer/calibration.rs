@@ -123,11 +123,7 @@ impl Quantizer {
             };
             let bytes = match shuku_model::export::rotary_heads(config, &hf)? {
                 Some(n_head) => {
-                    let rows = model
-                        .named_tensors()
-                        .into_iter()
-                        .find_map(|(n, t)| (n == hf).then(|| t.dims()[0]))
-                        .unwrap_or(1);
+                    let rows = model.weight(&hf).map_or(1, |t| t.dims()[0]);
                     shuku_gguf::permute::permute_qk(&bytes, rows, bytes.len() / rows, n_head)
                         .ok_or_else(|| {
                             QuantizeError::Calibration(format!(
