@@ -118,13 +118,8 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-/// What the run does, parsed and checked before anything is loaded.
-enum Plan {
-    Unstructured(Pruner<'static>),
-    Structured(Pruner<'static>),
-}
-
-fn parse_plan(args: &Args) -> Result<Plan> {
+/// The pruner the arguments ask for, parsed and checked before anything is loaded.
+fn parse_plan(args: &Args) -> Result<Pruner<'static>> {
     match (&args.method, &args.structured) {
         (Some(_), Some(_)) => bail!("--method and --structured are different runs: pick one"),
         (None, None) => bail!("say what to prune: --method M --sparsity S, or --structured SPEC"),
@@ -141,12 +136,12 @@ fn parse_plan(args: &Args) -> Result<Plan> {
                 p = p.owl(Owl::default());
             }
             shuku_prune::UnstructuredConfig::new(method, args.sparsity).validate()?;
-            Ok(Plan::Unstructured(p))
+            Ok(p)
         }
         (None, Some(spec)) => {
             let spec: StructuredSpec = spec.parse()?;
             let importance: Importance = args.importance.parse()?;
-            let p = Pruner::structured(spec)
+            Ok(Pruner::structured(spec)
                 .importance(importance)
                 .scope(if args.scope == "global" {
                     Scope::Global
@@ -159,8 +154,7 @@ fn parse_plan(args: &Args) -> Result<Plan> {
                     GqaPolicy::EvenPerGroup
                 })
                 .round_to(args.round_to)
-                .steps(args.steps);
-            Ok(Plan::Structured(p))
+                .steps(args.steps))
         }
     }
 }
@@ -361,29 +355,19 @@ fn run_in_pool(args: &Args, outtype: OutType) -> Result<()> {
     // Perplexity right after each structured step, before its recovery.
     let mut ppl_pruned = None;
     let started = Instant::now();
-    let pruned = match plan {
-        Plan::Unstructured(p) => p.calibration(samples).progress(progress).run(model)?,
-        Plan::Structured(p) => {
-            let teacher = (args.recover_steps > 0).then(load).transpose()?;
-            let mut p = p.calibration(samples).progress(progress);
-            let recovering = teacher.is_some();
-            let eval_ref = &eval;
-            let ppl_slot = &mut ppl_pruned;
-            if recovering || eval.is_some() {
-                p = p.recover(move |student: &Llama, _step| {
-                    if let Some((t, pr)) = eval_ref {
-                        let ppl = student.perplexity(t, pr).map_err(|e| e.to_string())?.ppl;
-                        *ppl_slot = Some(ppl);
-                    }
-                    match &teacher {
-                        Some(teacher) => recover(student, teacher, &calib_tokens, args),
-                        None => Ok(()),
-                    }
-                });
+    // Only structured runs recover (unstructured with --recover-steps is refused above).
+    let teacher = (args.recover_steps > 0).then(load).transpose()?;
+    let mut pruner = plan.calibration(samples).progress(progress);
+    if let Some(teacher) = &teacher {
+        let (eval_ref, ppl_slot) = (&eval, &mut ppl_pruned);
+        pruner = pruner.recover(move |student: &Llama, _step| {
+            if let Some((t, pr)) = eval_ref {
+                *ppl_slot = Some(student.perplexity(t, pr).map_err(|e| e.to_string())?.ppl);
             }
-            p.run(model)?
-        }
-    };
+            recover(student, teacher, &calib_tokens, args)
+        });
+    }
+    let pruned = pruner.run(model)?;
     pb.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let model = pruned.model;

@@ -5,20 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use shuku_model::{Llama, LlamaConfig};
+use shuku_testkit::run;
 
 fn shuku() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shuku"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("start shuku");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn run_err(cmd: &mut Command) -> String {
@@ -53,7 +43,7 @@ fn prune(model: &Path, out: &Path, args: &[&str]) -> Command {
 fn sparsegpt_2_4_writes_a_model_with_the_pattern() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sparse");
-    let stdout = run_ok(&mut prune(
+    let stdout = run(&mut prune(
         &base_dir(),
         &out,
         &["--method", "sparsegpt", "--pattern", "2:4"],
@@ -85,15 +75,13 @@ fn structured_pruning_writes_a_smaller_standard_model_and_its_gguf() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("small");
     let gguf = tmp.path().join("small.gguf");
-    let stdout = run_ok(
-        prune(
-            &base_dir(),
-            &out,
-            &["--structured", "ffn=0.5", "--round-to", "64"],
-        )
-        .arg("--gguf")
-        .arg(&gguf),
-    );
+    let stdout = run(prune(
+        &base_dir(),
+        &out,
+        &["--structured", "ffn=0.5", "--round-to", "64"],
+    )
+    .arg("--gguf")
+    .arg(&gguf));
     assert!(stdout.contains("| parameters"), "{stdout}");
     assert!(stdout.contains("| GGUF size"), "{stdout}");
     let config = LlamaConfig::from_file(out.join("config.json")).unwrap();

@@ -197,6 +197,16 @@ fn in_model_layers<T>(r: Result<T>, plan: &[KeptLayer]) -> Result<T> {
     })
 }
 
+/// One layer's heads as removal units.
+struct HeadUnits {
+    /// The query heads of each KV group, each sorted by ascending score.
+    groups: Vec<Vec<usize>>,
+    /// Whether a unit is one head from every group (else one whole group).
+    per_group: bool,
+    /// KV groups by ascending score (whole-group removal goes in this order).
+    group_order: Vec<usize>,
+}
+
 fn remove_heads(
     plan: &mut [KeptLayer],
     scores: &[LayerScores],
@@ -204,10 +214,8 @@ fn remove_heads(
     config: &StructuredConfig,
 ) -> Result<()> {
     let cfg = model.config();
-    // Per layer: the query heads of each KV group, each group sorted by ascending score.
-    let mut groups_of = Vec::new();
+    let mut layers = Vec::new();
     let mut units = Vec::new();
-    let mut even = Vec::new();
     for (k, s) in plan.iter().zip(scores) {
         let dims = cfg.layers[k.source];
         let g = dims.n_heads / dims.n_kv_heads;
@@ -219,58 +227,52 @@ fn remove_heads(
             })
             .collect();
         let per_group = config.gqa == GqaPolicy::EvenPerGroup && g > 1;
+        let group_scores: Vec<f64> = groups
+            .iter()
+            .enumerate()
+            .map(|(j, grp)| grp.iter().map(|&h| s.heads[h]).sum::<f64>() + s.kv_heads[j])
+            .collect();
+        let group_order = ascending(&group_scores);
         let unit_scores: Vec<f64> = if per_group {
             (0..g)
                 .map(|i| groups.iter().map(|grp| s.heads[grp[i]]).sum())
                 .collect()
         } else {
-            let mut v: Vec<f64> = groups
-                .iter()
-                .enumerate()
-                .map(|(j, grp)| grp.iter().map(|&h| s.heads[h]).sum::<f64>() + s.kv_heads[j])
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v
+            group_order.iter().map(|&j| group_scores[j]).collect()
         };
         units.push(LayerUnits {
             scores: unit_scores,
             size: if per_group { dims.n_kv_heads } else { g },
             min_keep: 1,
         });
-        even.push(per_group);
-        groups_of.push(groups);
+        layers.push(HeadUnits {
+            groups,
+            per_group,
+            group_order,
+        });
     }
     let counts = in_model_layers(
         allocate(&units, config.spec.heads, config.scope, "heads"),
         plan,
     )?;
-    for (((k, s), groups), (&n, &per_group)) in plan
-        .iter_mut()
-        .zip(scores)
-        .zip(&groups_of)
-        .zip(counts.iter().zip(&even))
-    {
+    for ((k, h), &n) in plan.iter_mut().zip(&layers).zip(&counts) {
         if n == 0 {
             continue;
         }
-        if per_group {
-            k.heads = groups
+        if h.per_group {
+            k.heads = h
+                .groups
                 .iter()
                 .flat_map(|grp| grp[n..].iter().copied())
                 .collect();
         } else {
-            let group_scores: Vec<f64> = groups
-                .iter()
-                .enumerate()
-                .map(|(j, grp)| grp.iter().map(|&h| s.heads[h]).sum::<f64>() + s.kv_heads[j])
-                .collect();
-            let mut kept_groups: Vec<usize> = ascending(&group_scores)[n..].to_vec();
+            let mut kept_groups = h.group_order[n..].to_vec();
             kept_groups.sort_unstable();
-            k.kv_heads = kept_groups.clone();
             k.heads = kept_groups
                 .iter()
-                .flat_map(|&j| groups[j].iter().copied())
+                .flat_map(|&j| h.groups[j].iter().copied())
                 .collect();
+            k.kv_heads = kept_groups;
         }
         k.heads.sort_unstable();
     }
