@@ -12,7 +12,7 @@ const GLOBAL: &[(&str, &str)] = &[
     ("lm_head.weight", "output.weight"),
 ];
 
-/// Per-layer suffixes shared by llama, mistral, qwen2/3 and SmolLM.
+/// Per-layer suffixes shared by llama, deci, mistral, qwen2/3 and SmolLM.
 const LLAMA_LAYER: &[(&str, &str)] = &[
     ("input_layernorm.weight", "attn_norm.weight"),
     ("self_attn.q_proj.weight", "attn_q.weight"),
@@ -51,12 +51,23 @@ const GEMMA3_LAYER: &[(&str, &str)] = &[
     ("mlp.down_proj.weight", "ffn_down.weight"),
 ];
 
+/// Phi-3: q/k/v fused in `qkv_proj`, gate/up fused in `gate_up_proj` (stored as `ffn_up`).
+const PHI3_LAYER: &[(&str, &str)] = &[
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("mlp.gate_up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+];
+
 /// HF tensors that have no GGUF counterpart (recomputed by llama.cpp).
 const IGNORED_LAYER_SUFFIXES: &[&str] = &["self_attn.rotary_emb.inv_freq"];
 
 fn layer_table(arch: &str) -> &'static [(&'static str, &'static str)] {
     match arch {
         "gemma3" | "gemma3_text" | "gemma2" => GEMMA3_LAYER,
+        "phi3" => PHI3_LAYER,
         _ => LLAMA_LAYER,
     }
 }

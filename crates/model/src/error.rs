@@ -33,8 +33,13 @@ pub enum ConfigProblem {
         found: usize,
     },
     /// `model_type` names an architecture this crate does not implement.
-    #[error("unknown model_type {0:?} (supported: llama, mistral, qwen2)")]
+    #[error(
+        "unknown model_type {0:?} (supported: llama, mistral, qwen2, qwen3, phi3, gemma3_text)"
+    )]
     UnknownModelType(String),
+    /// A key shuku neither reads nor knows to leave the computation unchanged.
+    #[error("not understood by shuku, and it may change the model's computation (remove it only if it does not)")]
+    NotUnderstood,
     /// The value is valid for HF but not supported here.
     #[error("unsupported value: {0}")]
     Unsupported(String),

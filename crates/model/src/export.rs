@@ -4,9 +4,10 @@
 //! `tokenizer.json` and the safetensors headers alone, so the GGUF header is written first and each
 //! tensor is then read from the memory-mapped shard, converted, and written before the next one is
 //! touched: peak memory is one tensor, whatever the model's size. This mirrors llama.cpp's
-//! `convert_hf_to_gguf.py` for llama-family models (llama, mistral, qwen2, SmolLM): 1-D tensors stay
-//! F32, the `llama` architecture's Q/K rows are permuted into ggml's rotary layout, a tied `lm_head`
-//! is dropped.
+//! `convert_hf_to_gguf.py` for every family of [`crate::ModelType`]: 1-D tensors stay F32, the `llama`
+//! architecture's Q/K rows are permuted into ggml's rotary layout, Gemma's norm gains are stored as
+//! `1 + w`, Phi-3's fused matrices stay fused, the RoPE factor tensors llama.cpp reads (`rope_freqs`,
+//! `rope_factors_long/short`) are generated from the config, and a tied `lm_head` is dropped.
 //!
 //! A [`TensorEncoder`] decides each tensor's GGUF type and bytes, so quantization re-uses this stream
 //! with its own encoder instead of re-implementing the conversion.
@@ -21,6 +22,7 @@ use shuku_gguf::{
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::import::{layer_heads, rotary_permuted};
+use crate::layout::TensorRole;
 use crate::safetensors_dir::SafetensorsDir;
 
 /// The element type of a plain (unquantized) GGUF export.
@@ -109,8 +111,8 @@ impl TensorEncoder for PlainEncoder {
 /// Callers that produce a tensor's GGUF bytes row by row themselves (GPTQ) reorder with
 /// [`shuku_gguf::permute::permute_qk`] over whole rows.
 pub fn rotary_heads(config: &LlamaConfig, hf_name: &str) -> Result<Option<usize>> {
-    let arch = config.to_arch_params()?.arch;
-    Ok(if rotary_permuted(&arch) {
+    let arch = config.gguf_arch()?;
+    Ok(if rotary_permuted(arch) {
         layer_heads(config, hf_name)
     } else {
         None
@@ -150,12 +152,14 @@ struct Planned {
     ty: GgmlType,
     /// Rotary permutation to apply (number of heads), for the `llama` architecture's Q and K.
     permute_heads: Option<usize>,
+    /// Added to every value (Gemma's norm gains are applied as `1 + w`; llama.cpp stores `1 + w`).
+    shift: f32,
 }
 
 /// The tensors of `config`, in order, with their GGUF names, types and permutations.
 fn plan(config: &LlamaConfig, arch: &str, encoder: &dyn TensorEncoder) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
-    for spec in config.tensor_specs() {
+    for spec in config.file_tensor_specs() {
         let gguf_name =
             names::hf_to_gguf_arch(arch, &spec.name).ok_or_else(|| ModelError::Export {
                 tensor: spec.name.clone(),
@@ -167,12 +171,14 @@ fn plan(config: &LlamaConfig, arch: &str, encoder: &dyn TensorEncoder) -> Result
             None
         };
         let ty = encoder.tensor_type(&gguf_name, &spec.shape);
+        let plus_one = config.model_type.norm_plus_one() && spec.role == TensorRole::Norm;
         out.push(Planned {
             hf_name: spec.name,
             gguf_name,
             shape: spec.shape,
             ty,
             permute_heads,
+            shift: if plus_one { 1.0 } else { 0.0 },
         });
     }
     Ok(out)
@@ -218,14 +224,13 @@ pub fn gguf_metadata(
     file_type: LlamaFileType,
     tokenizer: Vec<(String, shuku_gguf::Value)>,
 ) -> Result<Metadata> {
-    let params = config.to_arch_params()?;
     let general =
-        GeneralMeta::new(params.arch.clone(), Some(name.to_string())).with_file_type(file_type);
+        GeneralMeta::new(config.gguf_arch()?, Some(name.to_string())).with_file_type(file_type);
     let mut meta = Metadata::new();
     for (k, v) in general
         .to_metadata()
         .into_iter()
-        .chain(params.to_metadata())
+        .chain(config.gguf_hparams()?)
         .chain(tokenizer)
     {
         meta.push_new(k, v)?;
@@ -246,8 +251,8 @@ pub fn convert_hf_dir(
     let (dir, out) = (dir.as_ref(), out.as_ref());
     let config = LlamaConfig::from_file(dir.join("config.json"))?;
     let src = SafetensorsDir::open(dir)?;
-    let arch = config.to_arch_params()?.arch;
-    let planned = plan(&config, &arch, encoder)?;
+    let arch = config.gguf_arch()?;
+    let planned = plan(&config, arch, encoder)?;
     check_source(&src, &planned, config.tie_word_embeddings)?;
 
     let name = options.name.clone().unwrap_or_else(|| {
@@ -258,9 +263,16 @@ pub fn convert_hf_dir(
     });
     let tokenizer = tok_export::export_dir(dir, options.tokenizer_pre.as_deref())?;
     let meta = gguf_metadata(&config, &name, encoder.file_type(), tokenizer)?;
-    let descs: Vec<TensorDesc> = planned
+    // llama.cpp's converter writes the generated RoPE factor tensors first, always as F32.
+    let generated = config.gguf_generated_tensors();
+    let descs: Vec<TensorDesc> = generated
         .iter()
-        .map(|p| TensorDesc::from_shape(p.gguf_name.clone(), &p.shape, p.ty))
+        .map(|g| TensorDesc::from_shape(g.name.clone(), &[g.values.len()], GgmlType::F32))
+        .chain(
+            planned
+                .iter()
+                .map(|p| TensorDesc::from_shape(p.gguf_name.clone(), &p.shape, p.ty)),
+        )
         .collect();
     let mut writer = GgufWriter::options()
         .overwrite(options.overwrite)
@@ -268,9 +280,17 @@ pub fn convert_hf_dir(
 
     let total = planned.len();
     let (mut n_params, mut tensor_bytes) = (0u64, 0u64);
+    for g in &generated {
+        let bytes: Vec<u8> = g.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        writer.write_tensor(&g.name, &bytes)?;
+        tensor_bytes += bytes.len() as u64;
+    }
     for (i, p) in planned.iter().enumerate() {
         progress(i, total, &p.gguf_name);
         let mut values = src.read_f32(&p.hf_name)?;
+        if p.shift != 0.0 {
+            values.iter_mut().for_each(|v| *v += p.shift);
+        }
         if let Some(n_head) = p.permute_heads {
             let rows = p.shape[0];
             let cols: usize = p.shape[1..].iter().product();
@@ -291,7 +311,7 @@ pub fn convert_hf_dir(
     let path = writer.finish()?;
     Ok(ExportReport {
         path,
-        n_tensors: total,
+        n_tensors: total + generated.len(),
         n_params,
         tensor_bytes,
     })

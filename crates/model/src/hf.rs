@@ -246,7 +246,7 @@ impl Llama {
 
     /// f32 safetensors of every weight under its HF name (metadata `format: pt`, which `transformers` expects).
     pub fn write_safetensors(&self, path: &Path) -> Result<()> {
-        let tensors = self.named_tensors();
+        let tensors = self.file_tensors()?;
         let mut buffers = Vec::with_capacity(tensors.len());
         for (name, t) in &tensors {
             let values = t.flatten_all()?.to_vec1::<f32>()?;

@@ -1,8 +1,9 @@
 //! GGUF → [`Llama`]: the inverse of [`crate::export`].
 //!
-//! Reads a llama-family GGUF (llama, mistral, qwen2; any tensor type candle can dequantize), maps GGUF
-//! names back to HF names, dequantizes to f32 and undoes the rotary Q/K row permutation that llama.cpp's
-//! converter applies for the `llama` architecture. The result is the same full-precision model the
+//! Reads a GGUF of any supported architecture (llama, deci, qwen2, qwen3, phi3, gemma3; any tensor type
+//! candle can dequantize), maps GGUF names back to HF names, dequantizes to f32 and undoes what llama.cpp's
+//! converter did: the rotary Q/K row permutation of the `llama` architecture and Gemma's `1 + w` norm
+//! gains. RoPE factor tensors become the config's [`crate::RopeScaling`]. The result is the same full-precision model the
 //! compression crates work on, so a GGUF from elsewhere can be pruned, distilled or re-quantized.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use shuku_gguf::{names, permute, GgufFile};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::layout::TensorRole;
 use crate::model::Llama;
 
 impl Llama {
@@ -21,10 +23,11 @@ impl Llama {
         let path = path.as_ref();
         let file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
-        let arch = config.to_arch_params()?.arch;
+        let arch = file.get_str("general.architecture")?.to_string();
         let label = path.display().to_string();
+        let plus_one = config.model_type.norm_plus_one();
         let mut tensors = HashMap::new();
-        for spec in config.tensor_specs() {
+        for spec in config.file_tensor_specs() {
             let gguf_name =
                 names::hf_to_gguf_arch(&arch, &spec.name).ok_or_else(|| ModelError::Export {
                     tensor: spec.name.clone(),
@@ -59,6 +62,9 @@ impl Llama {
                         found: spec.shape.clone(),
                     }
                 })?;
+            }
+            if plus_one && spec.role == TensorRole::Norm {
+                values.iter_mut().for_each(|v| *v -= 1.0);
             }
             tensors.insert(
                 spec.name.clone(),

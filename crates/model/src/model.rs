@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use crate::config::LlamaConfig;
+use crate::config::{Activation, LlamaConfig, RopeScaling};
 use crate::error::{ModelError, Result};
-use crate::layout::{layer_prefix, TensorRole};
+use crate::layout::{layer_prefix, norm_init, split_layer_name, TensorRole};
 use crate::ops;
 use crate::rng::Normal;
 
@@ -42,18 +42,38 @@ impl Linear {
     }
 }
 
+/// One decoder layer. Norm gains are named by role; which HF tensor fills each depends on the family
+/// (see [`Block::var`]).
 struct Block {
-    input_layernorm: Var,
+    /// Before attention (`input_layernorm`).
+    attn_norm: Var,
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
-    post_attention_layernorm: Var,
+    /// Per-head RMSNorm of queries and keys before RoPE (qwen3, gemma3).
+    q_norm: Option<Var>,
+    k_norm: Option<Var>,
+    /// On the attention output before the residual add (gemma3's `post_attention_layernorm`).
+    post_attn_norm: Option<Var>,
+    /// Before the FFN (llama's `post_attention_layernorm`, gemma3's `pre_feedforward_layernorm`).
+    ffn_norm: Var,
+    /// On the FFN output before the residual add (gemma3).
+    post_ffn_norm: Option<Var>,
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
     n_heads: usize,
     n_kv_heads: usize,
+    sliding: bool,
+}
+
+/// RoPE tables `[seq, head_dim]` and the additive mask `[seq, offset + seq]` (`None` when nothing is
+/// masked) for one kind of layer.
+struct AttentionTables {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
 }
 
 /// What every layer of one forward pass shares.
@@ -62,13 +82,67 @@ struct PassContext {
     seq: usize,
     head_dim: usize,
     eps: f64,
-    /// Attention score scale `1/√head_dim`.
+    /// Norm gains are applied as `1 + w` (Gemma).
+    norm_plus_one: bool,
+    act: Activation,
+    /// Attention score scale.
     scale: f64,
-    /// RoPE tables `[seq, head_dim]` for the pass's positions.
-    cos: Tensor,
-    sin: Tensor,
-    /// Additive causal mask `[seq, offset + seq]`; `None` for a single new position.
-    mask: Option<Tensor>,
+    /// Tables of full-attention layers.
+    global: AttentionTables,
+    /// Tables of sliding-window layers, when the model has any.
+    local: Option<AttentionTables>,
+}
+
+impl PassContext {
+    /// RMSNorm with the family's gain convention.
+    fn norm(&self, x: &Tensor, gain: &Var) -> Result<Tensor> {
+        if self.norm_plus_one {
+            ops::rms_norm(x, &(gain.as_tensor() + 1.0)?, self.eps)
+        } else {
+            ops::rms_norm(x, gain.as_tensor(), self.eps)
+        }
+    }
+
+    fn tables(&self, sliding: bool) -> &AttentionTables {
+        match (&self.local, sliding) {
+            (Some(local), true) => local,
+            _ => &self.global,
+        }
+    }
+
+    /// The gated FFN activation `act(gate) * up`.
+    fn gated(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        let g = match self.act {
+            Activation::Silu => ops::silu(gate)?,
+            Activation::GeluTanh => ops::gelu_tanh(gate)?,
+        };
+        Ok((g * up)?)
+    }
+}
+
+/// Replaces fused file tensors (Phi-3's `qkv_proj`, `gate_up_proj`) by the model tensors they stack.
+fn split_fused(config: &LlamaConfig, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
+    for spec in config.file_tensor_specs() {
+        let Some(parts) = config.fused_parts(&spec.name) else {
+            continue;
+        };
+        let Some(fused) = tensors.remove(&spec.name) else {
+            continue;
+        };
+        if fused.dims() != spec.shape.as_slice() {
+            return Err(ModelError::ShapeMismatch {
+                tensor: spec.name,
+                expected: spec.shape,
+                found: fused.dims().to_vec(),
+            });
+        }
+        let mut start = 0;
+        for (name, rows) in parts {
+            tensors.insert(name, fused.narrow(0, start, rows)?.contiguous()?);
+            start += rows;
+        }
+    }
+    Ok(())
 }
 
 /// Shows `input` (detached) to the observer, if any.
@@ -94,6 +168,38 @@ fn reborrow<'a>(
 }
 
 impl Block {
+    /// The parameter stored under the HF name `model.layers.N.{suffix}` (see
+    /// [`LlamaConfig::tensor_specs`]); `gemma` selects Gemma 3's naming of the norms.
+    fn var(&self, suffix: &str, gemma: bool) -> Option<&Var> {
+        match suffix {
+            "input_layernorm.weight" => Some(&self.attn_norm),
+            "post_attention_layernorm.weight" if gemma => self.post_attn_norm.as_ref(),
+            "post_attention_layernorm.weight" => Some(&self.ffn_norm),
+            "pre_feedforward_layernorm.weight" if gemma => Some(&self.ffn_norm),
+            "post_feedforward_layernorm.weight" => self.post_ffn_norm.as_ref(),
+            "self_attn.q_norm.weight" => self.q_norm.as_ref(),
+            "self_attn.k_norm.weight" => self.k_norm.as_ref(),
+            _ => {
+                let (proj, kind) = suffix.rsplit_once('.')?;
+                let linear = match proj {
+                    "self_attn.q_proj" => &self.q_proj,
+                    "self_attn.k_proj" => &self.k_proj,
+                    "self_attn.v_proj" => &self.v_proj,
+                    "self_attn.o_proj" => &self.o_proj,
+                    "mlp.gate_proj" => &self.gate_proj,
+                    "mlp.up_proj" => &self.up_proj,
+                    "mlp.down_proj" => &self.down_proj,
+                    _ => return None,
+                };
+                match kind {
+                    "weight" => Some(&linear.weight),
+                    "bias" => linear.bias.as_ref(),
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// HF names of the linears, grouped by the activation they read, in forward order.
     fn input_groups(&self) -> [Vec<&str>; 4] {
         fn names<'a>(ls: &[&'a Linear]) -> Vec<&'a str> {
@@ -107,7 +213,21 @@ impl Block {
         ]
     }
 
-    /// One pre-norm decoder layer on `x` `[B*T, H]`: attention then SwiGLU MLP, each with a residual.
+    /// Adds a sublayer's output to the residual stream, through the post-norm where the family has one.
+    fn residual(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        post: &Option<Var>,
+        ctx: &PassContext,
+    ) -> Result<Tensor> {
+        Ok(match post {
+            Some(n) => (x + ctx.norm(y, n)?)?,
+            None => (x + y)?,
+        })
+    }
+
+    /// One pre-norm decoder layer on `x` `[B*T, H]`: attention then the gated MLP, each with a residual.
     /// With `cache`, this layer's keys and values are appended to (and attend over) the cached ones.
     fn forward(
         &self,
@@ -117,17 +237,17 @@ impl Block {
         mut observer: Option<&mut dyn LinearObserver>,
     ) -> Result<Tensor> {
         let [attn_in, o_in, mlp_in, down_in] = self.input_groups();
-        let hn = ops::rms_norm(x, self.input_layernorm.as_tensor(), ctx.eps)?;
+        let hn = ctx.norm(x, &self.attn_norm)?;
         observe(&mut observer, &attn_in, &hn)?;
         let o = self.attention(&hn, ctx, cache)?;
         observe(&mut observer, &o_in, &o)?;
-        let x = (x + self.o_proj.forward(&o)?)?;
+        let x = self.residual(x, &self.o_proj.forward(&o)?, &self.post_attn_norm, ctx)?;
 
-        let hn = ops::rms_norm(&x, self.post_attention_layernorm.as_tensor(), ctx.eps)?;
+        let hn = ctx.norm(&x, &self.ffn_norm)?;
         observe(&mut observer, &mlp_in, &hn)?;
-        let act = (ops::silu(&self.gate_proj.forward(&hn)?)? * self.up_proj.forward(&hn)?)?;
+        let act = ctx.gated(&self.gate_proj.forward(&hn)?, &self.up_proj.forward(&hn)?)?;
         observe(&mut observer, &down_in, &act)?;
-        Ok((x + self.down_proj.forward(&act)?)?)
+        self.residual(&x, &self.down_proj.forward(&act)?, &self.post_ffn_norm, ctx)
     }
 
     /// The layer over several batches at once, one stage (group of linears sharing an input) at a time:
@@ -143,7 +263,7 @@ impl Block {
         let hn = xs
             .iter()
             .zip(ctxs)
-            .map(|(x, ctx)| ops::rms_norm(x, self.input_layernorm.as_tensor(), ctx.eps))
+            .map(|(x, ctx)| ctx.norm(x, &self.attn_norm))
             .collect::<Result<Vec<_>>>()?;
         before_group(&attn_in, &hn)?;
         let o = hn
@@ -156,24 +276,31 @@ impl Block {
         let mid = xs
             .iter()
             .zip(&o)
-            .map(|(x, o)| Ok((x + self.o_proj.forward(o)?)?))
+            .zip(ctxs)
+            .map(|((x, o), ctx)| {
+                self.residual(x, &self.o_proj.forward(o)?, &self.post_attn_norm, ctx)
+            })
             .collect::<Result<Vec<_>>>()?;
         drop(o);
         let hn = mid
             .iter()
             .zip(ctxs)
-            .map(|(x, ctx)| ops::rms_norm(x, self.post_attention_layernorm.as_tensor(), ctx.eps))
+            .map(|(x, ctx)| ctx.norm(x, &self.ffn_norm))
             .collect::<Result<Vec<_>>>()?;
         before_group(&mlp_in, &hn)?;
         let act = hn
             .iter()
-            .map(|h| Ok((ops::silu(&self.gate_proj.forward(h)?)? * self.up_proj.forward(h)?)?))
+            .zip(ctxs)
+            .map(|(h, ctx)| ctx.gated(&self.gate_proj.forward(h)?, &self.up_proj.forward(h)?))
             .collect::<Result<Vec<_>>>()?;
         drop(hn);
         before_group(&down_in, &act)?;
         mid.iter()
             .zip(&act)
-            .map(|(x, a)| Ok((x + self.down_proj.forward(a)?)?))
+            .zip(ctxs)
+            .map(|((x, a), ctx)| {
+                self.residual(x, &self.down_proj.forward(a)?, &self.post_ffn_norm, ctx)
+            })
             .collect()
     }
 
@@ -189,11 +316,16 @@ impl Block {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
-        let k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
+        let mut q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
+        let mut k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
         let v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
-        let q = ops::rope(&q, &ctx.cos, &ctx.sin)?;
-        let mut k = ops::rope(&k, &ctx.cos, &ctx.sin)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = ctx.norm(&q, qn)?;
+            k = ctx.norm(&k, kn)?;
+        }
+        let tables = ctx.tables(self.sliding);
+        let q = ops::rope(&q, &tables.cos, &tables.sin)?;
+        let mut k = ops::rope(&k, &tables.cos, &tables.sin)?;
         let mut v = v;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
@@ -206,7 +338,7 @@ impl Block {
         let k = ops::repeat_kv(&k, rep)?;
         let v = ops::repeat_kv(&v, rep)?;
         let mut att = (q.matmul(&k.t()?.contiguous()?)? * ctx.scale)?;
-        if let Some(m) = &ctx.mask {
+        if let Some(m) = &tables.mask {
             att = att.broadcast_add(m)?;
         }
         let att = ops::softmax_last_dim(&att)?;
@@ -245,7 +377,7 @@ impl KvCache {
     }
 }
 
-/// A llama / mistral / qwen2 decoder with f32 `Var` weights.
+/// A decoder of any [`crate::ModelType`] family with f32 `Var` weights.
 pub struct Llama {
     config: LlamaConfig,
     device: Device,
@@ -273,7 +405,7 @@ impl Llama {
         for spec in config.tensor_specs() {
             let n = spec.shape.iter().product();
             let data = match spec.role {
-                TensorRole::Norm => vec![1.0; n],
+                TensorRole::Norm => vec![norm_init(config.model_type); n],
                 TensorRole::Weight | TensorRole::Bias => rng.vec(n, 0.02),
             };
             tensors.insert(spec.name, Tensor::from_vec(data, spec.shape, device)?);
@@ -305,6 +437,7 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
+        split_fused(&config, &mut tensors)?;
         let mut vars: HashMap<String, Var> = HashMap::new();
         for spec in config.tensor_specs() {
             let t = tensors
@@ -341,22 +474,45 @@ impl Llama {
             name: format!("{name}.weight"),
         };
         let embed_tokens = take("model.embed_tokens.weight".into());
+        let gemma = config.model_type.has_post_norms();
+        let qk_norm = config.model_type.has_qk_norm();
         let mut blocks = Vec::with_capacity(config.layers.len());
         for (i, dims) in config.layers.iter().enumerate() {
             let p = layer_prefix(i);
             let b = config.attention_bias;
+            let mut opt =
+                |present: bool, suffix: &str| present.then(|| take(format!("{p}{suffix}")));
+            let attn_norm = opt(true, "input_layernorm.weight").expect("always present");
+            let post_attention =
+                opt(true, "post_attention_layernorm.weight").expect("always present");
+            let (post_attn_norm, ffn_norm, post_ffn_norm) = if gemma {
+                (
+                    Some(post_attention),
+                    opt(true, "pre_feedforward_layernorm.weight").expect("gemma3 has it"),
+                    opt(true, "post_feedforward_layernorm.weight"),
+                )
+            } else {
+                (None, post_attention, None)
+            };
+            let q_norm = opt(qk_norm, "self_attn.q_norm.weight");
+            let k_norm = opt(qk_norm, "self_attn.k_norm.weight");
             blocks.push(Block {
-                input_layernorm: take(format!("{p}input_layernorm.weight")),
+                attn_norm,
                 q_proj: linear(&mut take, &format!("{p}self_attn.q_proj"), b),
                 k_proj: linear(&mut take, &format!("{p}self_attn.k_proj"), b),
                 v_proj: linear(&mut take, &format!("{p}self_attn.v_proj"), b),
                 o_proj: linear(&mut take, &format!("{p}self_attn.o_proj"), false),
-                post_attention_layernorm: take(format!("{p}post_attention_layernorm.weight")),
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                ffn_norm,
+                post_ffn_norm,
                 gate_proj: linear(&mut take, &format!("{p}mlp.gate_proj"), false),
                 up_proj: linear(&mut take, &format!("{p}mlp.up_proj"), false),
                 down_proj: linear(&mut take, &format!("{p}mlp.down_proj"), false),
                 n_heads: dims.n_heads,
                 n_kv_heads: dims.n_kv_heads,
+                sliding: dims.sliding,
             });
         }
         let norm = take("model.norm.weight".into());
@@ -382,37 +538,49 @@ impl Llama {
     }
 
     /// Every trainable parameter under its HF name, in HF order (tied models have no `lm_head.weight`).
+    /// The names and order are [`LlamaConfig::tensor_specs`]'s.
     pub fn parameters(&self) -> Vec<(String, Var)> {
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            self.embed_tokens.clone(),
-        )];
-        for (i, b) in self.blocks.iter().enumerate() {
-            let p = layer_prefix(i);
-            out.push((
-                format!("{p}input_layernorm.weight"),
-                b.input_layernorm.clone(),
-            ));
-            for l in [&b.q_proj, &b.k_proj, &b.v_proj] {
-                out.push((l.name.clone(), l.weight.clone()));
-                if let Some(bias) = &l.bias {
-                    out.push((l.name.replace(".weight", ".bias"), bias.clone()));
-                }
-            }
-            out.push((b.o_proj.name.clone(), b.o_proj.weight.clone()));
-            out.push((
-                format!("{p}post_attention_layernorm.weight"),
-                b.post_attention_layernorm.clone(),
-            ));
-            for l in [&b.gate_proj, &b.up_proj, &b.down_proj] {
-                out.push((l.name.clone(), l.weight.clone()));
-            }
-        }
-        out.push(("model.norm.weight".to_string(), self.norm.clone()));
-        if let Some(head) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), head.clone()));
-        }
-        out
+        let gemma = self.config.model_type.has_post_norms();
+        self.config
+            .tensor_specs()
+            .into_iter()
+            .map(|spec| {
+                let var = match spec.name.as_str() {
+                    "model.embed_tokens.weight" => Some(&self.embed_tokens),
+                    "model.norm.weight" => Some(&self.norm),
+                    "lm_head.weight" => self.lm_head.as_ref(),
+                    name => split_layer_name(name).and_then(|(layer, suffix)| {
+                        self.blocks.get(layer).and_then(|b| b.var(suffix, gemma))
+                    }),
+                };
+                let var = var.expect("every tensor_specs entry is held by the model");
+                (spec.name, var.clone())
+            })
+            .collect()
+    }
+
+    /// Every weight as stored in HF files ([`LlamaConfig::file_tensor_specs`]): [`Llama::named_tensors`]
+    /// with Phi-3's q/k/v and gate/up stacked into `qkv_proj` and `gate_up_proj`.
+    pub fn file_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let tensors: HashMap<String, Tensor> = self.named_tensors().into_iter().collect();
+        self.config
+            .file_tensor_specs()
+            .into_iter()
+            .map(|spec| {
+                let t = match self.config.fused_parts(&spec.name) {
+                    Some(parts) => {
+                        let parts: Vec<&Tensor> =
+                            parts.iter().filter_map(|(n, _)| tensors.get(n)).collect();
+                        Tensor::cat(&parts, 0)?
+                    }
+                    None => tensors
+                        .get(&spec.name)
+                        .cloned()
+                        .expect("file specs name model tensors"),
+                };
+                Ok((spec.name, t))
+            })
+            .collect()
     }
 
     /// Every weight as a plain tensor under its HF name, for export and saving.
@@ -588,10 +756,15 @@ impl Llama {
 
     /// Embedding lookup for tokens already checked.
     fn embed_checked(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self
+        let x = self
             .embed_tokens
             .as_tensor()
-            .embedding(&tokens.flatten_all()?)?)
+            .embedding(&tokens.flatten_all()?)?;
+        Ok(match self.config.embedding_scale() {
+            // In f32, as HF multiplies by the scale cast to the weights' dtype.
+            Some(scale) => (x * f64::from(scale as f32))?,
+            None => x,
+        })
     }
 
     /// [`Llama::head`] for hidden states already checked.
@@ -602,7 +775,7 @@ impl Llama {
         seq: usize,
         mut observer: Option<&mut dyn LinearObserver>,
     ) -> Result<Tensor> {
-        let x = ops::rms_norm(x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
+        let x = self.final_norm(x)?;
         let head = match &self.lm_head {
             Some(w) => {
                 observe(&mut observer, &["lm_head.weight"], &x)?;
@@ -614,24 +787,52 @@ impl Llama {
         Ok(logits.reshape((batch, seq, self.config.vocab_size))?)
     }
 
-    /// RoPE tables, causal mask and shapes shared by every layer of one pass over `seq` new positions
-    /// starting at `offset`.
+    /// The final RMSNorm, with the family's gain convention.
+    fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        if self.config.model_type.norm_plus_one() {
+            ops::rms_norm(x, &(self.norm.as_tensor() + 1.0)?, eps)
+        } else {
+            ops::rms_norm(x, self.norm.as_tensor(), eps)
+        }
+    }
+
+    /// RoPE tables, masks and shapes shared by every layer of one pass over `seq` new positions starting
+    /// at `offset`.
     fn pass_context(&self, batch: usize, seq: usize, offset: usize) -> Result<PassContext> {
         let cfg = &self.config;
         let hd = cfg.head_dim;
-        let (cos, sin) = ops::rope_tables(hd, cfg.rope_theta, offset, seq, &self.device)?;
-        let mask = (seq > 1)
-            .then(|| ops::causal_mask(seq, offset, &self.device))
-            .transpose()?;
+        let end = offset + seq;
+        let tables = |scaling: &RopeScaling, theta: f64, window: Option<usize>| -> Result<_> {
+            let (freqs, scale) = scaling.frequencies(hd, theta, end);
+            let (cos, sin) = ops::rope_tables(&freqs, scale, offset, seq, &self.device)?;
+            // A single new position sees every cached one unless a window hides the oldest.
+            let needs_mask = seq > 1 || window.is_some_and(|w| end > w);
+            let mask = needs_mask
+                .then(|| ops::causal_mask(seq, offset, window, &self.device))
+                .transpose()?;
+            Ok(AttentionTables { cos, sin, mask })
+        };
+        let global = tables(&cfg.rope_scaling, cfg.rope_theta, None)?;
+        let local = if cfg.layers.iter().any(|l| l.sliding) {
+            // Sliding-window layers use their own base where the family has one, and no scaling then.
+            Some(match cfg.rope_local_theta {
+                Some(theta) => tables(&RopeScaling::None, theta, cfg.sliding_window)?,
+                None => tables(&cfg.rope_scaling, cfg.rope_theta, cfg.sliding_window)?,
+            })
+        } else {
+            None
+        };
         Ok(PassContext {
             batch,
             seq,
             head_dim: hd,
             eps: cfg.rms_norm_eps,
-            scale: 1.0 / (hd as f64).sqrt(),
-            cos,
-            sin,
-            mask,
+            norm_plus_one: cfg.model_type.norm_plus_one(),
+            act: cfg.hidden_act,
+            scale: cfg.attention_scale(),
+            global,
+            local,
         })
     }
 

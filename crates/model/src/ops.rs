@@ -82,25 +82,30 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     Ok(x.silu()?)
 }
 
-/// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len`, in HF's rotate-half layout
-/// (the `head_dim/2` frequencies repeated twice). Angles are computed in f64 so long positions stay exact.
+/// GELU with the tanh approximation (HF `gelu_pytorch_tanh`, Gemma's FFN gate); differentiable.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    Ok(x.gelu()?)
+}
+
+/// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len` and the `head_dim / 2`
+/// rotation `frequencies` (radians per position), in HF's rotate-half layout (the frequencies repeated
+/// twice), both multiplied by `scale` (LongRoPE's attention factor; 1 otherwise). Angles are computed in
+/// f64 so long positions stay exact.
 pub fn rope_tables(
-    head_dim: usize,
-    theta: f64,
+    frequencies: &[f64],
+    scale: f64,
     offset: usize,
     len: usize,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
+    let head_dim = 2 * frequencies.len();
     let mut cos = Vec::with_capacity(len * head_dim);
     let mut sin = Vec::with_capacity(len * head_dim);
     for p in offset..offset + len {
-        let row: Vec<f64> = (0..half)
-            .map(|i| p as f64 / theta.powf((2 * i) as f64 / head_dim as f64))
-            .collect();
+        let row: Vec<f64> = frequencies.iter().map(|f| p as f64 * f).collect();
         for _ in 0..2 {
-            cos.extend(row.iter().map(|a| a.cos() as f32));
-            sin.extend(row.iter().map(|a| a.sin() as f32));
+            cos.extend(row.iter().map(|a| (a.cos() * scale) as f32));
+            sin.extend(row.iter().map(|a| (a.sin() * scale) as f32));
         }
     }
     Ok((
@@ -128,13 +133,21 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
 
-/// Additive causal mask `[T, offset + T]`: query `i` (absolute position `offset + i`) sees keys `0 ..= offset + i`.
-pub fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+/// Additive causal mask `[T, offset + T]`: query `i` (absolute position `offset + i`) sees keys
+/// `0 ..= offset + i`, and with a sliding `window` only the last `window` of them (itself included).
+pub fn causal_mask(
+    t: usize,
+    offset: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let s = offset + t;
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| {
+            let q = offset + i;
             (0..s).map(move |j| {
-                if j > offset + i {
+                let too_far = window.is_some_and(|w| q - j.min(q) >= w);
+                if j > q || too_far {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -177,7 +190,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 2.0, (2, 3, 5, 8), &dev).unwrap();
         let w = Tensor::randn(1f32, 0.1, 8, &dev).unwrap();
-        let (cos, sin) = rope_tables(8, 10000.0, 3, 5, &dev).unwrap();
+        let (cos, sin) = rope_tables(&[1.0, 0.1, 0.01, 0.001], 1.0, 3, 5, &dev).unwrap();
         let all = |x: &Tensor| -> [Tensor; 3] {
             [
                 rms_norm(x, &w, 1e-5).unwrap(),
@@ -203,8 +216,17 @@ mod tests {
     }
 
     #[test]
+    fn sliding_mask_keeps_the_last_window_positions() {
+        let m = causal_mask(2, 3, Some(2), &Device::Cpu).unwrap();
+        let rows = m.to_vec2::<f32>().unwrap();
+        let seen = |r: &[f32]| r.iter().map(|v| v.is_finite()).collect::<Vec<_>>();
+        assert_eq!(seen(&rows[0]), [false, false, true, true, false]);
+        assert_eq!(seen(&rows[1]), [false, false, false, true, true]);
+    }
+
+    #[test]
     fn rope_at_position_zero_is_identity() {
-        let (cos, sin) = rope_tables(4, 10000.0, 0, 1, &Device::Cpu).unwrap();
+        let (cos, sin) = rope_tables(&[1.0, 0.01], 1.0, 0, 1, &Device::Cpu).unwrap();
         let x = Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu)
             .unwrap()
             .reshape((1, 1, 1, 4))

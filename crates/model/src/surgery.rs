@@ -30,7 +30,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::{LayerDims, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::layout::layer_prefix;
+use crate::layout::{layer_prefix, SliceBy};
 use crate::model::Llama;
 
 /// What one layer of a shrunk model keeps from a layer of the source model.
@@ -60,12 +60,13 @@ impl KeptLayer {
         }
     }
 
-    /// The widths of the layer this keeps.
-    fn dims(&self) -> LayerDims {
+    /// The shape of the layer this keeps from `source` (whose attention kind it inherits).
+    fn dims(&self, source: &LayerDims) -> LayerDims {
         LayerDims {
             n_heads: self.heads.len(),
             n_kv_heads: self.kv_heads.len(),
             intermediate_size: self.channels.len(),
+            sliding: source.sliding,
         }
     }
 }
@@ -185,7 +186,11 @@ impl ShrinkPlan {
     pub fn shrunk_config(&self, config: &LlamaConfig) -> Result<LlamaConfig> {
         self.validate(config)?;
         let mut out = config.clone();
-        out.layers = self.layers.iter().map(KeptLayer::dims).collect();
+        out.layers = self
+            .layers
+            .iter()
+            .map(|k| k.dims(&config.layers[k.source]))
+            .collect();
         out.validate()?;
         Ok(out)
     }
@@ -265,6 +270,7 @@ impl Llama {
         let device = self.device();
         let hd = src.head_dim;
         let tensors: HashMap<String, Tensor> = self.named_tensors().into_iter().collect();
+        let src_specs = src.tensor_specs();
         let get = |name: &str| {
             tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
                 file: "<model>".into(),
@@ -283,25 +289,25 @@ impl Llama {
             let q = head_index(&kept.heads, hd, device)?;
             let kv = head_index(&kept.kv_heads, hd, device)?;
             let ch = index(&kept.channels, device)?;
-            // (tensor suffix, dimension to slice, kept indices); `None` copies the tensor whole.
-            let mut parts: Vec<(&str, Option<(usize, &Tensor)>)> = vec![
-                ("input_layernorm.weight", None),
-                ("self_attn.q_proj.weight", Some((0, &q))),
-                ("self_attn.k_proj.weight", Some((0, &kv))),
-                ("self_attn.v_proj.weight", Some((0, &kv))),
-                ("self_attn.o_proj.weight", Some((1, &q))),
-                ("post_attention_layernorm.weight", None),
-                ("mlp.gate_proj.weight", Some((0, &ch))),
-                ("mlp.up_proj.weight", Some((0, &ch))),
-                ("mlp.down_proj.weight", Some((1, &ch))),
-            ];
-            if src.attention_bias {
-                parts.extend([
-                    ("self_attn.q_proj.bias", Some((0, &q))),
-                    ("self_attn.k_proj.bias", Some((0, &kv))),
-                    ("self_attn.v_proj.bias", Some((0, &kv))),
-                ]);
-            }
+            let source_prefix = sp.clone();
+            let parts = src_specs
+                .iter()
+                .filter_map(|spec| {
+                    spec.name
+                        .strip_prefix(&source_prefix)
+                        .map(|s| (s, spec.sliced))
+                })
+                .map(|(suffix, sliced)| {
+                    let slice = sliced.map(|(dim, by)| {
+                        let idx = match by {
+                            SliceBy::QueryHeads => &q,
+                            SliceBy::KvHeads => &kv,
+                            SliceBy::Channels => &ch,
+                        };
+                        (dim, idx)
+                    });
+                    (suffix, slice)
+                });
             for (suffix, slice) in parts {
                 let t = get(&format!("{sp}{suffix}"))?;
                 let new = match slice {

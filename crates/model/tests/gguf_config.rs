@@ -41,6 +41,7 @@ fn per_layer_widths_become_gguf_arrays() {
         n_heads: 2,
         n_kv_heads: 1,
         intermediate_size: 200,
+        sliding: false,
     };
     let p = c.to_arch_params().unwrap();
     assert_eq!(

@@ -83,6 +83,40 @@ fn glassllm_f16_folder_round_trips_through_f32() {
     assert_same_weights(&model, &back);
 }
 
+/// transformers 5 writes `rope_parameters` where transformers 4 wrote `rope_theta` + `rope_scaling`; both
+/// must give the same model (reading only one layout silently turned a Llama 3 into a different model).
+#[test]
+fn both_rope_config_layouts_describe_the_same_model() {
+    let base = r#""model_type": "llama", "vocab_size": 10, "hidden_size": 16, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 8"#;
+    let legacy = LlamaConfig::from_json_str(
+        &format!(
+            r#"{{{base}, "rope_theta": 500000.0, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}}}"#
+        ),
+        "v4.json",
+    )
+    .unwrap();
+    let v5 = LlamaConfig::from_json_str(
+        &format!(
+            r#"{{{base}, "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}}}"#
+        ),
+        "v5.json",
+    )
+    .unwrap();
+    assert_eq!(legacy, v5);
+    assert_eq!(v5.rope_theta, 500000.0);
+    assert!(
+        matches!(v5.rope_scaling, shuku_model::RopeScaling::Llama3 { factor, .. } if factor == 8.0)
+    );
+    // The saved config reads back to the same model.
+    assert_eq!(
+        LlamaConfig::from_json(&v5.to_hf_json(), "saved.json").unwrap(),
+        v5
+    );
+}
+
 #[test]
 fn per_layer_widths_round_trip() {
     let mut config = common::tiny_config(false, false);
@@ -91,11 +125,13 @@ fn per_layer_widths_round_trip() {
             n_heads: 4,
             n_kv_heads: 2,
             intermediate_size: 40,
+            sliding: false,
         },
         LayerDims {
             n_heads: 2,
             n_kv_heads: 1,
             intermediate_size: 24,
+            sliding: false,
         },
     ];
     let model = Llama::random(config.clone(), 9, &Device::Cpu).unwrap();
@@ -131,7 +167,8 @@ fn per_layer_arrays_are_accepted() {
         LayerDims {
             n_heads: 2,
             n_kv_heads: 2,
-            intermediate_size: 12
+            intermediate_size: 12,
+            sliding: false,
         }
     );
     assert_eq!(c.head_dim, 4);
@@ -231,10 +268,55 @@ fn bad_configs_are_typed_errors_naming_file_and_field() {
         }
     );
 
-    let (_, field, _) = config_err(&format!(
+    let (_, field, problem) = config_err(&format!(
         r#"{{"model_type": "llama", {base}, "num_attention_heads": 4, "rope_scaling": {{"type": "linear"}}}}"#
     ));
-    assert_eq!(field, "rope_scaling");
+    assert_eq!(
+        (field.as_str(), problem),
+        ("rope_scaling.factor", ConfigProblem::Missing)
+    );
+
+    // Every RoPE type is implemented or refused, in both config layouts, never ignored.
+    for (layout, key) in [
+        ("rope_scaling", "rope_scaling.rope_type"),
+        ("rope_parameters", "rope_parameters.rope_type"),
+    ] {
+        let (_, field, problem) = config_err(&format!(
+            r#"{{"model_type": "llama", {base}, "num_attention_heads": 4,
+                "{layout}": {{"rope_type": "yarn", "factor": 4.0}}}}"#
+        ));
+        assert_eq!(field, key);
+        assert!(
+            matches!(problem, ConfigProblem::Unsupported(ref s) if s.contains("yarn")),
+            "{problem:?}"
+        );
+    }
+    let (_, field, _) = config_err(&format!(
+        r#"{{"model_type": "llama", {base}, "num_attention_heads": 4,
+            "rope_scaling": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 64, "beta": 2}}}}"#
+    ));
+    assert_eq!(field, "rope_scaling.beta");
+    let (_, field, problem) = config_err(&format!(
+        r#"{{"model_type": "llama", {base}, "num_attention_heads": 4,
+            "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}}}}"#
+    ));
+    assert_eq!(
+        (field.as_str(), problem),
+        ("rope_parameters.low_freq_factor", ConfigProblem::Missing)
+    );
+    // A key that may change the computation and is not understood is refused by name.
+    let (_, field, problem) = config_err(&format!(
+        r#"{{"model_type": "llama", {base}, "num_attention_heads": 4, "logit_scale": 0.5}}"#
+    ));
+    assert_eq!(
+        (field.as_str(), problem),
+        ("logit_scale", ConfigProblem::NotUnderstood)
+    );
+    let (_, field, _) = config_err(&format!(
+        r#"{{"model_type": "qwen2", {base}, "num_attention_heads": 4, "use_sliding_window": true}}"#
+    ));
+    assert_eq!(field, "use_sliding_window");
 
     assert!(matches!(
         LlamaConfig::from_json_str("{not json", "broken.json"),

@@ -188,12 +188,14 @@ fn removing_a_middle_kv_group_reindexes_the_query_heads() {
             LayerDims {
                 n_heads: 3,
                 n_kv_heads: 3,
-                intermediate_size: 27
+                intermediate_size: 27,
+                sliding: false,
             },
             LayerDims {
                 n_heads: 4,
                 n_kv_heads: 2,
-                intermediate_size: 2
+                intermediate_size: 2,
+                sliding: false,
             },
         ]
     );
@@ -268,12 +270,14 @@ fn shrunk_config_has_the_kept_widths_and_round_trips_through_hf() {
             LayerDims {
                 n_heads: 4,
                 n_kv_heads: 2,
-                intermediate_size: 27
+                intermediate_size: 27,
+                sliding: false,
             },
             LayerDims {
                 n_heads: 3,
                 n_kv_heads: 1,
-                intermediate_size: 40
+                intermediate_size: 40,
+                sliding: false,
             },
         ]
     );
