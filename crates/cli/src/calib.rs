@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use shuku_model::Tokenizer;
 use shuku_quantize::{chunks, ChunkOptions};
+
+use crate::text_tokenizer::TextTokenizer;
 
 /// Calibration chunks of `n_ctx` tokens from `text_file`, tokenized as `model` (GGUF file or HF
 /// folder) tokenizes; at most `max_chunks`. Also returns the text's token count.
@@ -18,17 +19,8 @@ pub fn calibration_chunks(
 ) -> Result<(Vec<Vec<u32>>, usize)> {
     let text = std::fs::read_to_string(text_file)
         .with_context(|| format!("cannot read {}", text_file.display()))?;
-    let (tokens, bos) = if model.is_file() {
-        let file = shuku_gguf::GgufFile::open(model)?;
-        let tok = shuku_infer::Tokenizer::from_gguf(&file)
-            .with_context(|| format!("cannot read the tokenizer of {}", model.display()))?;
-        let bos = if tok.add_bos() { tok.bos() } else { None };
-        (tok.encode(&text, true, false)?, bos)
-    } else {
-        let tok = Tokenizer::from_file(model)?;
-        let bos = tok.prepended_bos()?;
-        (tok.encode(&text, true)?, bos)
-    };
+    let tokenizer = TextTokenizer::open(model)?;
+    let (tokens, bos) = (tokenizer.encode(&text)?, tokenizer.prepended_bos()?);
     let chunks = chunks(
         &tokens,
         ChunkOptions {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use shuku_model::{Llama, Tokenizer};
+use shuku_model::Llama;
+
+use crate::text_tokenizer::TextTokenizer;
 
 /// Greedy continuation of a prompt with the full-precision model of an HF folder.
 ///
@@ -15,7 +17,7 @@ use shuku_model::{Llama, Tokenizer};
 /// Example: shuku generate --model ./SmolLM2-135M -p "The capital of France is" -n 32
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// HF model folder (config.json, safetensors, tokenizer.json).
+    /// HF model folder (config.json, safetensors, and tokenizer.json or a vocabulary tokenizer.gguf).
     #[arg(short, long)]
     model: PathBuf,
     /// The prompt.
@@ -30,9 +32,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let tokenizer = Tokenizer::from_file(&args.model)?;
+    let tokenizer = TextTokenizer::open(&args.model)?;
     let model = Llama::from_hf_dir(&args.model, &Device::Cpu)?;
-    let prompt = tokenizer.encode(&args.prompt, true)?;
+    let prompt = tokenizer.encode(&args.prompt)?;
     let mut generated = model
         .generate_greedy(&prompt, args.n_predict)
         .context("generation failed")?;
@@ -53,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let mut all = prompt.clone();
         all.extend(&generated);
-        println!("{}", tokenizer.decode(&all, false)?);
+        println!("{}", tokenizer.decode(&all)?);
     }
     Ok(())
 }

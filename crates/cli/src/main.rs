@@ -18,6 +18,7 @@ mod prune;
 mod quantize;
 mod run;
 mod table;
+mod text_tokenizer;
 
 use std::process::ExitCode;
 

@@ -30,7 +30,9 @@ use candle_core::Device;
 use half::f16;
 use shuku_eval::{perplexity, KlStats, LogitsSource, PerplexityProtocol, SourceError};
 use shuku_infer::{Engine, EngineOptions};
-use shuku_model::{Llama, Tokenizer};
+use shuku_model::Llama;
+
+use crate::text_tokenizer::TextTokenizer;
 
 use crate::progress::bar;
 
@@ -125,12 +127,12 @@ fn load(args: &Args) -> Result<Loaded> {
             bos,
         })
     } else {
-        let tokenizer = Tokenizer::from_file(&args.model)?;
+        let tokenizer = TextTokenizer::open(&args.model)?;
         let model = Llama::from_hf_dir(&args.model, &Device::Cpu)?;
         let bos = tokenizer.prepended_bos()?;
         Ok(Loaded {
             source: Box::new(model),
-            tokenize: Box::new(move |text| Ok(tokenizer.encode(text, true)?)),
+            tokenize: Box::new(move |text| tokenizer.encode(text)),
             bos,
         })
     }

@@ -13,7 +13,9 @@ use shuku_distill::{
 };
 use shuku_eval::PerplexityProtocol;
 use shuku_model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
-use shuku_model::{Llama, Tokenizer};
+use shuku_model::Llama;
+
+use crate::text_tokenizer::TextTokenizer;
 use shuku_prune::{
     calibration_samples, GqaPolicy, Importance, Method, NmPattern, Owl, PruneReport, Pruner, Scope,
     StructuredSpec,
@@ -310,9 +312,9 @@ fn run_in_pool(args: &Args, outtype: OutType) -> Result<()> {
             .with_context(|| format!("cannot load {}", args.model.display()))
     };
     let model = load()?;
-    let tokenizer = Tokenizer::from_file(&args.model)?;
+    let tokenizer = TextTokenizer::open(&args.model)?;
     let calib_tokens = match &args.calib {
-        Some(path) => tokenizer.encode(&read_text(path)?, true)?,
+        Some(path) => tokenizer.encode(&read_text(path)?)?,
         None => Vec::new(),
     };
     let samples = if calib_tokens.is_empty() {
@@ -327,7 +329,7 @@ fn run_in_pool(args: &Args, outtype: OutType) -> Result<()> {
     };
     let eval = match &args.eval {
         Some(path) => {
-            let tokens = tokenizer.encode(&read_text(path)?, true)?;
+            let tokens = tokenizer.encode(&read_text(path)?)?;
             let protocol = PerplexityProtocol {
                 n_ctx: args.eval_ctx,
                 n_chunks: args.eval_chunks,

@@ -238,6 +238,25 @@ pub fn gguf_metadata(
     Ok(meta)
 }
 
+/// The `tokenizer.*` keys for the folder: from its HF tokenizer files, or, for a folder imported from a
+/// GGUF ([`crate::gguf_to_hf_dir`]), copied from its vocabulary file.
+fn tokenizer_keys(dir: &Path, options: &ExportOptions) -> Result<Vec<(String, shuku_gguf::Value)>> {
+    let has = |name: &str| dir.join(name).is_file();
+    if !has("tokenizer.json") && !has("tokenizer.model") && has(crate::VOCAB_GGUF) {
+        let vocab = shuku_gguf::GgufFile::open(dir.join(crate::VOCAB_GGUF))?;
+        return Ok(vocab
+            .metadata()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect());
+    }
+    Ok(tok_export::export_dir(
+        dir,
+        options.tokenizer_pre.as_deref(),
+    )?)
+}
+
 /// Converts the HF folder `dir` to the GGUF file `out`, one tensor at a time.
 ///
 /// `progress(done, total, tensor)` is called before each tensor. Nothing is left at `out` on failure.
@@ -261,7 +280,7 @@ pub fn convert_hf_dir(
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".into())
     });
-    let tokenizer = tok_export::export_dir(dir, options.tokenizer_pre.as_deref())?;
+    let tokenizer = tokenizer_keys(dir, options)?;
     let meta = gguf_metadata(&config, &name, encoder.file_type(), tokenizer)?;
     // llama.cpp's converter writes the generated RoPE factor tensors first, always as F32.
     let generated = config.gguf_generated_tensors();

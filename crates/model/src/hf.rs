@@ -13,10 +13,19 @@ use crate::model::Llama;
 use crate::safetensors_dir::{shard_files, SafetensorsDir, INDEX, SINGLE};
 
 /// Tokenizer files copied next to a saved model, when the source has them.
-const TOKENIZER_FILES: [&str; 3] = [
+/// Files that hold a vocabulary: HF's fast tokenizer, SentencePiece's model, or the tokenizer keys of a
+/// GGUF file the model was imported from ([`crate::VOCAB_GGUF`]).
+const VOCABULARY_FILES: [&str; 3] = ["tokenizer.json", "tokenizer.model", crate::VOCAB_GGUF];
+
+/// Every tokenizer file a model folder may carry.
+const TOKENIZER_FILES: [&str; 7] = [
     "tokenizer.json",
+    "tokenizer.model",
+    crate::VOCAB_GGUF,
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
 ];
 
 fn not_found(path: &Path, what: &str) -> ModelError {
@@ -140,24 +149,32 @@ fn online_snapshot(repo_id: &str, revision: &str) -> Result<PathBuf> {
 }
 
 /// Copies the tokenizer files from `src` (a directory, or a `tokenizer.json` path) into `dst`.
+/// Copies the tokenizer files of `src` (a folder, or a `tokenizer.json` / `tokenizer.model` /
+/// `tokenizer.gguf` file whose siblings come along) into `dst`; at least one tokenizer must be there.
 fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
-    let (dir, main) = if src.is_dir() {
-        (src.to_path_buf(), src.join("tokenizer.json"))
+    let dir = if src.is_dir() {
+        src.to_path_buf()
     } else {
-        (
-            src.parent().map(Path::to_path_buf).unwrap_or_default(),
-            src.to_path_buf(),
-        )
+        src.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    if !main.is_file() {
-        return Err(not_found(&main, "tokenizer.json not found"));
+    let present: Vec<PathBuf> = TOKENIZER_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    let has_vocabulary = present.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| VOCABULARY_FILES.iter().any(|v| n == *v))
+    });
+    if !has_vocabulary {
+        return Err(not_found(
+            &dir,
+            "no tokenizer.json, tokenizer.model or tokenizer.gguf in this folder",
+        ));
     }
-    fs::copy(&main, dst.join("tokenizer.json")).map_err(|e| ModelError::io(&main, e))?;
-    for name in &TOKENIZER_FILES[1..] {
-        let p = dir.join(name);
-        if p.is_file() {
-            fs::copy(&p, dst.join(name)).map_err(|e| ModelError::io(&p, e))?;
-        }
+    for p in present {
+        let name = p.file_name().unwrap_or_default();
+        fs::copy(&p, dst.join(name)).map_err(|e| ModelError::io(&p, e))?;
     }
     Ok(())
 }

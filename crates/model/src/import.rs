@@ -98,3 +98,34 @@ pub(crate) fn layer_heads(config: &LlamaConfig, hf_name: &str) -> Option<usize> 
 pub(crate) fn rotary_permuted(arch: &str) -> bool {
     matches!(arch, "llama" | "deci")
 }
+
+/// The file name of a vocabulary-only GGUF in an HF folder: the `tokenizer.*` keys of the GGUF a model
+/// was imported from, so that converting the folder back writes the same tokenizer (llama.cpp reads its
+/// own vocabulary files the same way: `ggml-vocab-*.gguf`).
+pub const VOCAB_GGUF: &str = "tokenizer.gguf";
+
+/// Writes `out` as a GGUF holding only `src`'s `general.architecture` and `tokenizer.*` keys, no tensors.
+pub fn write_vocab_gguf(src: &GgufFile, out: &Path, overwrite: bool) -> Result<()> {
+    let mut meta = shuku_gguf::Metadata::new();
+    for (k, v) in src.metadata().iter() {
+        if k == "general.architecture" || k.starts_with("tokenizer.") {
+            meta.push_new(k.to_string(), v.clone())?;
+        }
+    }
+    shuku_gguf::GgufWriter::options()
+        .overwrite(overwrite)
+        .create(out, &meta, vec![])?
+        .finish()?;
+    Ok(())
+}
+
+/// Converts a GGUF file into an HF folder that every shuku tool reads: `config.json`, f32
+/// `model.safetensors` and the file's vocabulary as [`VOCAB_GGUF`]. Nothing is left at `out` on failure.
+pub fn gguf_to_hf_dir(gguf: &Path, out: &Path, overwrite: bool) -> Result<Llama> {
+    let model = Llama::from_gguf(gguf, &Device::Cpu)?;
+    let file = GgufFile::open(gguf)?;
+    let staging = tempfile::tempdir().map_err(|e| ModelError::io(gguf, e))?;
+    write_vocab_gguf(&file, &staging.path().join(VOCAB_GGUF), false)?;
+    model.save_hf_dir(out, Some(staging.path()), overwrite)?;
+    Ok(model)
+}

@@ -48,6 +48,7 @@ pub use calibration::{Calibration, CalibrationOptions, LinearStats};
 pub use config::{Activation, LayerDims, LlamaConfig, ModelType, RopeScaling};
 pub use error::{ConfigProblem, ModelError, Result};
 pub use hf::{load_safetensors, resolve_hub_dir};
+pub use import::{gguf_to_hf_dir, write_vocab_gguf, VOCAB_GGUF};
 pub use layout::{SliceBy, TensorRole, TensorSpec};
 pub use model::{BeforeGroup, KvCache, LinearObserver, Llama};
 pub use safetensors_dir::{SafetensorsDir, TensorEntry};

@@ -1,0 +1,68 @@
+//! The tokenizer of a model, however it is stored: a GGUF file's vocabulary, an HF folder's
+//! `tokenizer.json`, or the vocabulary GGUF of a folder imported from a GGUF file
+//! ([`shuku_model::VOCAB_GGUF`]). GGUF vocabularies are read by shuku-infer's llama.cpp-conformant
+//! tokenizers, so a folder imported from a GGUF tokenizes exactly as the GGUF did.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use shuku_gguf::GgufFile;
+
+/// Text to token ids with a model's own tokenizer.
+pub enum TextTokenizer {
+    /// HF `tokenizer.json`.
+    Hf(shuku_model::Tokenizer),
+    /// A GGUF vocabulary.
+    Gguf(Box<shuku_infer::Tokenizer>),
+}
+
+impl TextTokenizer {
+    /// The tokenizer of `model`: a GGUF file, or an HF folder with `tokenizer.json` or a vocabulary GGUF.
+    pub fn open(model: &Path) -> Result<Self> {
+        let gguf = |path: &Path| -> Result<Self> {
+            let file = GgufFile::open(path)?;
+            let tok = shuku_infer::Tokenizer::from_gguf(&file)
+                .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
+            Ok(TextTokenizer::Gguf(Box::new(tok)))
+        };
+        if model.is_file() {
+            return gguf(model);
+        }
+        if model.join("tokenizer.json").is_file() {
+            return Ok(TextTokenizer::Hf(shuku_model::Tokenizer::from_file(model)?));
+        }
+        let vocab = model.join(shuku_model::VOCAB_GGUF);
+        if vocab.is_file() {
+            return gguf(&vocab);
+        }
+        bail!(
+            "{}: no tokenizer.json or {} to tokenize text with",
+            model.display(),
+            shuku_model::VOCAB_GGUF
+        )
+    }
+
+    /// Token ids of `text`, with the BOS token the tokenizer adds to a sequence.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(match self {
+            TextTokenizer::Hf(t) => t.encode(text, true)?,
+            TextTokenizer::Gguf(t) => t.encode(text, true, false)?,
+        })
+    }
+
+    /// The BOS token [`TextTokenizer::encode`] prepends, if any.
+    pub fn prepended_bos(&self) -> Result<Option<u32>> {
+        Ok(match self {
+            TextTokenizer::Hf(t) => t.prepended_bos()?,
+            TextTokenizer::Gguf(t) => t.bos().filter(|_| t.add_bos()),
+        })
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(match self {
+            TextTokenizer::Hf(t) => t.decode(ids, false)?,
+            TextTokenizer::Gguf(t) => t.decode(ids),
+        })
+    }
+}
