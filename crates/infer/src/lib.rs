@@ -2,7 +2,7 @@
 //!
 //! * [`tokenizer`]: llama.cpp-compatible tokenizers built from a GGUF file's vocabulary.
 //! * [`engine`]: the model itself — [`Engine::load`] maps the file, keeps every weight in the
-//!   mapping, and runs llama, qwen2, gemma3 and phi3 models with llama.cpp's numerics
+//!   mapping, and runs llama, qwen2, qwen3, gemma3 and phi3 models with llama.cpp's numerics
 //!   (activations quantized like its CPU backend, f16 KV cache). [`Engine`] implements
 //!   [`shuku_eval::LogitsSource`], so its perplexity is computed by the same code as the trainer's.
 //! * [`generate`]: streaming generation ([`Engine::generate`]) with stop strings and a
@@ -24,7 +24,8 @@ pub mod tokenizer;
 pub use cache::{CachedResponse, PrefixCache, ResponseCache};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use engine::{
-    Arch, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeStyle, Session,
+    Arch, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeScaling, RopeStyle,
+    Session,
 };
 pub use generate::{FinishReason, Generate, GeneratedToken, Generation, GenerationParams, Prompt};
 pub use grammar::{generate_json, GrammarError, GrammarVocab, JsonSchemaConstraint};

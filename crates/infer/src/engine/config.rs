@@ -16,6 +16,11 @@ pub enum Arch {
     Llama,
     /// `qwen2`: biases on Q, K and V; NEOX (rotate-half) RoPE.
     Qwen2,
+    /// `qwen3` (dense): qwen2's layout without the Q/K/V biases, plus an RMSNorm of every Q and K
+    /// head (`attn_q_norm`/`attn_k_norm`, one weight of `head_dim` shared by the heads) between the
+    /// projections and RoPE. Its head width (`attention.key_length`) need not be
+    /// `n_embd / n_head`.
+    Qwen3,
     /// `gemma3`: Q/K norms, post-attention and post-FFN norms, GELU FFN, embedding scale,
     /// sliding-window attention on 5 of every 6 layers.
     Gemma3,
@@ -34,6 +39,7 @@ impl Arch {
             // layer kinds (head count or KV head count 0) are refused when the layers are read.
             "llama" | "deci" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
             "gemma3" => Ok(Arch::Gemma3),
             "phi3" => Ok(Arch::Phi3),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
@@ -45,6 +51,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
             Arch::Phi3 => "phi3",
         }
@@ -56,6 +63,25 @@ impl Arch {
     pub fn scales_q(self) -> bool {
         matches!(self, Arch::Gemma3 | Arch::Phi3)
     }
+
+    /// Whether every layer must have per-head RMSNorms of Q and K (llama.cpp requires the
+    /// tensors for these families and refuses a file without them).
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Arch::Gemma3 | Arch::Qwen3)
+    }
+}
+
+/// `{arch}.rope.scaling.type`, as llama.cpp reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeScaling {
+    /// `none`: no position scaling, whatever `rope.scaling.factor` says.
+    None,
+    /// `linear`, also what an absent key means (llama.cpp's default): positions divided by
+    /// `rope.scaling.factor`.
+    Linear,
+    /// `longrope`: linear's position scale plus per-pair factors chosen by the context (tensors
+    /// `rope_factors_long`/`rope_factors_short`).
+    LongRope,
 }
 
 /// How RoPE pairs dimensions.
@@ -80,6 +106,10 @@ pub struct LayerConfig {
     pub sliding_window: Option<usize>,
     /// RoPE base frequency of this layer.
     pub rope_base: f32,
+    /// RoPE position scale of this layer: the model's for full-attention layers, 1 for
+    /// sliding-window ones (llama.cpp scales only the global layers, as Gemma 3 4B+ is trained:
+    /// linear factor 8 on its global layers only).
+    pub rope_freq_scale: f32,
 }
 
 /// Everything the forward pass needs to know about a model.
@@ -99,7 +129,10 @@ pub struct ModelConfig {
     pub n_rot: usize,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// RoPE position scale (`1 / rope.scaling.factor` for linear scaling, else 1).
+    /// How the file scales RoPE; decides which frequency-factor tensors the llama family reads.
+    pub rope_scaling: RopeScaling,
+    /// RoPE position scale of the full-attention layers (`1 / rope.scaling.factor`, 1 without
+    /// scaling). Sliding-window layers keep their own ([`LayerConfig::rope_freq_scale`]).
     pub rope_freq_scale: f32,
     /// Magnitude scale of the rotated dimensions (`rope.scaling.attn_factor`, else 1). LongRoPE
     /// models (Phi-3 128k) are converted with `sqrt(1 + ln(s) / ln(n_ctx_orig))` there, and
@@ -165,8 +198,10 @@ impl ModelConfig {
         if h0 == 0 {
             return Err(key_err(k("attention.head_count"), "layer 0 has no heads"));
         }
+        // Each width defaults to `n_embd / n_head` on its own, as in llama.cpp: a file giving only
+        // `key_length` does not set the value width.
         let head_dim = p.key_length.map_or(n_embd / h0, |v| v as usize);
-        let head_dim_v = p.value_length.map_or(head_dim, |v| v as usize);
+        let head_dim_v = p.value_length.map_or(n_embd / h0, |v| v as usize);
         for (i, (&h, &hkv)) in n_head.iter().zip(&n_head_kv).enumerate() {
             if h == 0 || hkv == 0 || h % hkv != 0 {
                 return Err(key_err(
@@ -182,27 +217,8 @@ impl ModelConfig {
                 format!("{n_rot} rotated dimensions for heads of {head_dim}"),
             ));
         }
-        let rope_freq_scale = match file.opt_str(&k("rope.scaling.type")).map_err(map_gguf)? {
-            None | Some("none") => 1.0,
-            // LongRoPE's per-dimension factors are tensors (`rope_factors_*`); llama.cpp reads its
-            // position scale the same way as linear scaling's.
-            Some("linear" | "longrope") => {
-                let f = file
-                    .opt_f32(&k("rope.scaling.factor"))
-                    .map_err(map_gguf)?
-                    .unwrap_or(1.0);
-                if f <= 0.0 {
-                    return Err(key_err(k("rope.scaling.factor"), "must be positive"));
-                }
-                1.0 / f
-            }
-            Some(other) => {
-                return Err(key_err(
-                    k("rope.scaling.type"),
-                    format!("RoPE scaling `{other}` is not supported"),
-                ))
-            }
-        };
+        check_head_widths(arch, head_dim, head_dim_v, n_rot, &k)?;
+        let (rope_scaling, rope_freq_scale) = rope_scaling(file, &k)?;
         let token_embd = file
             .tensor_info("token_embd.weight")
             .ok_or_else(|| EngineError::MissingTensor("token_embd.weight".into()))?;
@@ -229,7 +245,7 @@ impl ModelConfig {
             ),
             // phi3's `attention.sliding_window` is read by llama.cpp and then switched off (its
             // conversions do not record which layers are local), so every layer attends fully.
-            Arch::Qwen2 | Arch::Phi3 => (
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => (
                 RopeStyle::Neox,
                 None,
                 1.0 / (head_dim as f32).sqrt(),
@@ -266,6 +282,11 @@ impl ModelConfig {
                 } else {
                     rope_base
                 },
+                rope_freq_scale: if swa[i].is_some() {
+                    1.0
+                } else {
+                    rope_freq_scale
+                },
             })
             .collect();
         let rope_attn_factor = file
@@ -294,6 +315,7 @@ impl ModelConfig {
             head_dim_v,
             n_rot,
             rope_style,
+            rope_scaling,
             rope_freq_scale,
             rope_attn_factor,
             n_ctx_orig,
@@ -310,6 +332,69 @@ impl ModelConfig {
     pub fn n_layer(&self) -> usize {
         self.layers.len()
     }
+}
+
+/// Refuses head widths that llama.cpp's graph for `arch` does not accept (it asserts or throws on
+/// them, so there is no llama.cpp behaviour to match): llama, deci, qwen2 and qwen3 need V heads as
+/// wide as Q/K heads and RoPE over the whole head; phi3 needs the equal widths only (it rotates
+/// part of the head).
+fn check_head_widths(
+    arch: Arch,
+    head_dim: usize,
+    head_dim_v: usize,
+    n_rot: usize,
+    k: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let (equal_widths, full_rotation) = match arch {
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => (true, true),
+        Arch::Phi3 => (true, false),
+        Arch::Gemma3 => (false, false),
+    };
+    let name = arch.name();
+    if equal_widths && head_dim_v != head_dim {
+        return Err(key_err(
+            k("attention.value_length"),
+            format!("{name} needs value heads as wide as key heads ({head_dim}), not {head_dim_v}"),
+        ));
+    }
+    if full_rotation && n_rot != head_dim {
+        return Err(key_err(
+            k("rope.dimension_count"),
+            format!("{name} rotates whole heads of {head_dim}, not {n_rot} dimensions"),
+        ));
+    }
+    Ok(())
+}
+
+/// `rope.scaling.type` and the position scale it implies, read as llama.cpp reads them: an absent
+/// type means `linear`; the factor is `rope.scaling.factor`, else the older `rope.scale_linear`,
+/// and 0 or absent means no scaling; `none` never scales. Types the engine does not implement
+/// (YaRN, or anything llama.cpp would not recognise) are refused rather than run unscaled.
+fn rope_scaling(file: &GgufFile, k: &dyn Fn(&str) -> String) -> Result<(RopeScaling, f32)> {
+    let kind = match file.opt_str(&k("rope.scaling.type")).map_err(map_gguf)? {
+        None | Some("linear") => RopeScaling::Linear,
+        Some("none") => RopeScaling::None,
+        Some("longrope") => RopeScaling::LongRope,
+        Some(other) => {
+            return Err(key_err(
+                k("rope.scaling.type"),
+                format!("RoPE scaling `{other}` is not supported"),
+            ))
+        }
+    };
+    let mut factor_key = k("rope.scaling.factor");
+    let mut factor = file.opt_f32(&factor_key).map_err(map_gguf)?;
+    if factor.is_none() {
+        factor_key = k("rope.scale_linear");
+        factor = file.opt_f32(&factor_key).map_err(map_gguf)?;
+    }
+    let scale = match factor {
+        _ if kind == RopeScaling::None => 1.0,
+        None | Some(0.0) => 1.0,
+        Some(f) if f.is_finite() && f > 0.0 => 1.0 / f,
+        Some(f) => return Err(key_err(factor_key, format!("{f} is not a positive factor"))),
+    };
+    Ok((kind, scale))
 }
 
 /// Gemma 3's sliding-window layers: `attention.sliding_window` sets the window; the pattern is

@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// `general.architecture` names a model family the engine has no forward pass for.
-    #[error("unsupported architecture `{0}` (supported: llama, deci, qwen2, gemma3, phi3)")]
+    #[error("unsupported architecture `{0}` (supported: llama, deci, qwen2, qwen3, gemma3, phi3)")]
     UnsupportedArchitecture(String),
     /// A required metadata key is absent.
     #[error("missing GGUF key `{0}`")]
@@ -48,6 +48,15 @@ pub enum EngineError {
         expected: Vec<u64>,
         /// Its dimensions in the file.
         found: Vec<u64>,
+    },
+    /// The file holds a tensor that the family's forward pass has no use for, where running without
+    /// it would silently compute another model (llama.cpp refuses such files too).
+    #[error("tensor `{name}` is not used: {why}")]
+    UnusedTensor {
+        /// Tensor name.
+        name: String,
+        /// Why the model has no place for it.
+        why: String,
     },
     /// A tensor's bytes cannot be read by the kernels (misaligned or not a whole number of blocks).
     #[error("tensor `{name}`: {why}")]

@@ -30,7 +30,7 @@ use shuku_gguf::GgufFile;
 
 use crate::tokenizer::Tokenizer;
 use attention::{attend, AttnShape};
-pub use config::{Arch, LayerConfig, ModelConfig, RopeStyle};
+pub use config::{Arch, LayerConfig, ModelConfig, RopeScaling, RopeStyle};
 pub use error::{EngineError, Result};
 use kernels::QActs;
 use ops::Rope;
@@ -252,25 +252,24 @@ impl Engine {
 
         // LongRoPE picks its factors from the sequence's context, as llama.cpp from `n_ctx_seq`.
         let rope_factors = w.rope_factors.select(session.context(), cfg.n_ctx_orig);
-        let mut ropes: Vec<(f32, Rope)> = Vec::new();
+        // One table per (base, scale) pair: Gemma 3's local and global layers differ in both.
+        let mut ropes: Vec<((f32, f32), Rope)> = Vec::new();
         let mut h = vec![0f32; n * e];
         for (il, (lw, lc)) in w.layers.iter().zip(&cfg.layers).enumerate() {
-            if !ropes.iter().any(|(b, _)| *b == lc.rope_base) {
+            let key = (lc.rope_base, lc.rope_freq_scale);
+            if !ropes.iter().any(|(k, _)| *k == key) {
                 let r = Rope::new(
                     pos0,
                     n,
                     cfg.n_rot,
                     lc.rope_base,
-                    cfg.rope_freq_scale,
+                    lc.rope_freq_scale,
                     rope_factors,
                     cfg.rope_attn_factor,
                 );
-                ropes.push((lc.rope_base, r));
+                ropes.push((key, r));
             }
-            let rope = ropes
-                .iter()
-                .find(|(b, _)| *b == lc.rope_base)
-                .map(|(_, r)| r);
+            let rope = ropes.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
 
             // Attention.
             h.copy_from_slice(&x);
@@ -340,7 +339,7 @@ impl Engine {
             let (mut g, u) = self.project2(&h, n, [&lw.gate, &lw.up]);
             match cfg.arch {
                 Arch::Gemma3 => ops::geglu(&mut g, &u),
-                Arch::Llama | Arch::Qwen2 | Arch::Phi3 => ops::swiglu(&mut g, &u),
+                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => ops::swiglu(&mut g, &u),
             }
             let mut d = vec![0f32; n * e];
             self.mat(&lw.down).matmul(&g, n, &mut d);

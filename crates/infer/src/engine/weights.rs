@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use shuku_gguf::{GgmlType, GgufFile, TensorType};
 
-use super::config::{Arch, ModelConfig};
+use super::config::{Arch, ModelConfig, RopeScaling};
 use super::error::{EngineError, Result};
 use super::kernels::{is_supported, KernelError, QMatrix};
 use super::rope_factors::RopeFactors;
@@ -74,9 +74,9 @@ pub struct LayerWeights {
     pub bv: Option<Vec<f32>>,
     /// Output bias.
     pub bo: Option<Vec<f32>>,
-    /// Per-head RMSNorm of Q (gemma3).
+    /// Per-head RMSNorm of Q (gemma3, qwen3).
     pub q_norm: Option<Vec<f32>>,
-    /// Per-head RMSNorm of K (gemma3).
+    /// Per-head RMSNorm of K (gemma3, qwen3).
     pub k_norm: Option<Vec<f32>>,
     /// RMSNorm of the attention output before the residual add (gemma3).
     pub post_attn_norm: Option<Vec<f32>>,
@@ -250,13 +250,14 @@ impl Weights {
             let k_out = lc.n_head_kv * cfg.head_dim;
             let v_out = lc.n_head_kv * cfg.head_dim_v;
             let o_in = lc.n_head * cfg.head_dim_v;
-            let gemma_norm = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
-                if gemma {
+            let norm = |s: &str, len: usize, required: bool| -> Result<Option<Vec<f32>>> {
+                if required {
                     l.vector(&n(s), len).map(Some)
                 } else {
                     l.opt_vector(&n(s), len)
                 }
             };
+            let qk_norm = cfg.arch.has_qk_norm();
             let Qkv {
                 w: [wq, wk, wv],
                 b: [bq, bk, bv],
@@ -272,14 +273,14 @@ impl Weights {
                 bk,
                 bv,
                 bo: l.opt_vector(&n("attn_output.bias"), e)?,
-                q_norm: gemma_norm("attn_q_norm.weight", cfg.head_dim)?,
-                k_norm: gemma_norm("attn_k_norm.weight", cfg.head_dim)?,
-                post_attn_norm: gemma_norm("post_attention_norm.weight", e)?,
+                q_norm: norm("attn_q_norm.weight", cfg.head_dim, qk_norm)?,
+                k_norm: norm("attn_k_norm.weight", cfg.head_dim, qk_norm)?,
+                post_attn_norm: norm("post_attention_norm.weight", e, gemma)?,
                 ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
                 gate,
                 up,
                 down: l.matrix(&n("ffn_down.weight"), lc.n_ff, e)?,
-                post_ffn_norm: gemma_norm("post_ffw_norm.weight", e)?,
+                post_ffn_norm: norm("post_ffw_norm.weight", e, gemma)?,
             });
         }
         Ok(Weights {
@@ -349,20 +350,49 @@ fn load_gate_up(
     ])
 }
 
-/// `rope_freqs.weight` for every family; LongRoPE's long and short sets for phi3 only (the families
-/// whose llama.cpp graphs read them). Each set holds one factor per rotated pair.
+/// The RoPE frequency factors llama.cpp's graph for the family rotates with, each set one factor
+/// per rotated pair:
+/// * llama and deci: `rope_freqs.weight` (Llama 3.1's divisors, used whatever the context), or,
+///   when `rope.scaling.type` is `longrope`, the long and short sets instead;
+/// * phi3: the long and short sets;
+/// * qwen2, qwen3, gemma3: none.
+///
+/// A factor tensor the family does not read is refused: llama.cpp refuses such a file (it counts
+/// every tensor it does not load), and rotating without factors the file carries would give
+/// another model.
 fn load_rope_factors(l: &Loader, cfg: &ModelConfig) -> Result<RopeFactors> {
+    const FREQS: &str = "rope_freqs.weight";
+    const LONG: &str = "rope_factors_long.weight";
+    const SHORT: &str = "rope_factors_short.weight";
+    let read: &[&str] = match cfg.arch {
+        Arch::Llama if cfg.rope_scaling == RopeScaling::LongRope => &[LONG, SHORT],
+        Arch::Llama => &[FREQS],
+        Arch::Phi3 => &[LONG, SHORT],
+        Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => &[],
+    };
+    for name in [FREQS, LONG, SHORT] {
+        if !read.contains(&name) && l.file.tensor_info(name).is_some() {
+            return Err(EngineError::UnusedTensor {
+                name: name.to_string(),
+                why: format!(
+                    "`{}` RoPE with scaling {:?} takes no such factors",
+                    cfg.arch.name(),
+                    cfg.rope_scaling
+                ),
+            });
+        }
+    }
     let pairs = cfg.n_rot / 2;
-    let longrope = |name: &str| -> Result<Option<Vec<f32>>> {
-        if cfg.arch == Arch::Phi3 {
+    let get = |name: &str| -> Result<Option<Vec<f32>>> {
+        if read.contains(&name) {
             l.opt_vector(name, pairs)
         } else {
             Ok(None)
         }
     };
     Ok(RopeFactors {
-        freqs: l.opt_vector("rope_freqs.weight", pairs)?,
-        long: longrope("rope_factors_long.weight")?,
-        short: longrope("rope_factors_short.weight")?,
+        freqs: get(FREQS)?,
+        long: get(LONG)?,
+        short: get(SHORT)?,
     })
 }

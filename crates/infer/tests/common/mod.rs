@@ -13,6 +13,7 @@ use std::process::Command;
 
 pub mod parity;
 pub mod peer;
+pub mod random_model;
 pub mod tiny_vocab;
 
 /// A model from `$SHUKU_ASSETS/gguf`.
