@@ -37,5 +37,5 @@ echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
 cargo test -p shuku-infer --test llama_cpp_parity --test perplexity --test phi3_parity --test memory_speed \
-  --test json_schema -- \
+  --test json_schema --test qwen3_parity --test rope_scaling_parity -- \
   --ignored --test-threads 1

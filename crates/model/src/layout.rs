@@ -218,6 +218,26 @@ impl LlamaConfig {
         )
     }
 
+    /// The HF file tensor that holds the model tensor `model_name`: itself, or for Phi-3's q/k/v and
+    /// gate/up the fused matrix that stacks it.
+    pub fn file_name_of(&self, model_name: &str) -> String {
+        if self.model_type.fused_projections() {
+            if let Some((layer, suffix)) = split_layer_name(model_name) {
+                let fused = if QKV_PARTS.contains(&suffix) {
+                    Some("self_attn.qkv_proj.weight")
+                } else if GATE_UP_PARTS.contains(&suffix) {
+                    Some("mlp.gate_up_proj.weight")
+                } else {
+                    None
+                };
+                if let Some(f) = fused {
+                    return format!("{}{f}", layer_prefix(layer));
+                }
+            }
+        }
+        model_name.to_string()
+    }
+
     /// Number of parameters (tied embeddings counted once).
     pub fn n_params(&self) -> usize {
         self.tensor_specs()

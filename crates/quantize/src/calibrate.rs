@@ -48,7 +48,8 @@ pub fn collect_imatrix(
             "the calibration text is shorter than one chunk".into(),
         ));
     }
-    let arch = model.config().to_arch_params()?.arch;
+    let config = model.config();
+    let arch = config.gguf_arch()?;
     let mut out = Imatrix {
         datasets: vec![dataset.to_string()],
         chunk_count: chunks.len() as u32,
@@ -61,14 +62,20 @@ pub fn collect_imatrix(
             std::slice::from_ref(chunk),
             CalibrationOptions::default(),
         )?;
+        // Linears that share an input and a fused GGUF matrix (Phi-3's q/k/v) count once.
+        let mut seen = std::collections::HashSet::new();
         for hf_name in cal.weights() {
             if hf_name == "lm_head.weight" {
+                continue;
+            }
+            let file_name = config.file_name_of(hf_name);
+            if !seen.insert(file_name.clone()) {
                 continue;
             }
             let Some(stats) = cal.get(hf_name) else {
                 continue;
             };
-            let gguf = shuku_gguf::names::hf_to_gguf_arch(&arch, hf_name).ok_or_else(|| {
+            let gguf = shuku_gguf::names::hf_to_gguf_arch(arch, &file_name).ok_or_else(|| {
                 QuantizeError::Calibration(format!("no GGUF name for {hf_name} in {arch}"))
             })?;
             let e = out.entries.entry(gguf).or_insert_with(|| ImatrixEntry {

@@ -36,7 +36,7 @@ impl Quantizer {
             })?;
             q = q.imatrix("calibration text (target-bpw)", m);
         }
-        let arch = model.config().to_arch_params()?.arch;
+        let arch = model.config().gguf_arch()?;
         // The baseline plan says which tensors are quantized at all (norms and the like are not).
         let base = rules::plan_types(tensors, facts, q.ftype, &q.options)?;
         let mut fixed_bytes = 0u64;
@@ -45,7 +45,7 @@ impl Quantizer {
         for (t, &ty) in tensors.iter().zip(&base.types) {
             let n: u64 = t.ne.iter().map(|&d| d as u64).product();
             n_elements += n;
-            let hf = shuku_gguf::names::gguf_to_hf_arch(&arch, &t.name);
+            let hf = shuku_gguf::names::gguf_to_hf_arch(arch, &t.name);
             match hf {
                 Some(hf_name) if ty.is_quantized() && t.ne.len() == 2 => {
                     candidates.push(Candidate {
@@ -95,28 +95,54 @@ impl Quantizer {
         progress: &mut dyn FnMut(usize, usize, &str),
     ) -> Result<HashMap<String, Vec<u8>>> {
         let config = model.config();
-        let arch = config.to_arch_params()?.arch;
+        let arch = config.gguf_arch()?;
         let mut targets = Vec::new();
         let mut gguf_of = HashMap::new();
+        // A fused GGUF matrix (Phi-3's attn_qkv, ffn_up) is the model's separate linears stacked by rows;
+        // each part is GPTQ-quantized on its own and the rows' blocks are concatenated.
+        let mut fused: Vec<(String, Vec<String>)> = Vec::new();
         for job in jobs {
             let linear = job.shape.name.starts_with("blk.") && job.shape.ne.len() == 2;
             if !linear || job.shape.ty == job.to || !job.to.is_quantized() {
                 continue;
             }
-            let Some(hf) = shuku_gguf::names::gguf_to_hf_arch(&arch, &job.shape.name) else {
+            let Some(hf) = shuku_gguf::names::gguf_to_hf_arch(arch, &job.shape.name) else {
                 continue;
             };
-            gguf_of.insert(hf.clone(), job.shape.name.clone());
-            targets.push(GptqTarget {
-                hf_name: hf,
-                ty: job.to,
-                importance: job.weights.clone(),
-            });
+            let parts = match config.fused_parts(&hf) {
+                Some(parts) => {
+                    let names: Vec<String> = parts.into_iter().map(|(n, _)| n).collect();
+                    fused.push((job.shape.name.clone(), names.clone()));
+                    names
+                }
+                None => {
+                    gguf_of.insert(hf.clone(), job.shape.name.clone());
+                    vec![hf]
+                }
+            };
+            for hf_name in parts {
+                targets.push(GptqTarget {
+                    hf_name,
+                    ty: job.to,
+                    importance: job.weights.clone(),
+                });
+            }
         }
         let by_hf = gptq(model, &targets, options, &mut |done, total| {
             progress(done, total, "GPTQ")
         })?;
+        let mut by_hf = by_hf;
         let mut out = HashMap::new();
+        for (gguf, parts) in fused {
+            let mut bytes = Vec::new();
+            for part in &parts {
+                let b = by_hf.remove(part).ok_or_else(|| {
+                    QuantizeError::Calibration(format!("{part}: GPTQ returned no rows"))
+                })?;
+                bytes.extend(b);
+            }
+            out.insert(gguf, bytes);
+        }
         for (hf, bytes) in by_hf {
             let Some(gguf) = gguf_of.remove(&hf) else {
                 continue;

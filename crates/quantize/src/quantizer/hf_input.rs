@@ -25,9 +25,9 @@ impl Quantizer {
         progress: &mut dyn FnMut(usize, usize, &str),
     ) -> Result<Report> {
         let config = LlamaConfig::from_file(input.join("config.json"))?;
-        let arch = config.to_arch_params()?.arch;
+        let arch = config.gguf_arch()?.to_string();
         let mut tensors = Vec::new();
-        for spec in config.tensor_specs() {
+        for spec in config.file_tensor_specs() {
             let name = shuku_gguf::names::hf_to_gguf_arch(&arch, &spec.name).ok_or_else(|| {
                 QuantizeError::BadInput {
                     file: input.to_path_buf(),
