@@ -11,6 +11,8 @@ use std::process::Command;
 
 use shuku_testkit::{asset, llamacpp, python, run, shared_dir as shared};
 
+mod families;
+
 fn shuku() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shuku"))
 }

@@ -1,0 +1,320 @@
+//! Every model family against its peers, on tiny random models that HF `transformers` made
+//! (`scripts/hf-reference.sh`, `crates/model/tests/families/`): shuku-model's logits and greedy tokens
+//! against transformers', `shuku convert` against llama.cpp's own `convert_hf_to_gguf.py` on the same
+//! folder, and llama.cpp's greedy decoding of shuku's GGUF against shuku-infer's.
+//!
+//! Each case prints one row of the family table in docs/families.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use shuku_gguf::{GgufFile, Value};
+use shuku_model::Llama;
+
+use super::{convert, engine_greedy_text, llama_simple};
+
+/// Where `scripts/hf-reference.sh` put the cases; fails loudly when it has not run.
+fn families_dir() -> PathBuf {
+    let dir = shuku_testkit::assets_dir().join("families");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/hf-reference.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// `reference.safetensors`: tokens, transformers' logits and greedy continuation.
+struct Reference {
+    tokens: Vec<u32>,
+    logits: Tensor,
+    greedy: Vec<u32>,
+}
+
+fn reference(case: &Path) -> Reference {
+    let path = case.join("reference.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = |name: &str| -> Vec<u32> {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect()
+    };
+    let logits = st.tensor("logits").unwrap();
+    let values: Vec<f32> = logits
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Reference {
+        tokens: ids("tokens"),
+        logits: Tensor::from_vec(values, logits.shape(), &Device::Cpu).unwrap(),
+        greedy: ids("greedy"),
+    }
+}
+
+/// Largest |shuku − transformers| over all logits, and the largest |logit|.
+fn logits_gap(model: &Llama, r: &Reference) -> (f32, f32) {
+    let input = Tensor::new(r.tokens.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let ours = model.forward(&input, None).unwrap().squeeze(0).unwrap();
+    let max = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    (max(&(ours - &r.logits).unwrap()), max(&r.logits))
+}
+
+/// The metadata keys a converter's output is compared on: the architecture's hyper-parameters, the
+/// tokenizer and the file type (not `general.name` and the other descriptive keys, which llama.cpp
+/// derives from the folder name).
+fn compared_metadata(file: &GgufFile) -> BTreeMap<String, Value> {
+    let arch = file.get_str("general.architecture").unwrap().to_string();
+    file.metadata()
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(&format!("{arch}.")) || k.starts_with("tokenizer.") || {
+                *k == "general.architecture" || *k == "general.file_type"
+            }
+        })
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Differences between two GGUF files: metadata keys and values, tensor names, shapes, types and bytes.
+fn gguf_differences(ours: &Path, theirs: &Path) -> Vec<String> {
+    let (a, b) = (
+        GgufFile::open(ours).unwrap(),
+        GgufFile::open(theirs).unwrap(),
+    );
+    let (ma, mb) = (compared_metadata(&a), compared_metadata(&b));
+    let mut out = Vec::new();
+    for k in ma
+        .keys()
+        .chain(mb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (ma.get(k), mb.get(k)) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => out.push(format!("metadata {k}: shuku {x:?}, llama.cpp {y:?}")),
+        }
+    }
+    let names = |f: &GgufFile| -> std::collections::BTreeSet<String> {
+        f.tensor_infos().iter().map(|t| t.name.clone()).collect()
+    };
+    let (na, nb) = (names(&a), names(&b));
+    for n in na.symmetric_difference(&nb) {
+        out.push(format!(
+            "tensor {n} only in {}",
+            if na.contains(n) { "shuku" } else { "llama.cpp" }
+        ));
+    }
+    for n in na.intersection(&nb) {
+        let (ta, tb) = (a.tensor(n).unwrap(), b.tensor(n).unwrap());
+        if ta.info.shape() != tb.info.shape() || ta.info.ttype != tb.info.ttype {
+            out.push(format!(
+                "tensor {n}: shuku {:?} {:?}, llama.cpp {:?} {:?}",
+                ta.info.ttype,
+                ta.info.shape(),
+                tb.info.ttype,
+                tb.info.shape()
+            ));
+        } else if ta.bytes != tb.bytes {
+            // The RoPE factor tensors are computed from the config by both converters, in f32 by
+            // llama.cpp's and in f64 rounded to f32 by shuku: allow a last-bit difference there only.
+            let to_f32 = |v: &shuku_gguf::TensorView| -> Vec<f32> {
+                v.to_tensor(&Device::Cpu)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let generated = n.starts_with("rope_");
+            let worst = to_f32(&ta)
+                .iter()
+                .zip(to_f32(&tb))
+                .map(|(x, y)| ((x - y) / y.abs().max(1e-30)).abs())
+                .fold(0f32, f32::max);
+            if !generated || worst > 1e-6 {
+                out.push(format!(
+                    "tensor {n}: data differs (largest relative difference {worst:e})"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The engine's prompt ids and greedy continuation (stopping at end of generation, as llama-simple).
+fn engine_greedy_ids(gguf: &Path, prompt: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
+    use shuku_infer::{Engine, EngineOptions};
+    let engine = Engine::load(
+        gguf,
+        EngineOptions {
+            threads: 2,
+            context: 512,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = engine.tokenizer().encode(prompt, true, true).unwrap();
+    let generated = engine.generate_greedy(&ids, n).unwrap();
+    (ids, generated)
+}
+
+/// What one case measured.
+struct Row {
+    case: String,
+    logits_gap: f32,
+    logits_scale: f32,
+    greedy_equal: bool,
+    convert_differences: Vec<String>,
+    llama_cpp_text: String,
+    engine_text: String,
+    /// Max |logit| difference between the model imported from llama.cpp's GGUF and the HF one.
+    import_gap: f32,
+    /// Greedy tokens of shuku-model equal shuku-infer's on the converted GGUF, for as long as the
+    /// engine generates.
+    model_equals_engine: bool,
+}
+
+fn check_case(case: &str) -> Row {
+    let dir = families_dir().join(case);
+    let hf = dir.join("hf");
+    let model = Llama::from_hf_dir(&hf, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{case}: shuku-model cannot load it: {e}"));
+    let r = reference(&dir);
+    let (gap, scale) = logits_gap(&model, &r);
+    let greedy = model
+        .generate_greedy(&r.tokens[..8], r.greedy.len())
+        .unwrap();
+
+    let out = std::env::temp_dir().join(format!("shuku-family-{case}-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let gguf = out.join("shuku-f32.gguf");
+    convert(&hf, &gguf, "f32");
+    let theirs = dir.join("llamacpp-f32.gguf");
+    assert!(
+        theirs.is_file(),
+        "{}: llama.cpp's converter output is missing",
+        theirs.display()
+    );
+    let convert_differences = gguf_differences(&gguf, &theirs);
+
+    let imported = Llama::from_gguf(&theirs, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{case}: cannot import llama.cpp's GGUF: {e}"));
+    let input = Tensor::new(r.tokens.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let import_gap = (model.forward(&input, None).unwrap()
+        - imported.forward(&input, None).unwrap())
+    .unwrap()
+    .abs()
+    .unwrap()
+    .max_all()
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+
+    let prompt = "The king said";
+    let n = 24;
+    let llama_cpp_text = llama_simple(&gguf, prompt, n);
+    let engine_text = engine_greedy_text(&gguf, prompt, n);
+    let (prompt_ids, engine_ids) = engine_greedy_ids(&gguf, prompt, n);
+    let model_ids = model.generate_greedy(&prompt_ids, n).unwrap();
+    let model_equals_engine = model_ids[..engine_ids.len()] == engine_ids[..];
+    std::fs::remove_dir_all(&out).ok();
+    Row {
+        case: case.to_string(),
+        logits_gap: gap,
+        logits_scale: scale,
+        greedy_equal: greedy == r.greedy,
+        convert_differences,
+        llama_cpp_text,
+        engine_text,
+        import_gap,
+        model_equals_engine,
+    }
+}
+
+fn print_row(r: &Row) {
+    let eq = |b: bool| if b { "=" } else { "≠" };
+    println!(
+        "| {} | max |Δlogit| {:.2e} (logits up to {:.1}) | greedy 16 {} | convert {} | GGUF import max |Δ| {:.1e} | llama-simple {} shuku-infer {} shuku-model |",
+        r.case,
+        r.logits_gap,
+        r.logits_scale,
+        eq(r.greedy_equal),
+        if r.convert_differences.is_empty() { "identical".to_string() } else { format!("{} differences", r.convert_differences.len()) },
+        r.import_gap,
+        eq(r.llama_cpp_text.trim_end() == r.engine_text.trim_end()),
+        eq(r.model_equals_engine),
+    );
+    for d in &r.convert_differences {
+        println!("    {d}");
+    }
+    if r.llama_cpp_text.trim_end() != r.engine_text.trim_end() {
+        println!(
+            "    llama-simple: {:?}\n    shuku-infer:  {:?}",
+            r.llama_cpp_text, r.engine_text
+        );
+    }
+}
+
+/// The full check: logits within 1e-4 of transformers', the same greedy tokens, a GGUF equal to
+/// llama.cpp's converter's, and llama.cpp decoding it as shuku-infer does.
+fn assert_family(case: &str) {
+    let r = check_case(case);
+    print_row(&r);
+    assert!(
+        r.logits_gap <= 1e-4,
+        "{case}: logits differ from transformers' by {}",
+        r.logits_gap
+    );
+    assert!(
+        r.greedy_equal,
+        "{case}: greedy tokens differ from transformers'"
+    );
+    assert!(
+        r.convert_differences.is_empty(),
+        "{case}: the GGUF differs from llama.cpp's converter's"
+    );
+    assert_eq!(
+        r.llama_cpp_text.trim_end(),
+        r.engine_text.trim_end(),
+        "{case}: llama.cpp and shuku-infer differ"
+    );
+}
+
+macro_rules! family_tests {
+    ($($name:ident => $case:literal,)*) => {$(
+        #[test]
+        #[ignore = "conformance: needs scripts/hf-reference.sh's models and llama.cpp; run by scripts/test.sh"]
+        fn $name() {
+            assert_family($case);
+        }
+    )*};
+}
+
+family_tests! {
+    family_llama => "llama",
+    family_llama3 => "llama3",
+    family_llama3_legacy_config => "llama3-legacy-config",
+    family_mistral_without_window => "mistral-nowindow",
+    family_qwen2 => "qwen2",
+    family_qwen3 => "qwen3",
+    family_phi3_plain => "phi3-plain",
+    family_gemma3 => "gemma3-headdim-scale",
+}
