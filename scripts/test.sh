@@ -4,6 +4,8 @@
 #   - llama.cpp's tools, the peer we measure against, from ../shared/scripts/build-llamacpp.sh
 # then runs the unit/integration tests (offline) and the conformance checks against llama.cpp
 # (the test profile optimises dependencies, so the numeric checks run at near-release speed).
+#   - tiny random models of every family by HF transformers, and llama.cpp's converter on them
+#     (scripts/hf-reference.sh)
 # Assets are cached in $SHUKU_ASSETS (default ~/.cache/shuku-assets) and $LLAMACPP_HOME
 # (default ~/.cache/shuku-llamacpp); both scripts are idempotent.
 set -euo pipefail
@@ -18,6 +20,10 @@ echo "==> assets: $SHUKU_ASSETS"
 bash "$SHUKU_SHARED/scripts/fetch-models.sh" "$SHUKU_ASSETS" >/dev/null
 echo "==> llama.cpp tools: $LLAMACPP_HOME"
 bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
+# Tiny random models of every family made by HF transformers, with their logits and llama.cpp's
+# converter output (the family conformance checks); a Python venv with torch and transformers.
+echo "==> family reference models: $SHUKU_ASSETS/families"
+bash scripts/hf-reference.sh "$SHUKU_ASSETS/families"
 # Greedy decoding through llama.cpp's library with every step's logits recorded (the logits check).
 bash crates/infer/tests/peer/build.sh
 # llama.cpp's own ggml_quantize_chunk on raw rows (the quantizers' byte-identity check).
