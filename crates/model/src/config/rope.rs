@@ -286,8 +286,18 @@ fn parse_scaling(
         }
     };
     // Every field of the object must be understood: an unread field could change the angles.
+    // transformers 5 moves `partial_rotary_factor` in here; only full rotation is implemented.
+    if let Some(v) = src.obj.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+        if v.as_f64() != Some(1.0) {
+            return Err(f.err(
+                &src.name("partial_rotary_factor"),
+                ConfigProblem::Unsupported(format!("{v} (only 1.0: rotation of the whole head)")),
+            ));
+        }
+    }
     for key in src.obj.keys() {
-        let general = ["rope_type", "type", "rope_theta"].contains(&key.as_str());
+        let general =
+            ["rope_type", "type", "rope_theta", "partial_rotary_factor"].contains(&key.as_str());
         if !general && !known.contains(&key.as_str()) && !src.obj[key].is_null() {
             return Err(f.err(
                 &src.name(key),
