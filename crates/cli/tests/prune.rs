@@ -92,6 +92,37 @@ fn structured_pruning_writes_a_smaller_standard_model_and_its_gguf() {
     assert!(gguf.is_file());
 }
 
+/// A family whose llama.cpp architecture has one width for every layer (qwen3 here) gets a typed error
+/// for uneven widths instead of a GGUF llama.cpp would misread; the pruned folder is still written.
+#[test]
+fn uneven_widths_in_a_family_llama_cpp_cannot_hold_are_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base_dir().join("config.json")).unwrap())
+            .unwrap();
+    json["model_type"] = "qwen3".into();
+    json["architectures"] = serde_json::json!(["Qwen3ForCausalLM"]);
+    json.as_object_mut().unwrap().remove("mlp_bias");
+    let config = LlamaConfig::from_json(&json, "qwen3/config.json").unwrap();
+    let model = Llama::random(config, 3, &candle_core::Device::Cpu).unwrap();
+    let src = tmp.path().join("qwen3");
+    model.save_hf_dir(&src, Some(&base_dir()), false).unwrap();
+
+    let (out, gguf) = (tmp.path().join("pruned"), tmp.path().join("pruned.gguf"));
+    let err = run_err(
+        prune(&src, &out, &["--structured", "heads=0.25"])
+            .arg("--gguf")
+            .arg(&gguf),
+    );
+    assert!(
+        err.contains("per-layer widths") && err.contains("qwen3"),
+        "{err}"
+    );
+    assert!(!gguf.exists());
+    let pruned = LlamaConfig::from_file(out.join("config.json")).unwrap();
+    assert!(!pruned.is_uniform());
+}
+
 /// Wanda asked for more calibration samples than a short text holds.
 fn short_calibration(out: &Path) -> Command {
     let short = out.with_file_name("short.txt");
