@@ -281,6 +281,35 @@ pub enum Error {
     /// Tokenizer export: the pre-tokenizer matches no known llama.cpp `tokenizer.ggml.pre`.
     #[error("tokenizer: unrecognised pre-tokenizer {0}; pass an explicit `pre` override")]
     UnknownPreTokenizer(String),
+    /// Tokenizer export: a tokenizer file is not valid JSON.
+    #[error("{}: invalid JSON: {source}", file.display())]
+    TokenizerJson {
+        /// The file.
+        file: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// Tokenizer export: a field of a tokenizer file is missing or holds something the export
+    /// cannot use.
+    #[error("{}: `{field}`: {problem}", file.display())]
+    TokenizerField {
+        /// The file (or, for a missing file, the folder's file that was looked for).
+        file: PathBuf,
+        /// The field, as a JSON path (`model.vocab`, `added_tokens[3].id`).
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A SentencePiece `tokenizer.model` that is not a well-formed `ModelProto`.
+    #[error("sentencepiece model: {field} at byte {offset}: {problem}")]
+    SentencePiece {
+        /// The protobuf message or field being read.
+        field: String,
+        /// Byte offset in the file.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 fn version_hint(v: u32) -> &'static str {

@@ -49,6 +49,7 @@ pub mod metadata;
 pub mod names;
 pub mod permute;
 pub mod reader;
+pub mod sentencepiece;
 pub mod tokenizer;
 pub mod types;
 pub mod value;

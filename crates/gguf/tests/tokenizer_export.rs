@@ -45,7 +45,7 @@ fn assert_same(ours: &[(String, Value)], f: &GgufFile, keys: &[&str]) {
 #[test]
 fn smollm2_matches_llama_cpp_conversion() {
     let dir = asset("hf/SmolLM2-135M-Instruct-f32");
-    let ours = export_dir(&dir, None).unwrap_or_else(|e| panic!("{e}"));
+    let ours = export_dir(&dir, Some("smollm")).unwrap_or_else(|e| panic!("{e}"));
     let f = GgufFile::open(asset("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
     assert_same(
         &ours,

@@ -136,6 +136,15 @@ pub enum ModelError {
         /// The library's message.
         message: String,
     },
+    /// A byte-level BPE tokenizer whose llama.cpp check hash is not in llama.cpp's table, so its
+    /// `tokenizer.ggml.pre` is unknown.
+    #[error("{}: unknown BPE pre-tokenizer (llama.cpp check hash {hash}); pass --tokenizer-pre NAME with the llama.cpp pre-tokenizer it uses", file.display())]
+    UnknownPreTokenizer {
+        /// The `tokenizer.json`.
+        file: PathBuf,
+        /// SHA-256 of the check text's token ids, as llama.cpp computes it.
+        hash: String,
+    },
     /// The hub could not provide a file.
     #[error("hub {repo}@{revision}: {file}: {message}")]
     Hub {

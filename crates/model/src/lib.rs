@@ -53,4 +53,5 @@ pub use layout::{SliceBy, TensorRole, TensorSpec};
 pub use model::{BeforeGroup, KvCache, LinearObserver, Llama};
 pub use safetensors_dir::{SafetensorsDir, TensorEntry};
 pub use surgery::{KeptLayer, ShrinkPlan};
+pub use tokenizer::tokenizer_metadata;
 pub use tokenizer::Tokenizer;

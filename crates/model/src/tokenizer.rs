@@ -1,6 +1,12 @@
-//! A thin wrapper over the `tokenizers` crate with errors that name the file.
+//! A thin wrapper over the `tokenizers` crate with errors that name the file, and the GGUF
+//! tokenizer metadata that needs it ([`tokenizer_metadata`]).
+
+mod metadata;
+mod pre_hash;
 
 use std::path::{Path, PathBuf};
+
+pub use metadata::tokenizer_metadata;
 
 use crate::error::{ModelError, Result};
 
