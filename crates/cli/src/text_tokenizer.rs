@@ -11,7 +11,7 @@ use shuku_gguf::GgufFile;
 /// Text to token ids with a model's own tokenizer.
 pub enum TextTokenizer {
     /// HF `tokenizer.json`.
-    Hf(shuku_model::Tokenizer),
+    Hf(Box<shuku_model::Tokenizer>),
     /// A GGUF vocabulary.
     Gguf(Box<shuku_infer::Tokenizer>),
 }
@@ -29,7 +29,8 @@ impl TextTokenizer {
             return gguf(model);
         }
         if model.join("tokenizer.json").is_file() {
-            return Ok(TextTokenizer::Hf(shuku_model::Tokenizer::from_file(model)?));
+            let tok = shuku_model::Tokenizer::from_file(model)?;
+            return Ok(TextTokenizer::Hf(Box::new(tok)));
         }
         let vocab = model.join(shuku_model::VOCAB_GGUF);
         if vocab.is_file() {

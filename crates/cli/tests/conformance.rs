@@ -180,7 +180,9 @@ fn smollm2_perplexity_matches_llama_perplexity() {
     );
 }
 
-/// glassllm reshaped into another member of the family, saved as an HF folder in `dir`.
+/// glassllm reshaped into another member of the family, saved as an HF folder in `dir` with glassllm's
+/// GGUF vocabulary (`tokenizer.gguf`): its `tokenizer.json` is a SentencePiece-style BPE that llama.cpp's
+/// converter reads as such only for the llama architecture.
 fn glassllm_variant(
     dir: &Path,
     edit: impl FnOnce(
@@ -196,7 +198,12 @@ fn glassllm_variant(
     edit(&mut config, &mut tensors);
     let variant = shuku_model::Llama::from_named_tensors(config, tensors).unwrap();
     let out = dir.join("variant");
-    variant.save_hf_dir(&out, Some(&src), false).unwrap();
+    let vocab = dir.join("vocab");
+    std::fs::create_dir_all(&vocab).unwrap();
+    let gguf =
+        shuku_gguf::GgufFile::open(shared().join("data/models/glassllm-en-f16.gguf")).unwrap();
+    shuku_model::write_vocab_gguf(&gguf, &vocab.join(shuku_model::VOCAB_GGUF), false).unwrap();
+    variant.save_hf_dir(&out, Some(&vocab), false).unwrap();
     out
 }
 

@@ -15,8 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use shuku_gguf::{
-    names, permute, tokenizer as tok_export, GeneralMeta, GgmlType, GgufWriter, LlamaFileType,
-    Metadata, TensorDesc,
+    names, permute, GeneralMeta, GgmlType, GgufWriter, LlamaFileType, Metadata, TensorDesc,
 };
 
 use crate::config::LlamaConfig;
@@ -240,7 +239,11 @@ pub fn gguf_metadata(
 
 /// The `tokenizer.*` keys for the folder: from its HF tokenizer files, or, for a folder imported from a
 /// GGUF ([`crate::gguf_to_hf_dir`]), copied from its vocabulary file.
-fn tokenizer_keys(dir: &Path, options: &ExportOptions) -> Result<Vec<(String, shuku_gguf::Value)>> {
+fn tokenizer_keys(
+    dir: &Path,
+    config: &LlamaConfig,
+    options: &ExportOptions,
+) -> Result<Vec<(String, shuku_gguf::Value)>> {
     let has = |name: &str| dir.join(name).is_file();
     if !has("tokenizer.json") && !has("tokenizer.model") && has(crate::VOCAB_GGUF) {
         let vocab = shuku_gguf::GgufFile::open(dir.join(crate::VOCAB_GGUF))?;
@@ -251,10 +254,12 @@ fn tokenizer_keys(dir: &Path, options: &ExportOptions) -> Result<Vec<(String, sh
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect());
     }
-    Ok(tok_export::export_dir(
+    crate::tokenizer_metadata(
         dir,
+        config.gguf_arch()?,
+        config.vocab_size,
         options.tokenizer_pre.as_deref(),
-    )?)
+    )
 }
 
 /// Converts the HF folder `dir` to the GGUF file `out`, one tensor at a time.
@@ -280,7 +285,7 @@ pub fn convert_hf_dir(
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".into())
     });
-    let tokenizer = tokenizer_keys(dir, options)?;
+    let tokenizer = tokenizer_keys(dir, &config, options)?;
     let meta = gguf_metadata(&config, &name, encoder.file_type(), tokenizer)?;
     // llama.cpp's converter writes the generated RoPE factor tensors first, always as F32.
     let generated = config.gguf_generated_tensors();

@@ -81,13 +81,11 @@ impl LlamaConfig {
     /// The core `{arch}.*` hyper-parameters (shuku-gguf's typed view).
     pub fn to_arch_params(&self) -> Result<ArchParams> {
         let arch = self.gguf_arch()?;
-        let heads0 = self.layers.first().map_or(0, |l| l.n_heads);
-        let implicit = heads0 > 0
-            && self.hidden_size % heads0 == 0
-            && self.hidden_size / heads0 == self.head_dim;
         let head_dim = to_u32("head_dim", self.head_dim)?;
         let llama = matches!(arch, "llama" | "deci");
-        let explicit_kv = !implicit || self.model_type == ModelType::Gemma3;
+        // llama.cpp's converter writes key/value_length when config.json states head_dim (gemma3's
+        // always; phi3's never).
+        let explicit_kv = self.states_head_dim() || self.model_type == ModelType::Gemma3;
         Ok(ArchParams {
             arch: arch.to_string(),
             context_length: to_u32("max_position_embeddings", self.max_position_embeddings)?,
@@ -365,6 +363,7 @@ impl LlamaConfig {
             vocab_size,
             hidden_size,
             head_dim,
+            explicit_head_dim: p.key_length.is_some(),
             rms_norm_eps: f32_to_f64(p.rms_norm_eps),
             rope_theta: f32_to_f64(p.rope_freq_base),
             rope_local_theta: gemma

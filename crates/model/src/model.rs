@@ -354,6 +354,8 @@ impl Block {
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     seq_len: usize,
+    /// The tokens cached so far `[B, seq_len]`, for models whose cached keys go stale (LongRoPE).
+    tokens: Option<Tensor>,
 }
 
 impl KvCache {
@@ -362,6 +364,7 @@ impl KvCache {
         Self {
             layers: vec![None; config.num_hidden_layers()],
             seq_len: 0,
+            tokens: None,
         }
     }
 
@@ -374,6 +377,7 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.seq_len = 0;
+        self.tokens = None;
     }
 }
 
@@ -619,6 +623,28 @@ impl Llama {
             Some(c) => c.seq_len,
             None => 0,
         };
+        if let (
+            Some(c),
+            RopeScaling::LongRope {
+                original_max_position_embeddings: original,
+                ..
+            },
+        ) = (cache.as_deref_mut(), &self.config.rope_scaling)
+        {
+            let all = match &c.tokens {
+                Some(prev) => Tensor::cat(&[prev, tokens], 1)?,
+                None => tokens.clone(),
+            };
+            if offset > 0 && offset <= *original && offset + t > *original {
+                // The cached keys were rotated with the short factors; past the original context every
+                // position uses the long ones. transformers' generate drops its cache at this step and
+                // recomputes; so does this.
+                c.clear();
+                let logits = self.forward_observed(&all, Some(&mut *c), observer)?;
+                return Ok(logits.narrow(1, offset, t)?);
+            }
+            c.tokens = Some(all);
+        }
         let ctx = self.pass_context(b, t, offset)?;
         let mut x = self.embed_checked(tokens)?;
         for (li, blk) in self.blocks.iter().enumerate() {

@@ -186,6 +186,7 @@ impl ShrinkPlan {
     pub fn shrunk_config(&self, config: &LlamaConfig) -> Result<LlamaConfig> {
         self.validate(config)?;
         let mut out = config.clone();
+        out.explicit_head_dim = true;
         out.layers = self
             .layers
             .iter()

@@ -49,8 +49,9 @@ fn per_layer_widths_become_gguf_arrays() {
         PerLayer::Layers(vec![341, 341, 200, 341])
     );
     assert_eq!(p.head_count, PerLayer::Layers(vec![4, 4, 2, 4]));
-    assert_eq!(
-        p.key_length, None,
-        "head_dim is hidden/heads for layer 0, so llama.cpp derives it"
-    );
+    // glassllm's config.json states head_dim, so llama.cpp's converter writes key_length; without it
+    // (hidden / heads of layer 0 is the head width) nothing is written and llama.cpp derives it.
+    assert_eq!(p.key_length, Some(32));
+    c.explicit_head_dim = false;
+    assert_eq!(c.to_arch_params().unwrap().key_length, None);
 }

@@ -179,6 +179,8 @@ struct Row {
     logits_gap: f32,
     logits_scale: f32,
     greedy_equal: bool,
+    /// shuku-model's and transformers' greedy tokens, when they differ.
+    greedy_pair: Option<(Vec<u32>, Vec<u32>)>,
     convert_differences: Vec<String>,
     llama_cpp_text: String,
     engine_text: String,
@@ -241,6 +243,7 @@ fn check_case(case: &str) -> Row {
         logits_gap: gap,
         logits_scale: scale,
         greedy_equal: greedy == r.greedy,
+        greedy_pair: (greedy != r.greedy).then(|| (greedy.clone(), r.greedy.clone())),
         convert_differences,
         llama_cpp_text,
         engine_text,
@@ -264,6 +267,9 @@ fn print_row(r: &Row) {
     );
     for d in &r.convert_differences {
         println!("    {d}");
+    }
+    if let Some((ours, theirs)) = &r.greedy_pair {
+        println!("    greedy shuku-model:  {ours:?}\n    greedy transformers: {theirs:?}");
     }
     if r.llama_cpp_text.trim_end() != r.engine_text.trim_end() {
         println!(
@@ -299,6 +305,12 @@ fn assert_family(case: &str, same_semantics: bool) {
         r.engine_text.trim_end(),
         "{case}: llama.cpp and shuku-infer differ"
     );
+    if same_semantics {
+        assert!(
+            r.model_equals_engine,
+            "{case}: shuku-model and shuku-infer differ"
+        );
+    }
 }
 
 macro_rules! family_tests {

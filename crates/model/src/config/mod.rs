@@ -174,6 +174,9 @@ pub struct LlamaConfig {
     pub hidden_size: usize,
     /// Per-head width (explicit in HF `head_dim`, else `hidden_size / num_attention_heads`).
     pub head_dim: usize,
+    /// Whether `config.json` states `head_dim` (then it is written back, and llama.cpp's converter writes
+    /// `attention.key_length`); always so when it differs from `hidden_size / num_attention_heads`.
+    pub explicit_head_dim: bool,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
     /// RoPE base frequency (of the full-attention layers).
@@ -243,6 +246,7 @@ impl LlamaConfig {
         let n_layers = f.positive("num_hidden_layers")?;
         let mut layers = Self::parse_layers(&f, n_layers)?;
 
+        let explicit_head_dim = f.present("head_dim").is_some();
         let head_dim = match f.usize_opt("head_dim")? {
             Some(0) => return Err(f.err("head_dim", ConfigProblem::Zero)),
             Some(d) => d,
@@ -310,6 +314,7 @@ impl LlamaConfig {
             vocab_size,
             hidden_size,
             head_dim,
+            explicit_head_dim,
             rms_norm_eps,
             rope_theta: rope.theta,
             rope_local_theta: rope.local_theta,
@@ -570,6 +575,15 @@ impl LlamaConfig {
             .all(|w| w[0].widths() == w[1].widths())
     }
 
+    /// Whether `head_dim` must be written: stated in the source, or not `hidden_size / heads`.
+    pub(crate) fn states_head_dim(&self) -> bool {
+        let heads0 = self.layers.first().map_or(0, |l| l.n_heads);
+        self.explicit_head_dim
+            || heads0 == 0
+            || self.hidden_size % heads0 != 0
+            || self.hidden_size / heads0 != self.head_dim
+    }
+
     /// The attention score scale: `query_pre_attn_scalar^-1/2` where given (Gemma), else `head_dim^-1/2`.
     pub fn attention_scale(&self) -> f64 {
         1.0 / self
@@ -630,6 +644,11 @@ impl LlamaConfig {
         });
         if !matches!(self.model_type, ModelType::Gemma3 | ModelType::Phi3) {
             v["mlp_bias"] = json!(false);
+        }
+        if !self.states_head_dim() {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("head_dim");
+            }
         }
         if let RopeScaling::LongRope {
             original_max_position_embeddings,

@@ -287,7 +287,11 @@ fn parse_scaling(
     };
     // Every field of the object must be understood: an unread field could change the angles.
     // transformers 5 moves `partial_rotary_factor` in here; only full rotation is implemented.
-    if let Some(v) = src.obj.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+    if let Some(v) = src
+        .obj
+        .get("partial_rotary_factor")
+        .filter(|v| !v.is_null())
+    {
         if v.as_f64() != Some(1.0) {
             return Err(f.err(
                 &src.name("partial_rotary_factor"),
