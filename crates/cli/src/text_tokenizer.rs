@@ -1,7 +1,9 @@
 //! The tokenizer of a model, however it is stored: a GGUF file's vocabulary, an HF folder's
-//! `tokenizer.json`, or the vocabulary GGUF of a folder imported from a GGUF file
-//! ([`shuku_model::VOCAB_GGUF`]). GGUF vocabularies are read by shuku-infer's llama.cpp-conformant
-//! tokenizers, so a folder imported from a GGUF tokenizes exactly as the GGUF did.
+//! `tokenizer.json`, the vocabulary GGUF of a folder imported from a GGUF file
+//! ([`shuku_model::VOCAB_GGUF`]), or a SentencePiece `tokenizer.model`. GGUF vocabularies are read by
+//! shuku-infer's llama.cpp-conformant tokenizers, so a folder imported from a GGUF tokenizes exactly as
+//! the GGUF did; a `tokenizer.model` is turned into the GGUF vocabulary the export would write (no
+//! SentencePiece library needed) and read the same way, so text is tokenized as llama.cpp will.
 
 use std::path::Path;
 
@@ -36,11 +38,36 @@ impl TextTokenizer {
         if vocab.is_file() {
             return gguf(&vocab);
         }
+        if model.join("tokenizer.model").is_file() {
+            return Self::from_sentencepiece(model);
+        }
         bail!(
-            "{}: no tokenizer.json or {} to tokenize text with",
+            "{}: no tokenizer.json, tokenizer.model or {} to tokenize text with",
             model.display(),
             shuku_model::VOCAB_GGUF
         )
+    }
+
+    /// The folder's SentencePiece vocabulary as the GGUF export writes it, read by shuku-infer.
+    fn from_sentencepiece(dir: &Path) -> Result<Self> {
+        let config = shuku_model::LlamaConfig::from_file(dir.join("config.json"))?;
+        let mut meta = shuku_gguf::Metadata::new();
+        meta.push_new(
+            "general.architecture".into(),
+            shuku_gguf::Value::String(config.gguf_arch()?.into()),
+        )?;
+        for (k, v) in
+            shuku_model::tokenizer_metadata(dir, config.gguf_arch()?, config.vocab_size, None)?
+        {
+            meta.push_new(k, v)?;
+        }
+        let bytes = shuku_gguf::GgufWriter::options()
+            .create_in_memory(&meta, vec![])?
+            .finish_to_vec()?;
+        let file = GgufFile::from_bytes(bytes, dir.join("tokenizer.model"))?;
+        let tok = shuku_infer::Tokenizer::from_gguf(&file)
+            .with_context(|| format!("cannot read the tokenizer of {}", dir.display()))?;
+        Ok(TextTokenizer::Gguf(Box::new(tok)))
     }
 
     /// Token ids of `text`, with the BOS token the tokenizer adds to a sequence.

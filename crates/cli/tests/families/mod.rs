@@ -12,6 +12,8 @@ use candle_core::{Device, Tensor};
 use shuku_gguf::{GgufFile, Value};
 use shuku_model::Llama;
 
+use shuku_testkit::run;
+
 use super::{convert, engine_greedy_text, llama_simple};
 
 /// Where `scripts/hf-reference.sh` put the cases; fails loudly when it has not run.
@@ -189,6 +191,10 @@ struct Row {
     /// Greedy tokens of shuku-model equal shuku-infer's on the converted GGUF, for as long as the
     /// engine generates.
     model_equals_engine: bool,
+    /// Differences between `shuku quantize` and `llama-quantize` on the converted GGUF, per preset.
+    quantize_differences: Vec<String>,
+    /// After `shuku prune --structured ffn=0.25` and conversion: llama-simple's and shuku-infer's text.
+    pruned_texts: (String, String),
 }
 
 fn check_case(case: &str) -> Row {
@@ -237,6 +243,55 @@ fn check_case(case: &str) -> Row {
     let (prompt_ids, engine_ids) = engine_greedy_ids(&gguf, prompt, n);
     let model_ids = model.generate_greedy(&prompt_ids, n).unwrap();
     let model_equals_engine = model_ids[..engine_ids.len()] == engine_ids[..];
+
+    let mut quantize_differences = Vec::new();
+    for preset in ["Q8_0", "Q4_K_M"] {
+        let (ours, theirs) = (
+            out.join(format!("shuku-{preset}.gguf")),
+            out.join(format!("llama-{preset}.gguf")),
+        );
+        run(super::shuku()
+            .arg("quantize")
+            .arg(&gguf)
+            .arg(&ours)
+            .arg(preset));
+        run(
+            std::process::Command::new(shuku_testkit::llamacpp("llama-quantize"))
+                .arg(&gguf)
+                .arg(&theirs)
+                .arg(preset),
+        );
+        quantize_differences.extend(
+            gguf_differences(&ours, &theirs)
+                .into_iter()
+                .map(|d| format!("{preset}: {d}")),
+        );
+    }
+
+    let pruned = out.join("pruned");
+    let pruned_gguf = out.join("pruned.gguf");
+    run(super::shuku()
+        .arg("prune")
+        .arg("-m")
+        .arg(&hf)
+        .arg("-o")
+        .arg(&pruned)
+        .args([
+            "--structured",
+            "ffn=0.25",
+            "--nsamples",
+            "4",
+            "--seqlen",
+            "32",
+        ])
+        .arg("--calib")
+        .arg(shuku_testkit::shared("data/text/shakespeare.txt"))
+        .arg("--gguf")
+        .arg(&pruned_gguf));
+    let pruned_texts = (
+        llama_simple(&pruned_gguf, prompt, n),
+        engine_greedy_text(&pruned_gguf, prompt, n),
+    );
     std::fs::remove_dir_all(&out).ok();
     Row {
         case: case.to_string(),
@@ -249,6 +304,8 @@ fn check_case(case: &str) -> Row {
         engine_text,
         import_gap,
         model_equals_engine,
+        quantize_differences,
+        pruned_texts,
     }
 }
 
@@ -266,6 +323,18 @@ fn print_row(r: &Row) {
         eq(r.model_equals_engine),
     );
     for d in &r.convert_differences {
+        println!("    {d}");
+    }
+    println!(
+        "    quantize Q8_0, Q4_K_M: {}; pruned ffn 25 %: llama-simple {} shuku-infer",
+        if r.quantize_differences.is_empty() {
+            "identical to llama-quantize".to_string()
+        } else {
+            format!("{} differences", r.quantize_differences.len())
+        },
+        eq(r.pruned_texts.0.trim_end() == r.pruned_texts.1.trim_end()),
+    );
+    for d in &r.quantize_differences {
         println!("    {d}");
     }
     if let Some((ours, theirs)) = &r.greedy_pair {
@@ -304,6 +373,15 @@ fn assert_family(case: &str, same_semantics: bool) {
         r.llama_cpp_text.trim_end(),
         r.engine_text.trim_end(),
         "{case}: llama.cpp and shuku-infer differ"
+    );
+    assert!(
+        r.quantize_differences.is_empty(),
+        "{case}: shuku quantize differs from llama-quantize"
+    );
+    assert_eq!(
+        r.pruned_texts.0.trim_end(),
+        r.pruned_texts.1.trim_end(),
+        "{case}: llama.cpp and shuku-infer differ on the pruned model"
     );
     if same_semantics {
         assert!(
