@@ -371,9 +371,8 @@ fn the_embedded_base_model_runs_in_llama_cpp_with_the_same_greedy_tokens() {
     assert_llama_cpp_agrees(&hf, "ROMEO:", 32);
 }
 
-/// The engine's greedy text for `prompt`, printed the way llama-simple prints (prompt and generated
-/// pieces with special tokens rendered, stopping at end of generation).
-fn engine_greedy_text(gguf: &Path, prompt: &str, n: usize) -> String {
+/// The engine's prompt ids and greedy continuation (stopping at end of generation, as llama-simple).
+fn engine_greedy_ids(gguf: &Path, prompt: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
     use shuku_infer::{Engine, EngineOptions};
     let engine = Engine::load(
         gguf,
@@ -384,9 +383,17 @@ fn engine_greedy_text(gguf: &Path, prompt: &str, n: usize) -> String {
         },
     )
     .unwrap();
-    let tok = engine.tokenizer();
-    let ids = tok.encode(prompt, true, true).unwrap();
+    let ids = engine.tokenizer().encode(prompt, true, true).unwrap();
     let generated = engine.generate_greedy(&ids, n).unwrap();
+    (ids, generated)
+}
+
+/// The engine's greedy text for `prompt`, printed the way llama-simple prints (prompt and generated
+/// pieces with special tokens rendered, stopping at end of generation).
+fn engine_greedy_text(gguf: &Path, prompt: &str, n: usize) -> String {
+    let (ids, generated) = engine_greedy_ids(gguf, prompt, n);
+    let file = shuku_gguf::GgufFile::open(gguf).unwrap();
+    let tok = shuku_infer::Tokenizer::from_gguf(&file).unwrap();
     let bytes: Vec<u8> = ids
         .iter()
         .chain(&generated)

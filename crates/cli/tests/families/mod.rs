@@ -14,7 +14,7 @@ use shuku_model::Llama;
 
 use shuku_testkit::run;
 
-use super::{convert, engine_greedy_text, llama_simple};
+use super::{convert, engine_greedy_ids, engine_greedy_text, llama_simple};
 
 /// Where `scripts/hf-reference.sh` put the cases; fails loudly when it has not run.
 fn families_dir() -> PathBuf {
@@ -156,23 +156,6 @@ fn gguf_differences(ours: &Path, theirs: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// The engine's prompt ids and greedy continuation (stopping at end of generation, as llama-simple).
-fn engine_greedy_ids(gguf: &Path, prompt: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
-    use shuku_infer::{Engine, EngineOptions};
-    let engine = Engine::load(
-        gguf,
-        EngineOptions {
-            threads: 2,
-            context: 512,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let ids = engine.tokenizer().encode(prompt, true, true).unwrap();
-    let generated = engine.generate_greedy(&ids, n).unwrap();
-    (ids, generated)
 }
 
 /// What one case measured.
