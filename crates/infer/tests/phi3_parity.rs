@@ -18,10 +18,11 @@
 
 mod common;
 
+use common::random_model::{check_parity, load, logits, max_diff, values};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::parity::N_PREDICT;
 use shuku_gguf::writer::TensorDesc;
 use shuku_gguf::{GgmlType, GgufFile, GgufWriter, Metadata, Value};
 use shuku_infer::engine::kernels::quantize_for_tests;
@@ -107,20 +108,6 @@ const SPLIT_SWA: Variant = Variant {
     sliding_window: Some(8),
     ..MINI
 };
-
-/// Seeded uniform values with standard deviation `std`.
-fn values(n: usize, seed: u64, std: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let a = std * 3f32.sqrt();
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * a
-        })
-        .collect()
-}
 
 /// `1 + values`: norm weights near 1.
 fn near_one(n: usize, seed: u64) -> Vec<f32> {
@@ -264,29 +251,7 @@ fn write_phi3(dir: &Path, v: &Variant, phi3_vocab: Option<&Path>) -> PathBuf {
     w.finish().expect("finish")
 }
 
-fn load(path: &Path) -> Engine {
-    Engine::load(
-        path,
-        EngineOptions {
-            threads: 2,
-            context: 512,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 // ---- offline --------------------------------------------------------------------------------
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
-/// All-position logits of `prompt` in a fresh session of `n_ctx` positions.
-fn logits(engine: &Engine, prompt: &[u32], n_ctx: usize) -> Vec<f32> {
-    let mut s = engine.new_session_with_context(n_ctx);
-    engine.forward(&mut s, prompt, true).expect("forward")
-}
 
 const TINY_PROMPT: [u32; 7] = [1, 7, 9, 3, 30, 12, 40];
 
@@ -432,26 +397,6 @@ fn phi3_vocab() -> PathBuf {
     common::shared("data/vocab/ggml-vocab-phi-3.gguf")
 }
 
-/// [`common::parity::check`] on a model that must not be degenerate (too few distinct greedy
-/// tokens to test anything).
-fn check(model: &Path, prompt: &str) {
-    let engine = load(model);
-    let ids = engine
-        .tokenizer()
-        .encode(prompt, true, true)
-        .expect("tokenize");
-    let mut distinct = engine.generate_greedy(&ids, N_PREDICT).expect("generate");
-    distinct.sort_unstable();
-    distinct.dedup();
-    assert!(
-        distinct.len() >= 8,
-        "{}: degenerate model, {} distinct greedy tokens",
-        model.display(),
-        distinct.len()
-    );
-    common::parity::check(model, prompt);
-}
-
 /// `llama-quantize IN OUT TYPE` into `dir`; checks that the fused matrices got that type.
 fn quantize(input: &Path, dir: &Path, ttype: GgmlType) -> PathBuf {
     let out = dir.join(format!(
@@ -477,15 +422,15 @@ fn quantize(input: &Path, dir: &Path, ttype: GgmlType) -> PathBuf {
 fn phi3_fused_qkv_f32_and_q8_0_match_llama_simple() {
     let dir = tempfile::tempdir().expect("temp dir");
     let f32 = write_phi3(dir.path(), &MINI, Some(&phi3_vocab()));
-    check(&f32, PROMPT);
-    check(&quantize(&f32, dir.path(), GgmlType::Q8_0), PROMPT);
+    check_parity(&f32, PROMPT);
+    check_parity(&quantize(&f32, dir.path(), GgmlType::Q8_0), PROMPT);
 }
 
 #[test]
 #[ignore = "conformance: needs llama.cpp (build-llamacpp.sh)"]
 fn phi3_separate_qkv_with_sliding_window_matches_llama_simple() {
     let dir = tempfile::tempdir().expect("temp dir");
-    check(
+    check_parity(
         &write_phi3(dir.path(), &SPLIT_SWA, Some(&phi3_vocab())),
         PROMPT,
     );
@@ -496,8 +441,8 @@ fn phi3_separate_qkv_with_sliding_window_matches_llama_simple() {
 fn phi3_longrope_short_factors_match_llama_simple() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = write_phi3(dir.path(), &MINI_128K, Some(&phi3_vocab()));
-    check(&m, PROMPT);
-    check(&quantize(&m, dir.path(), GgmlType::Q8_0), PROMPT);
+    check_parity(&m, PROMPT);
+    check_parity(&quantize(&m, dir.path(), GgmlType::Q8_0), PROMPT);
 }
 
 #[test]
@@ -505,8 +450,8 @@ fn phi3_longrope_short_factors_match_llama_simple() {
 fn phi3_longrope_long_factors_gqa_partial_rope_match_llama_simple() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = write_phi3(dir.path(), &GQA_LONG, Some(&phi3_vocab()));
-    check(&m, PROMPT);
-    check(&quantize(&m, dir.path(), GgmlType::Q8_0), PROMPT);
+    check_parity(&m, PROMPT);
+    check_parity(&quantize(&m, dir.path(), GgmlType::Q8_0), PROMPT);
 }
 
 /// The chat template of Phi-3's vocabulary renders through minijinja, and its special tokens reach
@@ -541,5 +486,5 @@ fn phi3_chat_prompt_matches_llama_simple() {
         assert_eq!(id.len(), 1, "{special} is one token");
         assert!(ids.contains(&id[0]), "{special} in the prompt");
     }
-    check(&m, prompt);
+    check_parity(&m, prompt);
 }
