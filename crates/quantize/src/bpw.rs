@@ -90,7 +90,8 @@ pub fn choose_types(
         n += take;
     }
     let probe = Probe::new(model, &probe_chunks)?;
-    let weights: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    // The tensors as the GGUF stores them: Phi-3's fused matrices whole.
+    let weights: HashMap<String, Tensor> = model.file_tensors()?.into_iter().collect();
     let mut all = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
         let w = weights.get(&c.hf_name).ok_or_else(|| {
@@ -248,7 +249,8 @@ impl Probe {
         })
     }
 
-    /// Mean KL(full ‖ model with `hf_name` replaced by `values`) per token.
+    /// Mean KL(full ‖ model with `hf_name` replaced by `values`) per token. `hf_name` is a file tensor:
+    /// a fused one (Phi-3's `qkv_proj`) replaces each model tensor it stacks by its rows.
     fn kl_with(
         &self,
         model: &Llama,
@@ -256,7 +258,21 @@ impl Probe {
         values: &[f32],
         shape: (usize, usize),
     ) -> Result<f64> {
-        let original = model.weight(hf_name)?.copy()?;
+        let parts = model
+            .config()
+            .fused_parts(hf_name)
+            .unwrap_or_else(|| vec![(hf_name.to_string(), shape.0)]);
+        let mut originals = Vec::with_capacity(parts.len());
+        let mut row = 0;
+        for (name, rows) in &parts {
+            originals.push((name.clone(), model.weight(name)?.copy()?));
+            let part = values[row * shape.1..(row + rows) * shape.1].to_vec();
+            model.set_weight(
+                name,
+                Tensor::from_vec(part, (*rows, shape.1), &Device::Cpu)?,
+            )?;
+            row += rows;
+        }
         // The first step the weight takes part in: its layer, the head (lm_head), or the embedding
         // lookup (which, tied, is also the head).
         let n_layers = self.inputs.len() - 1;
@@ -265,12 +281,10 @@ impl Probe {
             "lm_head.weight" => Some(n_layers),
             _ => Some(layer_of(hf_name).unwrap_or(0)),
         };
-        model.set_weight(
-            hf_name,
-            Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)?,
-        )?;
         let kl = self.kl_from(model, first);
-        model.set_weight(hf_name, original)?;
+        for (name, original) in originals {
+            model.set_weight(&name, original)?;
+        }
         kl
     }
 

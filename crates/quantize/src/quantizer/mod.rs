@@ -267,14 +267,19 @@ impl Quantizer {
     }
 
     /// An importance matrix that weights none of the tensors being quantized is for another
-    /// model (llama-quantize would silently quantize without it).
+    /// model (llama-quantize would silently quantize without it). The token embedding (a lookup)
+    /// and the output matrix (llama-imatrix leaves it out unless asked) are in none, so they alone
+    /// do not count.
     fn check_imatrix_matches(&self, jobs: &[Job]) -> Result<()> {
         let Some((file, _)) = &self.imatrix else {
             return Ok(());
         };
-        let wanted = jobs
-            .iter()
-            .any(|j| j.shape.ty != j.to && j.to.uses_importance());
+        let wanted = jobs.iter().any(|j| {
+            j.shape.ty != j.to
+                && j.to.uses_importance()
+                && !is_token_embd(&j.shape.name)
+                && j.shape.name != "output.weight"
+        });
         if wanted && !jobs.iter().any(|j| j.weights.is_some()) {
             return Err(QuantizeError::ImatrixForAnotherModel {
                 file: PathBuf::from(file),
