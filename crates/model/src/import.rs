@@ -1,7 +1,7 @@
 //! GGUF → [`Llama`]: the inverse of [`crate::export`].
 //!
-//! Reads a GGUF of any supported architecture (llama, deci, qwen2, qwen3, phi3, gemma3; any tensor type
-//! candle can dequantize), maps GGUF names back to HF names, dequantizes to f32 and undoes what llama.cpp's
+//! Reads a GGUF of any supported architecture (llama, deci, qwen2, qwen3, phi3, gemma3; every tensor type
+//! shuku-quants decodes, others through candle), maps GGUF names back to HF names, dequantizes to f32 and undoes what llama.cpp's
 //! converter did: the rotary Q/K row permutation of the `llama` architecture and Gemma's `1 + w` norm
 //! gains. RoPE factor tensors become the config's [`crate::RopeScaling`]. The result is the same full-precision model the
 //! compression crates work on, so a GGUF from elsewhere can be pruned, distilled or re-quantized.
@@ -46,11 +46,7 @@ impl Llama {
                     found: view.info.shape(),
                 });
             }
-            let mut values: Vec<f32> = view
-                .to_tensor(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1()?;
+            let mut values = dequantized(&view)?;
             let heads = layer_heads(&config, &spec.name);
             if let (true, Some(n_head)) = (rotary_permuted(&arch), heads) {
                 let rows = spec.shape[0];
@@ -73,6 +69,26 @@ impl Llama {
         }
         Self::from_named_tensors(config, tensors)
     }
+}
+
+/// A tensor's values as f32, decoded by shuku-quants (llama.cpp's dequantizers, bit for bit) for every
+/// type it knows, by candle for the others.
+fn dequantized(view: &shuku_gguf::TensorView<'_>) -> Result<Vec<f32>> {
+    let n: usize = view.info.shape().iter().product();
+    if let Some(ty) = shuku_quants::QuantType::from_ggml_id(view.info.ttype.id()) {
+        let mut out = vec![0f32; n];
+        ty.dequantize(view.bytes, &mut out)
+            .map_err(|e| ModelError::Export {
+                tensor: view.info.name.clone(),
+                message: format!("cannot dequantize: {e}"),
+            })?;
+        return Ok(out);
+    }
+    Ok(view
+        .to_tensor(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?)
 }
 
 /// For a Q or K projection weight, the number of heads its rows are grouped in.
