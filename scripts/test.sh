@@ -34,6 +34,8 @@ cargo test --workspace
 
 echo "==> conformance: GGUF export and the full-precision model against llama.cpp and gguf-py"
 cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
+# tokenizer keys of every family case, key for key and in order, against llama.cpp's converter
+cargo test -p shuku-model --test tokenizer_metadata -- --ignored
 
 echo "==> conformance: quantizers and whole-model quantization against llama.cpp, byte for byte"
 cargo test -p shuku-quants --test llama_cpp_identity -- --ignored

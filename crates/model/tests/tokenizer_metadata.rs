@@ -277,21 +277,10 @@ fn families_differ_as_in_llama_cpp() {
     assert!(err.to_string().contains("tokenizer.model"), "{err}");
 }
 
-/// Where `scripts/hf-reference.sh` put the family cases; fails loudly when it has not run.
-fn families_dir() -> std::path::PathBuf {
-    let dir = shuku_testkit::assets_dir().join("families");
-    assert!(
-        dir.join(".stamp").is_file(),
-        "{} is missing: run scripts/hf-reference.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 #[ignore = "conformance: needs scripts/hf-reference.sh's family cases; run by scripts/test.sh"]
 fn every_family_case_matches_llama_cpps_converter_key_for_key() {
-    let root = families_dir();
+    let root = shuku_testkit::families_dir();
     let mut cases: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())

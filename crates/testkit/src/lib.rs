@@ -58,6 +58,18 @@ pub fn assets_dir() -> PathBuf {
     home_cache("SHUKU_ASSETS", "shuku-assets")
 }
 
+/// The tiny random models of every family that `scripts/hf-reference.sh` makes; fails loudly when it
+/// has not run.
+pub fn families_dir() -> PathBuf {
+    let dir = assets_dir().join("families");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/hf-reference.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
 /// A path under the assets folder that must exist.
 pub fn asset(rel: &str) -> PathBuf {
     let p = assets_dir().join(rel);

@@ -6,7 +6,7 @@
 //! Each case prints one row of the family table in docs/families.md.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use shuku_gguf::{GgufFile, Value};
@@ -15,17 +15,6 @@ use shuku_model::Llama;
 use shuku_testkit::run;
 
 use super::{convert, engine_greedy_ids, engine_greedy_text, llama_simple};
-
-/// Where `scripts/hf-reference.sh` put the cases; fails loudly when it has not run.
-fn families_dir() -> PathBuf {
-    let dir = shuku_testkit::assets_dir().join("families");
-    assert!(
-        dir.join(".stamp").is_file(),
-        "{} is missing: run scripts/hf-reference.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 /// `reference.safetensors`: tokens, transformers' logits and greedy continuation.
 struct Reference {
@@ -183,7 +172,7 @@ struct Row {
 }
 
 fn check_case(case: &str) -> Row {
-    let dir = families_dir().join(case);
+    let dir = shuku_testkit::families_dir().join(case);
     let hf = dir.join("hf");
     let model = Llama::from_hf_dir(&hf, &Device::Cpu)
         .unwrap_or_else(|e| panic!("{case}: shuku-model cannot load it: {e}"));
@@ -443,9 +432,9 @@ family_tests! {
 #[test]
 #[ignore = "conformance: needs scripts/hf-reference.sh's models; run by scripts/test.sh"]
 fn family_gemma3_with_an_attention_scale_llama_cpp_cannot_hold_is_refused() {
-    let hf = families_dir().join("gemma3/hf");
+    let hf = shuku_testkit::families_dir().join("gemma3/hf");
     let model = Llama::from_hf_dir(&hf, &Device::Cpu).unwrap();
-    let r = reference(&families_dir().join("gemma3"));
+    let r = reference(&shuku_testkit::families_dir().join("gemma3"));
     let (gap, _) = logits_gap(&model, &r);
     assert!(
         gap <= 1e-4,
