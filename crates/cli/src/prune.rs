@@ -7,10 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use shuku_distill::{
-    DataConfig, DistillLoss, DivergenceKind, LogFormat, LrSchedule, TemperatureSchedule,
-    TokenDataset, TrainConfig, Trainable, Trainer,
-};
+use shuku_distill::Distillation;
 use shuku_eval::PerplexityProtocol;
 use shuku_model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
 use shuku_model::Llama;
@@ -208,49 +205,12 @@ fn recover(
     tokens: &[u32],
     args: &Args,
 ) -> std::result::Result<(), String> {
-    let run = || -> anyhow::Result<()> {
-        let vocab = teacher.config().vocab_size;
-        let held = (tokens.len() / 20).max(args.seqlen + 1);
-        let (train, val) = tokens.split_at(tokens.len().saturating_sub(held));
-        let data_cfg = DataConfig::new(args.seqlen, vocab);
-        let mut data = TokenDataset::from_token_split(train, val, &data_cfg)?;
-        let steps = args.recover_steps;
-        let config = TrainConfig {
-            steps,
-            batch_size: args.recover_batch,
-            seq_len: args.seqlen,
-            grad_accum: 1,
-            lr: LrSchedule::WarmupCosine {
-                max_lr: args.recover_lr,
-                min_lr: args.recover_lr / 10.0,
-                warmup_steps: (steps / 10).max(1).min(steps),
-                total_steps: steps,
-            },
-            weight_decay: 0.0,
-            betas: (0.9, 0.95),
-            eps: 1e-8,
-            clip_norm: Some(1.0),
-            seed: 0,
-            eval_every: 0,
-            eval_batches: Some(4),
-            log_path: None,
-            log_format: LogFormat::Jsonl,
-            checkpoint_every: 0,
-            checkpoint_path: None,
-            progress: true,
-        };
-        let loss = DistillLoss {
-            kind: DivergenceKind::Forward,
-            alpha: 0.5,
-            temperature: TemperatureSchedule::Constant(1.0),
-            ignore_index: None,
-        };
-        let mut trainer = Trainer::new(student, config)?;
-        let t: &dyn Trainable = teacher;
-        trainer.fit(student, Some(t), &mut data, &loss)?;
-        Ok(())
-    };
-    run().map_err(|e| format!("{e:#}"))
+    Distillation::new(args.recover_steps, args.seqlen)
+        .batch_size(args.recover_batch)
+        .lr(args.recover_lr)
+        .run(student, Some(teacher), tokens)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Decode tokens/s of a GGUF file on the inference engine (mean of `reps` runs after a warm-up).

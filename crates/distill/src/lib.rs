@@ -33,6 +33,7 @@ pub mod export;
 mod llama;
 pub mod loss;
 pub mod optim;
+pub mod recipe;
 pub mod rng;
 pub mod schedule;
 pub mod student;
@@ -46,6 +47,7 @@ pub use loss::{
     LossOutput, TemperatureSchedule,
 };
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, GradAccumulator, Gradients};
+pub use recipe::Distillation;
 pub use rng::SplitMix64;
 pub use schedule::LrSchedule;
 pub use student::{drop_layers, from_teacher, CopyReport, LayerSelection};

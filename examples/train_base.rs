@@ -17,16 +17,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::Parser;
-use shuku_distill::bpe::{save_tokenizer_files, train_byte_level_bpe, END_OF_TEXT};
-use shuku_distill::corpus::split_tail;
-use shuku_distill::export::save_hf_dir_f16;
-use shuku_distill::{
+use shuku::candle::Device;
+use shuku::distill::bpe::{save_tokenizer_files, train_byte_level_bpe, END_OF_TEXT};
+use shuku::distill::corpus::split_tail;
+use shuku::distill::export::save_hf_dir_f16;
+use shuku::distill::{
     evaluate, DataConfig, DistillLoss, LogFormat, LrSchedule, StepRecord, TokenDataset,
     TrainConfig, Trainer,
 };
-use shuku_model::{Llama, LlamaConfig, Tokenizer};
+use shuku::model::{Llama, LlamaConfig, Tokenizer};
 
 #[derive(Debug, Parser)]
 #[command(about = "Train shuku's base model (tokenizer + llama) on the shipped corpus")]

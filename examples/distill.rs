@@ -18,14 +18,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Parser;
-use shuku_distill::corpus::split_tail;
-use shuku_distill::{
+use shuku::candle::Device;
+use shuku::distill::corpus::split_tail;
+use shuku::distill::{
     drop_layers, evaluate, DataConfig, DistillLoss, DivergenceKind, LayerSelection, LogFormat,
     LrSchedule, TemperatureSchedule, TokenDataset, TrainConfig, Trainable, Trainer,
 };
-use shuku_model::{Llama, Tokenizer};
+use shuku::model::{Llama, Tokenizer};
 
 #[derive(Debug, Parser)]
 #[command(about = "Distil a half-depth student from a teacher, against hard labels alone")]

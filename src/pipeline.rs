@@ -1,0 +1,1 @@
+//! Stage measurements and the stage table of a compress-then-deploy run.
