@@ -23,6 +23,39 @@
 //! * **The base model's kit**: a byte-level BPE trainer shaped for llama.cpp ([`bpe`]), a
 //!   contiguous held-out tail ([`corpus`]) and an f16 HF-folder writer ([`export`]), used by the
 //!   `train_base` and `distill` examples.
+//!
+//! Distilling a half-depth student from its teacher, in one call ([`Distillation`]); a tiny
+//! random teacher and made-up tokens stand in for `Llama::from_hf_dir` and a tokenized corpus:
+//!
+//! ```
+//! use candle_core::Device;
+//! use shuku_distill::{drop_layers, Distillation, LayerSelection};
+//! use shuku_model::{Llama, LlamaConfig};
+//!
+//! let config = LlamaConfig::from_json_str(r#"{"model_type": "llama", "vocab_size": 32,
+//!     "hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 4,
+//!     "num_key_value_heads": 2, "intermediate_size": 24}"#, "config.json")?;
+//! let teacher = Llama::random(config, 0, &Device::Cpu)?;
+//! // Every other layer, always ending with the teacher's last: layers 0 and 3, weights copied.
+//! assert_eq!(LayerSelection::EveryOther.indices(4)?, [0, 3]);
+//! let student = drop_layers(&teacher, &LayerSelection::EveryOther)?;
+//! assert_eq!(student.config().num_hidden_layers(), 2);
+//!
+//! let tokens: Vec<u32> = (0..2048).map(|i| (i * 7 % 32) as u32).collect();
+//! let report = Distillation::new(4, 16)
+//!     .batch_size(2)
+//!     .lr(1e-3)
+//!     .progress(false)
+//!     .run(&student, Some(&teacher), &tokens)?; // trains `student` in place
+//! assert_eq!(report.step, 4);
+//! let last = report.records.last().unwrap();
+//! assert!(last.soft.is_some()); // the KL term from the teacher was part of the loss
+//! println!("validation loss {:.3}", report.last_eval.unwrap().loss);
+//! # Ok::<(), shuku_distill::DistillError>(())
+//! ```
+//!
+//! For more control, build a [`TrainConfig`] and a [`DistillLoss`] and drive a [`Trainer`]
+//! directly (with checkpoints, logs and resumption).
 
 pub mod bpe;
 pub mod checkpoint;

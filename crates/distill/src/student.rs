@@ -17,8 +17,9 @@ use crate::error::{DistillError, Result};
 /// Which of the teacher's layers a layer-dropped student keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSelection {
-    /// Every other layer starting at 0 (`0, 2, 4, …`), plus the last layer when the count is
-    /// even, so the block that feeds the final norm and head is always kept.
+    /// Every other layer starting at 0 (`0, 2, 4, …`, `ceil(n/2)` layers); when the count is
+    /// even the last of them is replaced by the last layer (`0, 2, …, n − 1`), so the block that
+    /// feeds the final norm and head is always kept.
     EveryOther,
     /// The first `n` layers (the classic "truncate the stack").
     First(usize),

@@ -41,8 +41,6 @@
 //! `feed_forward_length` arrays used by pruned models. This crate still uses candle for what it is
 //! good at: [`TensorView::to_qtensor`] / [`TensorView::to_tensor`] hand bytes to candle.
 
-#![deny(missing_docs)]
-
 pub mod error;
 pub mod llama_meta;
 pub mod metadata;

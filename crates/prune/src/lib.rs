@@ -12,6 +12,35 @@
 //!
 //! Embeddings, norms and the output head are never pruned. The column sweep SparseGPT needs is
 //! shuku-model's [`linalg`](shuku_model::linalg), shared with GPTQ.
+//!
+//! ```
+//! use candle_core::Device;
+//! use shuku_model::{Llama, LlamaConfig};
+//! use shuku_prune::{calibration_samples, Method, Pruner};
+//!
+//! // A tiny random model stands in for one loaded with `Llama::from_hf_dir`.
+//! let config = LlamaConfig::from_json_str(r#"{"model_type": "llama", "vocab_size": 64,
+//!     "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
+//!     "num_key_value_heads": 2, "intermediate_size": 48}"#, "config.json")?;
+//! // Calibration: windows of tokenized text (here, made-up tokens).
+//! let text: Vec<u32> = (0..256).map(|i| (i * 11 % 64) as u32).collect();
+//! let samples = calibration_samples(&text, 4, 32)?;
+//!
+//! // Wanda: half of every block linear's weights become zeros, chosen by |W|·‖x‖ per output row.
+//! let sparse = Pruner::unstructured(Method::Wanda, 0.5)
+//!     .calibration(samples.clone())
+//!     .run(Llama::random(config.clone(), 0, &Device::Cpu)?)?;
+//! let report = sparse.report.sparsity.as_ref().unwrap();
+//! assert!((report.overall() - 0.5).abs() < 1e-9);
+//!
+//! // Structured: the least influential layer and a quarter of the FFN channels leave the model.
+//! let small = Pruner::structured("layers=1,ffn=0.25".parse()?)
+//!     .calibration(samples)
+//!     .run(Llama::random(config, 0, &Device::Cpu)?)?;
+//! assert_eq!(small.model.config().layers.len(), 3);
+//! assert!(small.report.params_after < small.report.params_before);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod calibration;
 mod error;

@@ -9,6 +9,38 @@
 //!
 //! A missing asset panics with the command that provides it: a test never passes because what it
 //! needs is absent.
+//!
+//! What a test reaches for: the shared texts, a downloaded model, and llama.cpp's own tools for
+//! the reference output.
+//!
+//! ```no_run
+//! use std::process::Command;
+//!
+//! let text = std::fs::read_to_string(shuku_testkit::shared("data/text/shakespeare.txt")).unwrap();
+//! assert!(!text.is_empty());
+//! let model = shuku_testkit::asset("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+//! let reference = std::env::temp_dir().join("reference-q8_0.gguf");
+//! shuku_testkit::run(
+//!     Command::new(shuku_testkit::llamacpp("llama-quantize"))
+//!         .arg("--allow-requantize")
+//!         .arg(&model)
+//!         .arg(&reference)
+//!         .arg("Q8_0"),
+//! );
+//! ```
+//!
+//! Test data that is the same on every machine, with no asset at all:
+//!
+//! ```
+//! use shuku_testkit::TestRng;
+//!
+//! let mut rng = TestRng(7);
+//! let weights: Vec<f32> = (0..256).map(|_| rng.normal()).collect();
+//! let mut again = TestRng(7);
+//! assert!(weights.iter().all(|&w| w == again.normal()));
+//! let die = rng.int(1, 6);
+//! assert!((1..=6).contains(&die));
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -158,11 +158,15 @@ pub enum PreType {
 /// Flags a pre-tokenizer name implies in llama.cpp's vocabulary loader, besides its [`PreType`].
 #[derive(Debug, Clone, Copy)]
 pub struct PreInfo {
+    /// How text is split before the merges.
     pub pre: PreType,
+    /// Whether decoding removes the spaces before punctuation (llama.cpp's `clean_spaces`).
     pub clean_spaces: bool,
+    /// Whether a word found whole in the vocabulary skips the merges (Llama 3's `ignore_merges`).
     pub ignore_merges: bool,
     /// `Some(true)` where llama.cpp forces `add_bos` for this pre-tokenizer (before the GGUF key).
     pub add_bos: Option<bool>,
+    /// Whether spaces are escaped as `▁` before the merges (SentencePiece-style BPE).
     pub escape_whitespaces: bool,
     /// llama.cpp disables the BOS token for ChatGLM.
     pub no_bos_token: bool,
