@@ -7,6 +7,7 @@ mod bench;
 mod calib;
 mod chat;
 mod convert;
+mod distill;
 mod engine_args;
 mod generate;
 mod imatrix;
@@ -44,6 +45,7 @@ enum Command {
     Quantize(quantize::Args),
     Imatrix(imatrix::Args),
     Prune(prune::Args),
+    Distill(distill::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Prune(args) => prune::run(args),
+        Command::Distill(args) => distill::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

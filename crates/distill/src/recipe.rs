@@ -92,6 +92,29 @@ impl Distillation {
         self
     }
 
+    /// Sets the softmax temperature of the divergence.
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// Sets the divergence from the teacher.
+    pub fn divergence(mut self, divergence: DivergenceKind) -> Self {
+        self.divergence = divergence;
+        self
+    }
+
+    /// Tokens of an `n_tokens` stream held out for validation: the last [`Distillation::held_out`]
+    /// fraction, at least one sequence.
+    pub fn held_out_len(&self, n_tokens: usize) -> usize {
+        ((n_tokens as f64 * self.held_out) as usize).max(self.seq_len + 1)
+    }
+
+    /// The fewest tokens a run needs: one training sequence and the held-out tail.
+    pub fn min_tokens(&self, n_tokens: usize) -> usize {
+        self.held_out_len(n_tokens) + self.seq_len + 1
+    }
+
     /// Shows or hides the progress bar.
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
@@ -145,8 +168,8 @@ impl Distillation {
                 self.held_out
             )));
         }
-        let held = ((tokens.len() as f64 * self.held_out) as usize).max(self.seq_len + 1);
-        if tokens.len() < held + self.seq_len + 1 {
+        let held = self.held_out_len(tokens.len());
+        if tokens.len() < self.min_tokens(tokens.len()) {
             return Err(DistillError::InvalidConfig(format!(
                 "{} tokens of training text are too few for sequences of {} tokens and a held-out tail",
                 tokens.len(),
