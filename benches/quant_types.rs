@@ -1,50 +1,92 @@
-//! Row quantizers in GB/s of f32 input: each type's reference quantizer and its
-//! importance-weighted one, on weight-like rows 4096 wide (`cargo bench -p shuku-quants`).
+//! Every tensor type shuku-quants writes, in GB/s of f32 values: its reference row quantizer
+//! (what `llama-quantize` runs without an importance matrix), its importance-weighted one (with an
+//! imatrix; the types that read one) and its dequantizer, on weight-like rows 4096 wide. The
+//! quantizers bound how fast `shuku quantize` can go; the dequantizers bound GGUF → f32 loading.
+//!
+//! `cargo bench --bench quant_types` (one type: `cargo bench --bench quant_types -- Q4_K`)
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shuku_quants::QuantType;
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use shuku::quants::QuantType;
 
 const N_PER_ROW: usize = 4096;
 const ROWS: usize = 64;
 
-/// Deterministic weight-like values (a sum of sines: smooth, signed, varied magnitudes).
-fn rows() -> Vec<f32> {
-    (0..N_PER_ROW * ROWS)
-        .map(|i| {
-            let x = i as f32;
-            0.02 * ((x * 0.618).sin() + 0.5 * (x * 0.0131).cos() + 0.25 * (x * 1.7).sin())
-        })
-        .collect()
-}
-
+/// One importance weight per column, varied over two orders of magnitude.
 fn importance() -> Vec<f32> {
     (0..N_PER_ROW)
         .map(|i| 0.1 + ((i as f32) * 0.37).sin().abs() * 4.0)
         .collect()
 }
 
+/// The types to measure: every block type plus the two half-precision floats (F32 is a copy).
+fn types() -> impl Iterator<Item = QuantType> {
+    QuantType::ALL
+        .iter()
+        .copied()
+        .filter(|&t| t != QuantType::F32)
+}
+
 fn bench(c: &mut Criterion) {
-    let src = rows();
+    let src = common::weight_like(N_PER_ROW * ROWS);
     let qw = importance();
+    // Throughput is the f32 side of every conversion: bytes read by the quantizers, bytes written
+    // by the dequantizer.
+    let f32_bytes = (src.len() * std::mem::size_of::<f32>()) as u64;
+
     let mut group = c.benchmark_group("quantize_rows");
-    group.throughput(Throughput::Bytes((src.len() * 4) as u64));
-    group.sample_size(20);
-    for &ty in QuantType::ALL.iter().filter(|t| t.is_quantized()) {
-        let mut dst = vec![0u8; ty.row_bytes(N_PER_ROW).unwrap() * ROWS];
+    group.throughput(Throughput::Bytes(f32_bytes));
+    // The importance-weighted k-quant searches take tens of ms a call: the same iteration count
+    // per sample keeps them within the measurement time.
+    group.sampling_mode(SamplingMode::Flat);
+    for ty in types() {
+        let mut dst = vec![0u8; ty.row_bytes(N_PER_ROW).expect("whole blocks") * ROWS];
         group.bench_with_input(BenchmarkId::new("reference", ty), &ty, |b, &ty| {
-            b.iter(|| ty.quantize_into(&src, N_PER_ROW, None, &mut dst).unwrap())
+            b.iter(|| {
+                ty.quantize_into(black_box(&src), N_PER_ROW, None, &mut dst)
+                    .expect("valid shape")
+            })
         });
         if ty.uses_importance() {
             group.bench_with_input(BenchmarkId::new("imatrix", ty), &ty, |b, &ty| {
                 b.iter(|| {
-                    ty.quantize_into(&src, N_PER_ROW, Some(&qw), &mut dst)
-                        .unwrap()
+                    ty.quantize_into(black_box(&src), N_PER_ROW, Some(&qw), &mut dst)
+                        .expect("valid shape")
                 })
             });
         }
     }
     group.finish();
+
+    let mut group = c.benchmark_group("dequantize_rows");
+    group.throughput(Throughput::Bytes(f32_bytes));
+    let mut out = vec![0f32; src.len()];
+    for ty in types() {
+        let bytes = ty.quantize(&src, N_PER_ROW, None).expect("valid shape");
+        group.bench_with_input(BenchmarkId::new("dequantize", ty), &ty, |b, &ty| {
+            b.iter(|| {
+                ty.dequantize(black_box(&bytes), &mut out)
+                    .expect("whole blocks");
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The group with this bench's settings (what `criterion_group!` expands to, documented:
+/// the workspace denies missing docs). Command-line options such as `--measurement-time`
+/// override these.
+fn benches() {
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    bench(&mut criterion);
+}
 criterion_main!(benches);

@@ -83,3 +83,7 @@ pub use shuku_quantize as quantize;
 
 #[cfg(all(feature = "model", feature = "infer"))]
 pub mod pipeline;
+
+/// The user's guide (docs/guide.md), its examples compiled and run as tests.
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}

@@ -44,7 +44,7 @@ fn per_second(n: usize, d: Duration) -> f64 {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

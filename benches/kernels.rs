@@ -1,0 +1,139 @@
+//! The inference engine's matrix × activation kernels (`shuku::infer::engine::kernels::QMatrix`)
+//! for every weight type it decodes, in GB/s of weight bytes read, next to a plain parallel read of
+//! the same bytes (`raw_read`). Decoding one token is a matrix-vector product per weight, bound by
+//! memory bandwidth, so a kernel's GB/s against `raw_read` (and against the machine's DRAM
+//! bandwidth) says how much of the ceiling it reaches; `batch8` (eight tokens per call, on a
+//! quarter of the rows) shows how well a weight row, read once, serves several tokens (prompt
+//! processing).
+//!
+//! Every matrix is 4096 columns wide with as many rows as make 64 MiB of weights, twice the
+//! 32 MiB L3 of the machine this was written on, so the weights stream from DRAM every call.
+//! Threads: rayon's global pool (`RAYON_NUM_THREADS`, default one per core), as the engine's.
+//!
+//! `cargo bench --bench kernels` (one type: `cargo bench --bench kernels -- Q4_K`)
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use shuku::gguf::GgmlType;
+use shuku::infer::engine::kernels::{is_supported, QMatrix};
+use shuku::quants::QuantType;
+
+const COLS: usize = 4096;
+/// Weight bytes per matrix.
+const WEIGHT_BYTES: usize = 64 << 20;
+/// Distinct rows quantized at start; the matrix repeats them (speed does not depend on values).
+const DISTINCT_ROWS: usize = 64;
+/// Tokens of the batched product.
+const BATCH: usize = 8;
+
+/// Every type the engine has a kernel for, smallest blocks first as ggml numbers them.
+const TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Weight bytes at a 32-byte aligned offset of their buffer, as a mapped GGUF's tensors are (the
+/// kernels need each block type's alignment).
+struct Weights {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    rows: usize,
+}
+
+impl Weights {
+    /// `ty` weights, `COLS` wide, as many rows (a multiple of 16) as make `WEIGHT_BYTES`.
+    fn new(ty: GgmlType) -> Weights {
+        let qt = QuantType::from_ggml_id(ty.id()).expect("a type shuku-quants writes");
+        let row_bytes = qt.row_bytes(COLS).expect("whole blocks");
+        let rows = WEIGHT_BYTES.div_ceil(row_bytes).next_multiple_of(16);
+        let distinct = qt
+            .quantize(&common::weight_like(DISTINCT_ROWS * COLS), COLS, None)
+            .expect("valid shape");
+        let len = rows * row_bytes;
+        let mut buf = vec![0u8; len + 32];
+        let start = buf.as_ptr().align_offset(32);
+        for (i, row) in buf[start..start + len]
+            .chunks_exact_mut(row_bytes)
+            .enumerate()
+        {
+            let r = i % DISTINCT_ROWS;
+            row.copy_from_slice(&distinct[r * row_bytes..(r + 1) * row_bytes]);
+        }
+        Weights {
+            buf,
+            start,
+            len,
+            rows,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Bytes(WEIGHT_BYTES as u64));
+    let x: Vec<f32> = common::weight_like(BATCH * COLS)
+        .iter()
+        .map(|v| v * 50.0)
+        .collect();
+
+    let baseline = vec![1u8; WEIGHT_BYTES];
+    group.bench_function("raw_read", |b| {
+        b.iter(|| common::parallel_read(black_box(&baseline)))
+    });
+    drop(baseline);
+
+    for &ty in TYPES {
+        assert!(is_supported(ty), "the engine has no kernel for {ty}");
+        let w = Weights::new(ty);
+        let m = QMatrix::new(w.bytes(), ty, w.rows, COLS).expect("a valid matrix");
+        group.throughput(Throughput::Bytes(w.len as u64));
+        let mut out = vec![0f32; BATCH * w.rows];
+        group.bench_function(BenchmarkId::new("vec", ty.name()), |b| {
+            b.iter(|| m.matmul(black_box(&x[..COLS]), 1, &mut out[..w.rows]))
+        });
+        // The batched product does eight times the arithmetic per weight byte and is bound by it,
+        // not by memory: a quarter of the rows keeps the slowest types within the time budget.
+        let rows = w.rows / 4;
+        let part = &w.bytes()[..w.len / 4];
+        let m = QMatrix::new(part, ty, rows, COLS).expect("a valid matrix");
+        group.throughput(Throughput::Bytes(part.len() as u64));
+        group.bench_function(BenchmarkId::new("batch8", ty.name()), |b| {
+            b.iter(|| m.matmul(black_box(&x), BATCH, &mut out[..BATCH * rows]))
+        });
+    }
+    group.finish();
+}
+
+/// The group with this bench's settings (what `criterion_group!` expands to, documented:
+/// the workspace denies missing docs). Command-line options such as `--measurement-time`
+/// override these.
+fn benches() {
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    bench(&mut criterion);
+}
+criterion_main!(benches);

@@ -1,0 +1,58 @@
+//! What the examples share: finding the model, the progress bar, the output folder rule.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The model's folder: a local path, or a hub id (`org/name`) resolved to the local cache, the only
+/// use of the network.
+pub fn model_dir(model: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(model);
+    if path.is_dir() {
+        if !path.join("config.json").is_file() {
+            bail!("--model {model}: the folder has no config.json (give an HF model folder)");
+        }
+        return Ok(path);
+    }
+    let hub_like = model.split('/').count() == 2 && !model.starts_with('.') && !path.exists();
+    if !hub_like {
+        bail!("--model {model}: no such model folder (give an HF folder with config.json, or a hub id like org/name)");
+    }
+    shuku::model::resolve_hub_dir(model, None).with_context(|| format!("--model {model}"))
+}
+
+/// Creates the output folder and checks that it can be written to. A non-empty folder is reused
+/// only with `overwrite` or when it is the example's own default under `target/`.
+pub fn prepare_out_dir(out: &Path, default: &str, overwrite: bool) -> Result<PathBuf> {
+    let non_empty = out.read_dir().is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !overwrite && out != Path::new(default) {
+        bail!(
+            "--out {}: the folder exists and is not empty (add --overwrite to replace what is in it)",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
+    tempfile::tempfile_in(out)
+        .with_context(|| format!("--out {}: cannot write in the folder", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+/// Sets candle's thread count (read once, at its first use); 0 leaves the default (every core).
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    bar
+}

@@ -1,1 +1,0 @@
-//! Stage measurements and the stage table of a compress-then-deploy run.
