@@ -96,9 +96,7 @@ fn compress_and_deploy_measures_every_stage_on_the_base_model() {
             "original",
             "pruned ffn=0.25",
             "recovered (2 steps)",
-            "Q8_0",
             "Q4_K_M",
-            "pruned + Q8_0",
             "pruned + Q4_K_M"
         ]
     );
@@ -120,12 +118,12 @@ fn compress_and_deploy_measures_every_stage_on_the_base_model() {
             assert!(speed.peak_rss_bytes.unwrap() > 0);
         }
     }
-    // Pruning removes parameters; quantization shrinks the file; fewer bits lose more.
+    // Pruning removes parameters; quantization shrinks the file and costs less than pruning.
     assert!(table.rows[1].parameters < original.parameters);
     let by_stage = |s: &str| table.rows.iter().find(|r| r.stage == s).unwrap();
-    assert!(by_stage("Q4_K_M").file_bytes < by_stage("Q8_0").file_bytes);
+    assert!(by_stage("Q4_K_M").file_bytes * 4 < original.file_bytes);
     assert!(by_stage("pruned + Q4_K_M").file_bytes < by_stage("Q4_K_M").file_bytes);
-    assert!(by_stage("Q8_0").quality.mean_kld < by_stage("Q4_K_M").quality.mean_kld);
+    assert!(by_stage("Q4_K_M").quality.mean_kld < by_stage("pruned + Q4_K_M").quality.mean_kld);
     // The deployed file generates, the table is printed, the plot is written.
     assert!(stdout.contains("generates:"), "{stdout}");
     assert!(stdout.contains("| pruned + Q4_K_M "), "{stdout}");
