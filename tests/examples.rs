@@ -77,7 +77,7 @@ fn compress_and_deploy_measures_every_stage_on_the_base_model() {
             "-c",
             "64",
             "--preset",
-            "Q8_0,Q4_K_M",
+            "Q4_K_M",
             "--out",
             out_s,
         ],
