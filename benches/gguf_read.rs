@@ -108,18 +108,12 @@ fn bench(c: &mut Criterion) {
     read_tensors(c, &files);
 }
 
-/// The group with this bench's settings (what `criterion_group!` expands to, documented: the
-/// workspace denies missing docs). Without plots and with 10 000 bootstrap resamples, criterion's
-/// analysis takes a fraction of a second per benchmark instead of seconds on a small machine;
-/// command-line options override these (`--plotting-backend plotters` for the HTML report).
+/// The group with the benches' common settings (what `criterion_group!` expands to, documented:
+/// the workspace denies missing docs).
 fn benches() {
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .without_plots()
-        .nresamples(10_000)
-        .configure_from_args();
-    bench(&mut criterion);
+    bench(&mut common::criterion(
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    ));
 }
 criterion_main!(benches);

@@ -36,7 +36,7 @@ use shuku::pipeline::{
     SpeedOptions, StageRow, StageTable,
 };
 use shuku::prune::{calibration_samples, parameter_count, Importance, Pruner, StructuredSpec};
-use shuku::quantize::{chunks, collect_imatrix, preset, ChunkOptions, GptqOptions, Quantizer};
+use shuku::quantize::{chunks, collect_imatrix, ChunkOptions, GptqOptions, Quantizer};
 
 /// Where the stages' models, the table and the plot go unless `--out` says otherwise.
 const DEFAULT_OUT: &str = "target/compress_and_deploy";
@@ -123,22 +123,12 @@ impl From<ImportanceArg> for Importance {
 
 fn main() -> ExitCode {
     serve_isolated_measurement();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {
     // Refuse bad requests before any work.
-    let presets = args
-        .preset
-        .iter()
-        .map(|p| preset(p).map(|t| (p.clone(), t)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let presets = common::presets(&args.preset)?;
     let spec: Option<StructuredSpec> = match args.prune.as_str() {
         "none" => None,
         s => Some(s.parse().context("--prune")?),

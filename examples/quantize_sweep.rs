@@ -88,21 +88,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {
-    let presets = args
-        .presets
-        .iter()
-        .map(|p| preset(p).map(|t| (p.clone(), t)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let presets = common::presets(&args.presets)?;
     if let Some(bin) = &args.llama_quantize {
         if !bin.is_file() {
             bail!("--llama-quantize {}: no such file", bin.display());

@@ -7,6 +7,8 @@
 //! The file can come from shuku or from llama.cpp's tools; see `docs/infer.md` for how the engine
 //! compares with llama.cpp.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,13 +41,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {

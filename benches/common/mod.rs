@@ -11,6 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use shuku::model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
 use shuku::quantize::{preset, Quantizer};
 
+/// Criterion with the benches' settings: 10 samples of `measure` each after `warm_up`, no plots and
+/// 10 000 bootstrap resamples, so criterion's analysis takes a fraction of a second per benchmark
+/// instead of seconds on a small machine; command-line options override these
+/// (`--plotting-backend plotters` for the HTML report).
+pub fn criterion(
+    warm_up: std::time::Duration,
+    measure: std::time::Duration,
+) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
+        .without_plots()
+        .nresamples(10_000)
+        .configure_from_args()
+}
+
 /// The workspace root (the root package's manifest directory).
 pub fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,9 +1,31 @@
-//! What the examples share: finding the model, the progress bar, the output folder rule.
+//! What the examples share: finding the model, the progress bar, the output folder rule, the
+//! one-line error exit. Each example includes it with `mod common;` and uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The process's exit for `result`: success, or the error chain on one line of stderr (no
+/// backtrace, whatever `RUST_BACKTRACE` says) and failure.
+pub fn exit_with(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// llama-quantize's presets by name, each checked, in the given order.
+pub fn presets(names: &[String]) -> Result<Vec<(String, shuku::gguf::LlamaFileType)>> {
+    names
+        .iter()
+        .map(|name| Ok((name.clone(), shuku::quantize::preset(name)?)))
+        .collect()
+}
 
 /// The model's folder: a local path, or a hub id (`org/name`) resolved to the local cache, the only
 /// use of the network.
