@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use shuku::gguf::GgmlType;
-use shuku::infer::engine::kernels::{is_supported, QMatrix};
+use shuku::infer::engine::kernels::{is_supported, QMatrix, SUPPORTED_TYPES};
 use shuku::quants::QuantType;
 
 const COLS: usize = 4096;
@@ -29,23 +29,6 @@ const WEIGHT_BYTES: usize = 64 << 20;
 const DISTINCT_ROWS: usize = 64;
 /// Tokens of the batched product.
 const BATCH: usize = 8;
-
-/// Every type the engine has a kernel for, in ggml id order.
-const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
 
 /// Weight bytes at a 32-byte aligned offset of their buffer, as a mapped GGUF's tensors are (the
 /// kernels need each block type's alignment).
@@ -103,7 +86,7 @@ fn bench(c: &mut Criterion) {
     });
     drop(baseline);
 
-    for &ty in TYPES {
+    for &ty in SUPPORTED_TYPES {
         assert!(is_supported(ty), "the engine has no kernel for {ty}");
         let w = Weights::new(ty);
         let m = QMatrix::new(w.bytes(), ty, w.rows, COLS).expect("a valid matrix");

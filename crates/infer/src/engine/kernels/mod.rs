@@ -128,23 +128,25 @@ pub enum QActs {
 
 /// Whether the engine has a kernel for `t`.
 pub fn is_supported(t: GgmlType) -> bool {
-    matches!(
-        t,
-        GgmlType::F32
-            | GgmlType::F16
-            | GgmlType::BF16
-            | GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-    )
+    SUPPORTED_TYPES.contains(&t)
 }
+
+/// Every weight type the kernels read, in ggml id order.
+pub const SUPPORTED_TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 
 impl<'a> QMatrix<'a> {
     /// Checks that `bytes` hold `rows × cols` elements of `ttype` that the kernels can read.
@@ -563,22 +565,6 @@ mod tests {
         &bytemuck::cast_slice(v)[..len]
     }
 
-    const TYPES: &[GgmlType] = &[
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ];
-
     /// The engine's matmul against the scalar reference (dequantize the weights, f32 dot) for every
     /// type, over several tokens. The tolerance covers the activation quantization (8-bit for the
     /// block types, f16/bf16 for the float types).
@@ -587,7 +573,7 @@ mod tests {
         let (rows, cols, n) = (19, 512, 3);
         let w = rand_vec(rows * cols, 1);
         let x = rand_vec(n * cols, 2);
-        for &t in TYPES {
+        for &t in SUPPORTED_TYPES {
             let bytes = quantize_for_tests(t, &w).unwrap();
             let store = aligned(&bytes);
             let m = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();
@@ -624,7 +610,7 @@ mod tests {
     fn dequantize_row_recovers_weights() {
         let (rows, cols) = (4, 256);
         let w = rand_vec(rows * cols, 7);
-        for &t in TYPES {
+        for &t in SUPPORTED_TYPES {
             let bytes = quantize_for_tests(t, &w).unwrap();
             let store = aligned(&bytes);
             let m = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();
