@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 echo "== compress_and_deploy: prune $PRUNE, recover $RECOVER steps, GPTQ (Q4_K_M, Q3_K_M)"
 "$EX/compress_and_deploy" --model "$MODEL" --prune "$PRUNE" --recover-steps "$RECOVER" \
   --preset Q4_K_M,Q3_K_M --gptq -t "$THREADS" --out "$OUT/pipeline" --overwrite
-echo "== quantize_sweep: llama-quantize and shuku presets, size budgets $BUDGETS"
-"$EX/quantize_sweep" --model "$MODEL" --presets "$PRESETS" --target-bpw "$BUDGETS" \
+echo "== quantize_sweep: llama-quantize and shuku presets (RTN and GPTQ), size budgets $BUDGETS with GPTQ"
+"$EX/quantize_sweep" --model "$MODEL" --presets "$PRESETS" --target-bpw "$BUDGETS" --gptq \
   --llama-quantize "$LLAMA/llama-quantize" --include "$OUT/pipeline/stages.json" \
   -t "$THREADS" --out "$OUT/sweep" --overwrite

@@ -9,7 +9,7 @@
 //!
 //! Each preset is applied with an importance matrix from the calibration text (llama-quantize's
 //! files, byte for byte). `--gptq` adds a curve rounded with GPTQ, `--target-bpw` a curve of
-//! size budgets filled by measured sensitivity, and `--llama-quantize PATH` a curve made by
+//! size budgets filled by measured sensitivity (rounded with GPTQ too under `--gptq`), and `--llama-quantize PATH` a curve made by
 //! llama.cpp's own tool from the same F32 GGUF and the same importance matrix (the first curve,
 //! when given: the one the others are compared with). `--include` adds
 //! the plotted rows of other runs' `stages.json` (e.g. `compress_and_deploy`'s) to the plot, and
@@ -51,7 +51,7 @@ struct Args {
     /// Presets, comma-separated.
     #[arg(long, default_value = DEFAULT_PRESETS, value_delimiter = ',')]
     presets: Vec<String>,
-    /// Add a curve rounded with GPTQ.
+    /// Add a curve rounded with GPTQ, and round the size budgets with GPTQ.
     #[arg(long)]
     gptq: bool,
     /// Add a curve of size budgets (bits per weight), comma-separated.
@@ -209,11 +209,16 @@ fn run(args: Args) -> Result<()> {
     }
     for bpw in &args.target_bpw {
         let path = out.join(format!("bpw-{bpw}.gguf"));
-        let q = Quantizer::new(preset("Q4_K_M")?)
+        let mut q = Quantizer::new(preset("Q4_K_M")?)
             .imatrix("calibration", imatrix.clone())
             .target_bpw(*bpw, calib_chunks.clone());
+        let mut series = "target-bpw";
+        if args.gptq {
+            q = q.gptq(GptqOptions::new(calib_chunks.clone()));
+            series = "target-bpw + GPTQ";
+        }
         quantize(q, &path, &format!("target {bpw} bpw"))?;
-        files.push(("target-bpw".into(), format!("{bpw} bpw"), path));
+        files.push((series.into(), format!("{bpw} bpw"), path));
     }
     let mut table = StageTable::new(dir.display().to_string());
     for (series, stage, path) in files {
