@@ -45,12 +45,8 @@ const DEFAULT_OUT: &str = "target/compress_and_deploy";
 #[derive(Parser, Debug)]
 #[command(about = "Prune, recover, quantize and deploy a model, measuring every stage")]
 struct Args {
-    /// HF model folder (or hub id) to compress.
-    #[arg(long, default_value = "assets/shuku-base")]
-    model: String,
-    /// Text for calibration and recovery (its head) and evaluation (its last 5 %).
-    #[arg(long, default_value = "assets/corpus/shakespeare.txt")]
-    text: PathBuf,
+    #[command(flatten)]
+    input: common::ModelText,
     /// Structured pruning, e.g. `ffn=0.25,heads=0.25,layers=1`; `none` skips pruning and recovery.
     #[arg(long, default_value = "ffn=0.25")]
     prune: String,
@@ -139,13 +135,13 @@ fn run(args: Args) -> Result<()> {
     set_threads(args.threads);
 
     // 1. The original model and the text.
-    let model_dir = model_dir(&args.model)?;
+    let model_dir = model_dir(&args.input.model)?;
     let out = prepare_out_dir(&args.out, DEFAULT_OUT, args.overwrite)?;
     let original = Llama::from_hf_dir(&model_dir, &Device::Cpu)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let tokenizer = Tokenizer::from_file(&model_dir)?;
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading --text {}", args.text.display()))?;
+    let text = std::fs::read_to_string(&args.input.text)
+        .with_context(|| format!("reading --text {}", args.input.text.display()))?;
     let (calib_text, eval_text) = split_tail(&text, 0.05)?;
     let calib = tokenizer.encode(calib_text, true)?;
     let eval = tokenizer.encode(eval_text, true)?;

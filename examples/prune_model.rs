@@ -30,12 +30,8 @@ const DEFAULT_OUT: &str = "target/prune_model";
 #[derive(Parser, Debug)]
 #[command(about = "Prune a model and measure its held-out perplexity before and after")]
 struct Args {
-    /// HF model folder (or hub id).
-    #[arg(long, default_value = "assets/shuku-base")]
-    model: String,
-    /// Calibration (head) and evaluation (last 5 %) text.
-    #[arg(long, default_value = "assets/corpus/shakespeare.txt")]
-    text: PathBuf,
+    #[command(flatten)]
+    input: common::ModelText,
     /// Structured removal, e.g. `ffn=0.25,heads=0.25,layers=1`.
     #[arg(long, default_value = "ffn=0.25,heads=0.25")]
     spec: String,
@@ -72,12 +68,12 @@ fn run(args: Args) -> Result<()> {
         }
     };
     set_threads(args.threads);
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.input.model)?;
     let out = prepare_out_dir(&args.out, DEFAULT_OUT, args.overwrite)?;
     let model = Llama::from_hf_dir(&dir, &Device::Cpu)?;
     let tokenizer = Tokenizer::from_file(&dir)?;
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading --text {}", args.text.display()))?;
+    let text = std::fs::read_to_string(&args.input.text)
+        .with_context(|| format!("reading --text {}", args.input.text.display()))?;
     let (calib, eval) = split_tail(&text, 0.05)?;
     let (calib, eval) = (
         tokenizer.encode(calib, true)?,

@@ -42,12 +42,8 @@ const DEFAULT_PRESETS: &str = "Q2_K,Q3_K_S,Q3_K_M,Q3_K_L,Q4_K_S,Q4_K_M,Q5_K_S,Q5
 #[derive(Parser, Debug)]
 #[command(about = "Quantize one model with every preset and plot size against quality")]
 struct Args {
-    /// HF model folder (or hub id).
-    #[arg(long, default_value = "assets/shuku-base")]
-    model: String,
-    /// Text for calibration (its head) and evaluation (its last 5 %).
-    #[arg(long, default_value = "assets/corpus/shakespeare.txt")]
-    text: PathBuf,
+    #[command(flatten)]
+    input: common::ModelText,
     /// Presets, comma-separated.
     #[arg(long, default_value = DEFAULT_PRESETS, value_delimiter = ',')]
     presets: Vec<String>,
@@ -113,12 +109,12 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     set_threads(args.threads);
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.input.model)?;
     let out = prepare_out_dir(&args.out, DEFAULT_OUT, args.overwrite)?;
     let original = Llama::from_hf_dir(&dir, &Device::Cpu)?;
     let tokenizer = Tokenizer::from_file(&dir)?;
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading --text {}", args.text.display()))?;
+    let text = std::fs::read_to_string(&args.input.text)
+        .with_context(|| format!("reading --text {}", args.input.text.display()))?;
     let (calib_text, eval_text) = split_tail(&text, 0.05)?;
     let calib = tokenizer.encode(calib_text, true)?;
     let eval = tokenizer.encode(eval_text, true)?;

@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// The model and the text every example starts from.
+#[derive(clap::Args, Debug)]
+pub struct ModelText {
+    /// HF model folder (or hub id).
+    #[arg(long, default_value = "assets/shuku-base")]
+    pub model: String,
+    /// Text: calibration (and recovery) from its head, evaluation from its last 5 %.
+    #[arg(long, default_value = "assets/corpus/shakespeare.txt")]
+    pub text: PathBuf,
+}
+
 /// The process's exit for `result`: success, or the error chain on one line of stderr (no
 /// backtrace, whatever `RUST_BACKTRACE` says) and failure.
 pub fn exit_with(result: Result<()>) -> std::process::ExitCode {
