@@ -71,8 +71,8 @@ pub mod tokenizer;
 pub use cache::{CachedResponse, PrefixCache, ResponseCache};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use engine::{
-    Arch, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeScaling, RopeStyle,
-    Session,
+    Arch, BatchItem, Engine, EngineError, EngineOptions, LayerConfig, ModelConfig, RopeScaling,
+    RopeStyle, Session,
 };
 pub use generate::{FinishReason, Generate, GeneratedToken, Generation, GenerationParams, Prompt};
 pub use grammar::{generate_json, GrammarError, GrammarVocab, JsonSchemaConstraint};

@@ -177,6 +177,68 @@ impl Engine {
         if tokens.is_empty() {
             return Err(EngineError::InvalidRequest("no tokens to evaluate".into()));
         }
+        self.check_fits(session, tokens)?;
+        let mut logits = Vec::new();
+        for batch in tokens.chunks(self.ubatch) {
+            let mut segment = [Segment {
+                session: &mut *session,
+                tokens: batch,
+            }];
+            let out = self
+                .pool
+                .install(|| self.run_segments(&mut segment, all_logits));
+            if all_logits {
+                logits.extend(out);
+            } else {
+                logits = out;
+            }
+        }
+        Ok(logits)
+    }
+
+    /// Evaluates several sequences in one pass (continuous batching): each item's tokens follow
+    /// what its session holds, and the matrix products run over every item's rows together, so the
+    /// weights are read once for the whole batch. Returns the logits of each item's last position
+    /// (`vocab` values per item, in order). The output of each item is the same as evaluating it
+    /// alone with [`Engine::forward`].
+    ///
+    /// The items must hold distinct sessions, at least one token each, and at most
+    /// [`EngineOptions::ubatch`] tokens together.
+    pub fn forward_batch(&self, batch: &mut [BatchItem<'_, '_>]) -> Result<Vec<Vec<f32>>> {
+        let total: usize = batch.iter().map(|b| b.tokens.len()).sum();
+        if total > self.ubatch {
+            return Err(EngineError::InvalidRequest(format!(
+                "a batch of {total} tokens is longer than the micro-batch of {}",
+                self.ubatch
+            )));
+        }
+        for item in batch.iter() {
+            if item.tokens.is_empty() {
+                return Err(EngineError::InvalidRequest("no tokens to evaluate".into()));
+            }
+            self.check_fits(item.session, item.tokens)?;
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut segments: Vec<Segment> = batch
+            .iter_mut()
+            .map(|b| Segment {
+                session: &mut *b.session,
+                tokens: b.tokens,
+            })
+            .collect();
+        let logits = self
+            .pool
+            .install(|| self.run_segments(&mut segments, false));
+        Ok(logits
+            .chunks_exact(self.config.n_vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Refuses tokens that would not fit the session or lie outside the vocabulary.
+    fn check_fits(&self, session: &Session, tokens: &[u32]) -> Result<()> {
         let needed = session.pos + tokens.len();
         if needed > session.context() {
             return Err(EngineError::ContextOverflow {
@@ -190,20 +252,7 @@ impl Engine {
                 vocab: self.config.n_vocab,
             });
         }
-        let mut logits = Vec::new();
-        for batch in tokens.chunks(self.ubatch) {
-            let out = self
-                .pool
-                .install(|| self.forward_batch(session, batch, all_logits));
-            session.pos += batch.len();
-            session.tokens.extend_from_slice(batch);
-            if all_logits {
-                logits.extend(out);
-            } else {
-                logits = out;
-            }
-        }
-        Ok(logits)
+        Ok(())
     }
 
     /// Greedy decoding: evaluates `prompt` in a fresh session, then appends the most likely token
@@ -233,16 +282,29 @@ impl Engine {
         t.matrix(self.file.bytes())
     }
 
-    /// The transformer over one batch; runs inside the engine's thread pool.
-    fn forward_batch(&self, session: &mut Session, tokens: &[u32], all_logits: bool) -> Vec<f32> {
+    /// The transformer over the rows of several sequences; runs inside the engine's thread pool.
+    /// The matrix products see all rows at once; norms and activations are per row; RoPE, the KV
+    /// cache and attention are per segment, at each segment's own positions. Advances every
+    /// segment's session and returns the logits of each segment's last row, in order (of every
+    /// row when `all_logits` is set).
+    fn run_segments(&self, segments: &mut [Segment<'_, '_>], all_logits: bool) -> Vec<f32> {
         let cfg = &self.config;
         let w = &self.weights;
-        let n = tokens.len();
+        let n: usize = segments.iter().map(|s| s.tokens.len()).sum();
         let e = cfg.n_embd;
-        let pos0 = session.pos;
+        // Row range of each segment within the batch.
+        let spans: Vec<std::ops::Range<usize>> = segments
+            .iter()
+            .scan(0, |start, s| {
+                let r = *start..*start + s.tokens.len();
+                *start = r.end;
+                Some(r)
+            })
+            .collect();
 
         let mut x = vec![0f32; n * e];
         let embd = self.mat(&w.token_embd);
+        let tokens = segments.iter().flat_map(|s| s.tokens.iter());
         for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
             embd.dequantize_row(t as usize, row);
             if let Some(s) = cfg.embd_scale {
@@ -250,24 +312,31 @@ impl Engine {
             }
         }
 
-        // LongRoPE picks its factors from the sequence's context, as llama.cpp from `n_ctx_seq`.
-        let rope_factors = w.rope_factors.select(session.context(), cfg.n_ctx_orig);
-        // One table per (base, scale) pair: Gemma 3's local and global layers differ in both.
-        let mut ropes: Vec<((f32, f32), Rope)> = Vec::new();
+        // One table per (base, scale) pair and segment: Gemma 3's local and global layers differ
+        // in both, and each segment starts at its own position.
+        let mut ropes: Vec<((f32, f32), Vec<Rope>)> = Vec::new();
         let mut h = vec![0f32; n * e];
         for (il, (lw, lc)) in w.layers.iter().zip(&cfg.layers).enumerate() {
             let key = (lc.rope_base, lc.rope_freq_scale);
             if !ropes.iter().any(|(k, _)| *k == key) {
-                let r = Rope::new(
-                    pos0,
-                    n,
-                    cfg.n_rot,
-                    lc.rope_base,
-                    lc.rope_freq_scale,
-                    rope_factors,
-                    cfg.rope_attn_factor,
-                );
-                ropes.push((key, r));
+                let per_segment = segments
+                    .iter()
+                    .map(|s| {
+                        // LongRoPE picks its factors from the sequence's context, as llama.cpp
+                        // from `n_ctx_seq`.
+                        let factors = w.rope_factors.select(s.session.context(), cfg.n_ctx_orig);
+                        Rope::new(
+                            s.session.pos,
+                            s.tokens.len(),
+                            cfg.n_rot,
+                            lc.rope_base,
+                            lc.rope_freq_scale,
+                            factors,
+                            cfg.rope_attn_factor,
+                        )
+                    })
+                    .collect();
+                ropes.push((key, per_segment));
             }
             let rope = ropes.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
 
@@ -286,21 +355,23 @@ impl Engine {
             if let Some(kn) = &lw.k_norm {
                 ops::rms_norm(&mut k, kn, cfg.rms_eps);
             }
-            if let Some(rope) = rope {
+            if let Some(ropes) = rope {
                 let (qw, kw) = (lc.n_head * cfg.head_dim, lc.n_head_kv * cfg.head_dim);
-                for t in 0..n {
-                    rope.apply(
-                        &mut q[t * qw..(t + 1) * qw],
-                        t,
-                        cfg.head_dim,
-                        cfg.rope_style,
-                    );
-                    rope.apply(
-                        &mut k[t * kw..(t + 1) * kw],
-                        t,
-                        cfg.head_dim,
-                        cfg.rope_style,
-                    );
+                for (rope, span) in ropes.iter().zip(&spans) {
+                    for (i, t) in span.clone().enumerate() {
+                        rope.apply(
+                            &mut q[t * qw..(t + 1) * qw],
+                            i,
+                            cfg.head_dim,
+                            cfg.rope_style,
+                        );
+                        rope.apply(
+                            &mut k[t * kw..(t + 1) * kw],
+                            i,
+                            cfg.head_dim,
+                            cfg.rope_style,
+                        );
+                    }
                 }
             }
             // Gemma and Phi-3 scale Q before attention (llama.cpp's graphs do the same, then attend
@@ -311,9 +382,13 @@ impl Engine {
             } else {
                 cfg.attn_scale
             };
-            let cache = &mut session.layers[il];
-            cache.store(pos0, &k, &v);
-            let mut att = vec![0f32; n * lc.n_head * cfg.head_dim_v];
+            let (qw, kw, vw) = (
+                lc.n_head * cfg.head_dim,
+                lc.n_head_kv * cfg.head_dim,
+                lc.n_head_kv * cfg.head_dim_v,
+            );
+            let aw = lc.n_head * cfg.head_dim_v;
+            let mut att = vec![0f32; n * aw];
             let shape = AttnShape {
                 n_head: lc.n_head,
                 n_head_kv: lc.n_head_kv,
@@ -322,7 +397,19 @@ impl Engine {
                 scale: fa_scale,
                 window: lc.sliding_window,
             };
-            attend(cache, &q, pos0, shape, &mut att);
+            for (s, span) in segments.iter_mut().zip(&spans) {
+                let pos0 = s.session.pos;
+                let cache = &mut s.session.layers[il];
+                let (a, b) = (span.start, span.end);
+                cache.store(pos0, &k[a * kw..b * kw], &v[a * vw..b * vw]);
+                attend(
+                    cache,
+                    &q[a * qw..b * qw],
+                    pos0,
+                    shape,
+                    &mut att[a * aw..b * aw],
+                );
+            }
             let mut o = vec![0f32; n * e];
             self.mat(&lw.wo).matmul(&att, n, &mut o);
             if let Some(b) = &lw.bo {
@@ -349,12 +436,19 @@ impl Engine {
             ops::add_in_place(&mut x, &d);
         }
 
-        let (rows, m) = if all_logits {
+        for s in segments.iter_mut() {
+            s.session.pos += s.tokens.len();
+            s.session.tokens.extend_from_slice(s.tokens);
+        }
+        let (mut rows, m) = if all_logits {
             (x, n)
         } else {
-            (x[(n - 1) * e..].to_vec(), 1)
+            let last: Vec<f32> = spans
+                .iter()
+                .flat_map(|r| x[(r.end - 1) * e..r.end * e].iter().copied())
+                .collect();
+            (last, spans.len())
         };
-        let mut rows = rows;
         ops::rms_norm(&mut rows, &w.output_norm, cfg.rms_eps);
         let mut logits = vec![0f32; m * cfg.n_vocab];
         self.mat(&w.output).matmul(&rows, m, &mut logits);
@@ -399,6 +493,21 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// One sequence of a batch: its session and the tokens that follow what the session holds.
+#[derive(Debug)]
+pub struct BatchItem<'s, 't> {
+    /// The sequence's state; advanced past `tokens`.
+    pub session: &'s mut Session,
+    /// Tokens to evaluate (at least one).
+    pub tokens: &'t [u32],
+}
+
+/// A segment of the rows [`Engine::run_segments`] evaluates.
+struct Segment<'s, 't> {
+    session: &'s mut Session,
+    tokens: &'t [u32],
 }
 
 /// Weight types whose activations are converted the same way share one conversion.
