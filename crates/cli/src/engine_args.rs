@@ -88,6 +88,7 @@ impl SamplingArgs {
             },
             stop: self.stop.clone(),
             seed: self.seed,
+            top_logprobs: 0,
         }
     }
 }

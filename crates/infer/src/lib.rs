@@ -66,6 +66,7 @@ pub mod generate;
 pub mod grammar;
 pub mod metrics;
 pub mod sampler;
+pub mod sequence;
 pub mod tokenizer;
 
 pub use cache::{CachedResponse, PrefixCache, ResponseCache};
@@ -78,4 +79,5 @@ pub use generate::{FinishReason, Generate, GeneratedToken, Generation, Generatio
 pub use grammar::{generate_json, GrammarError, GrammarVocab, JsonSchemaConstraint};
 pub use metrics::GenerationMetrics;
 pub use sampler::{Rng, Sampler, SamplerConfig};
+pub use sequence::{Sequence, SequenceStep};
 pub use tokenizer::{DecodeOptions, StreamDecoder, Tokenizer, TokenizerError};

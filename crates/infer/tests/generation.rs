@@ -26,6 +26,7 @@ fn greedy(n: usize) -> GenerationParams {
         sampler: SamplerConfig::greedy(),
         stop: vec![],
         seed: None,
+        top_logprobs: 0,
     }
 }
 
@@ -76,6 +77,7 @@ fn seeded_sampling_is_reproducible() {
             },
             stop: vec![],
             seed: Some(seed),
+            top_logprobs: 0,
         };
         e.generate(&mut s, "Once upon a time", params)
             .unwrap()
@@ -230,4 +232,42 @@ fn smollm2_template_from_its_gguf_renders_chatml_with_its_system_prompt() {
         .finish()
         .unwrap();
     assert!(!g.text.contains("<|im_end|>"), "{:?}", g.text);
+}
+
+#[test]
+fn constrained_generation_yields_a_valid_document_and_top_logprobs() {
+    let e = engine();
+    // glassllm's vocabulary has no `"`: an array of numbers is what it can write.
+    let schema = r#"{"type":"array","items":{"type":"integer","minimum":0,"maximum":1000},"minItems":2,"maxItems":4}"#;
+    let c = shuku_infer::JsonSchemaConstraint::new(schema, e.tokenizer()).unwrap();
+    let mut s = e.new_session();
+    let params = GenerationParams {
+        top_logprobs: 3,
+        ..greedy(200)
+    };
+    let mut stream = e
+        .generate(&mut s, "The Professor said", params)
+        .unwrap()
+        .with_constraint(c);
+    let mut tops = 0;
+    for t in &mut stream {
+        let t = t.unwrap();
+        assert!(t.top_logprobs.len() <= 3);
+        if !t.is_eog {
+            assert_eq!(t.top_logprobs.len(), 3);
+            // The constraint may forbid the model's favourite, never promote a token above it.
+            assert!(t.logprob <= t.top_logprobs[0].1);
+            assert!(t.top_logprobs.windows(2).all(|w| w[0].1 >= w[1].1));
+            tops += 1;
+        }
+    }
+    let g = stream.summary().unwrap();
+    assert!(tops > 0);
+    let v: Vec<u32> = serde_json::from_str(&g.text).expect("valid JSON");
+    assert!(
+        (2..=4).contains(&v.len()) && v.iter().all(|&n| n <= 1000),
+        "{}",
+        g.text
+    );
+    assert_eq!(g.finish_reason, FinishReason::EndOfGeneration);
 }

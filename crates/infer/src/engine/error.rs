@@ -82,6 +82,9 @@ pub enum EngineError {
         /// Vocabulary size.
         vocab: usize,
     },
+    /// Constrained sampling failed (a schema's document cannot be continued).
+    #[error("JSON schema constraint: {0}")]
+    Constraint(Box<crate::grammar::GrammarError>),
     /// A request that cannot be served (for example an empty token list).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -97,3 +100,9 @@ pub enum EngineError {
 
 /// Result alias of the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl From<crate::grammar::GrammarError> for EngineError {
+    fn from(e: crate::grammar::GrammarError) -> Self {
+        EngineError::Constraint(Box::new(e))
+    }
+}
