@@ -18,6 +18,7 @@ mod progress;
 mod prune;
 mod quantize;
 mod run;
+mod serve;
 mod table;
 mod text_tokenizer;
 
@@ -46,6 +47,7 @@ enum Command {
     Imatrix(imatrix::Args),
     Prune(prune::Args),
     Distill(distill::Args),
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Imatrix(args) => imatrix::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Distill(args) => distill::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

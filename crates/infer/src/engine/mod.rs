@@ -150,6 +150,11 @@ impl Engine {
         self.context
     }
 
+    /// Most tokens one forward pass evaluates ([`EngineOptions::ubatch`]).
+    pub fn ubatch(&self) -> usize {
+        self.ubatch
+    }
+
     /// Logits per position.
     pub fn vocab_size(&self) -> usize {
         self.config.n_vocab
