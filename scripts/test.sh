@@ -29,6 +29,9 @@ bash crates/infer/tests/peer/build.sh
 # llama.cpp's own ggml_quantize_chunk on raw rows (the quantizers' byte-identity check).
 bash crates/quants/tests/peer/build.sh
 
+# The official OpenAI Python client, which the server's API conformance check drives.
+"$SHUKU_ASSETS/venv/bin/python" -m pip install -q openai >/dev/null
+
 echo "==> unit and integration tests"
 cargo test --workspace
 
@@ -47,3 +50,6 @@ echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity
 cargo test -p shuku-infer --test llama_cpp_parity --test perplexity --test phi3_parity --test memory_speed \
   --test json_schema --test qwen3_parity --test rope_scaling_parity -- \
   --ignored --test-threads 1
+
+echo "==> conformance: shuku serve against the official OpenAI Python client"
+cargo test -p shuku-serve --test openai_client -- --ignored
