@@ -12,6 +12,7 @@
 //! | [`distill`] | `shuku-distill` | training and knowledge distillation |
 //! | [`quantize`] | `shuku-quantize` | llama-quantize's presets (same bytes), imatrix, GPTQ, size budgets |
 //! | [`infer`] | `shuku-infer` | the GGUF inference engine for CPUs |
+//! | [`serve`] | `shuku-serve` | an OpenAI-compatible server: continuous batching, an edge → cloud router |
 //! | [`quants`] | `shuku-quants` | ggml's block formats and quantizers |
 //! | [`eval`] | `shuku-eval` | llama-perplexity's perplexity and KL-divergence protocol |
 //!
@@ -80,6 +81,9 @@ pub use shuku_prune as prune;
 #[cfg(feature = "quantize")]
 #[doc(inline)]
 pub use shuku_quantize as quantize;
+#[cfg(feature = "serve")]
+#[doc(inline)]
+pub use shuku_serve as serve;
 
 #[cfg(all(feature = "model", feature = "infer"))]
 pub mod pipeline;

@@ -180,4 +180,20 @@ fn bad_input_gets_one_line_and_writes_nothing() {
 
     let o = run("run_gguf", &["no-such-file.gguf"]);
     assert_one_line_error(&o, "no-such-file.gguf");
+    let o = run("edge_use_cases", &["--model", "no-such-file.gguf"]);
+    assert_one_line_error(&o, "no-such-file.gguf");
+    let glass = shuku_testkit::shared("data/models/glassllm-en-q8_0.gguf");
+    let o = run(
+        "edge_use_cases",
+        &["--model", glass.to_str().unwrap(), "--case", "poetry"],
+    );
+    assert_one_line_error(&o, "poetry");
+    let o = run(
+        "router_signals",
+        &["--edge", "no-such-file.gguf", "--upstream", "x.gguf"],
+    );
+    assert_one_line_error(&o, "no-such-file.gguf");
+    // Port 9 (discard) on loopback: nothing listens there.
+    let o = run("serve_load", &["--url", "http://127.0.0.1:9"]);
+    assert_one_line_error(&o, "no server at http://127.0.0.1:9");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use shuku_infer::{ChatMessage, PrefixCache};
 
-use crate::engine_args::{EngineArgs, SamplingArgs};
+use crate::engine_args::{EngineArgs, SamplingArgs, SchemaArgs};
 use crate::output::Output;
 
 /// Chat with a GGUF model: each line of standard input is one user turn.
@@ -21,6 +21,8 @@ use crate::output::Output;
 /// Example: shuku chat smollm2-instruct.gguf --system "Answer in one sentence."
 ///
 /// Example: printf 'Hi!\nWhat is 2+2?\n' | shuku chat smollm2-instruct.gguf --temp 0
+///
+/// Example: shuku chat smollm2-instruct.gguf -j '{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]}'
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The GGUF model (an instruction-tuned one).
@@ -37,11 +39,15 @@ pub struct Args {
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
+    schema: SchemaArgs,
+    #[command(flatten)]
     engine: EngineArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let engine = args.engine.load(&args.model)?;
+    // Each reply is one document under the schema, with a fresh copy of the constraint.
+    let constraint = args.schema.constraint(&engine)?;
     let template = engine.chat_template().context("unusable chat template")?;
     if template.is_fallback() {
         eprintln!(
@@ -76,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
         let add_special = bos_text.is_empty() || !prompt.starts_with(bos_text);
         let tokens = tok.encode(&prompt, add_special, true)?;
         let mut stream = cache.generate(&engine, &tokens, args.sampling.params(args.n_predict))?;
+        if let Some(c) = &constraint {
+            stream = stream.with_constraint(c.clone());
+        }
         for token in &mut stream {
             out.text(&token.context("generation failed")?.text_piece);
             out.flush();

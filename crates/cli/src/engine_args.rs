@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use shuku_infer::{Engine, EngineOptions, GenerationParams, SamplerConfig};
+use shuku_infer::{Engine, EngineOptions, GenerationParams, JsonSchemaConstraint, SamplerConfig};
 
 /// How to run the engine.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,5 +90,30 @@ impl SamplingArgs {
             seed: self.seed,
             top_logprobs: 0,
         }
+    }
+}
+
+/// Output constrained to a JSON schema (llama.cpp's `-j`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchemaArgs {
+    /// Constrain the output to this JSON schema: a file, or the schema itself as JSON text.
+    #[arg(short = 'j', long = "json-schema", value_name = "FILE|JSON")]
+    pub json_schema: Option<String>,
+}
+
+impl SchemaArgs {
+    /// The constraint for `engine`'s vocabulary, if a schema was given.
+    pub fn constraint(&self, engine: &Engine) -> Result<Option<JsonSchemaConstraint>> {
+        let Some(arg) = &self.json_schema else {
+            return Ok(None);
+        };
+        let text = if arg.trim_start().starts_with('{') {
+            arg.clone()
+        } else {
+            std::fs::read_to_string(arg).with_context(|| format!("--json-schema {arg}"))?
+        };
+        JsonSchemaConstraint::new(text.as_str(), engine.tokenizer())
+            .map(Some)
+            .with_context(|| format!("--json-schema {arg}"))
     }
 }
