@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use shuku::infer::{
     ChatMessage, Engine, EngineOptions, GenerationParams, JsonSchemaConstraint, SamplerConfig,
 };
-use shuku::serve::{RouterOptions, ServeOptions, Server, Signal};
+use shuku::serve::{RouterOptions, RunningServer, ServeOptions, Server, Signal};
 
 /// Run the edge use cases on an instruct GGUF and print answers with latency statistics.
 #[derive(Parser, Debug)]
@@ -175,19 +175,6 @@ fn run_local(engine: &Engine, case: &Case, runs: usize) -> Result<(String, Sampl
     Ok((answer, samples))
 }
 
-async fn start_server(
-    engine: Engine,
-    options: ServeOptions,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
-    let server = Server::new(engine, options)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        let _ = server.run(listener).await;
-    });
-    Ok((url, task))
-}
-
 async fn run_via_server(args: &Args, case: &Case) -> Result<(String, Samples, Vec<String>)> {
     let load = || {
         Engine::load(
@@ -199,24 +186,25 @@ async fn run_via_server(args: &Args, case: &Case) -> Result<(String, Samples, Ve
         )
     };
     let log = std::env::temp_dir().join("shuku-edge-use-cases.jsonl");
-    let mut tasks = Vec::new();
+    let mut servers: Vec<RunningServer> = Vec::new();
     let upstream = match &args.upstream {
         Some(u) => u.clone(),
         None => {
-            let (url, task) = start_server(
+            let up = Server::new(
                 load()?,
                 ServeOptions {
                     model_name: "upstream".into(),
                     log_file: Some(log.clone()),
                     ..ServeOptions::default()
                 },
-            )
-            .await?;
-            tasks.push(task);
+            )?
+            .spawn("127.0.0.1:0")?;
+            let url = up.url();
+            servers.push(up);
             url
         }
     };
-    let (edge, task) = start_server(
+    let edge_server = Server::new(
         load()?,
         ServeOptions {
             model_name: "edge".into(),
@@ -232,9 +220,10 @@ async fn run_via_server(args: &Args, case: &Case) -> Result<(String, Samples, Ve
             }),
             ..ServeOptions::default()
         },
-    )
-    .await?;
-    tasks.push(task);
+    )?
+    .spawn("127.0.0.1:0")?;
+    let edge = edge_server.url();
+    servers.push(edge_server);
     let client = reqwest::Client::new();
     let body = json!({
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": case.prompt}],
@@ -274,9 +263,7 @@ async fn run_via_server(args: &Args, case: &Case) -> Result<(String, Samples, Ve
             .unwrap_or_default()
             .to_string();
     }
-    for t in tasks {
-        t.abort();
-    }
+    drop(servers);
     Ok((answer, samples, routes))
 }
 

@@ -193,6 +193,11 @@ fn bad_input_gets_one_line_and_writes_nothing() {
         &["--edge", "no-such-file.gguf", "--upstream", "x.gguf"],
     );
     assert_one_line_error(&o, "no-such-file.gguf");
+    let o = run(
+        "hybrid_workload",
+        &["--edge", "no-such-file.gguf", "--upstream", "x.gguf"],
+    );
+    assert_one_line_error(&o, "no-such-file.gguf");
     // Port 9 (discard) on loopback: nothing listens there.
     let o = run("serve_load", &["--url", "http://127.0.0.1:9"]);
     assert_one_line_error(&o, "no server at http://127.0.0.1:9");

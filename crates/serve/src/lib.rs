@@ -40,4 +40,4 @@ mod server;
 
 pub use error::{ApiError, ServeError};
 pub use router::{RouterOptions, Signal};
-pub use server::{ServeOptions, Server, ROUTE_HEADER};
+pub use server::{RunningServer, ServeOptions, Server, ROUTE_HEADER};

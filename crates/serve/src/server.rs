@@ -202,6 +202,90 @@ impl Server {
     }
 }
 
+/// A server running on its own thread and async runtime ([`Server::spawn`]). Stopping it (or
+/// dropping it) shuts the runtime down, which closes every open connection too: clients see the
+/// server gone, not a listener closed while kept-alive connections still answer.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, `http://ip:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it and waits until its thread has ended.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+impl Server {
+    /// Binds `addr` (`127.0.0.1:0` picks a free port) and serves on a thread of its own with a
+    /// two-worker runtime, until the returned handle is stopped or dropped. For applications and
+    /// tests that embed a server next to other work.
+    pub fn spawn(self, addr: &str) -> Result<RunningServer, ServeError> {
+        let bind_error = |source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shuku-serve-http")
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = self.router();
+        let thread = std::thread::Builder::new()
+            .name("shuku-serve".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = axum::serve(listener, router) => {},
+                        _ = stopped => {},
+                    }
+                });
+                // Dropping the runtime ends every connection task with it.
+                runtime.shutdown_background();
+            })?;
+        Ok(RunningServer {
+            addr: local,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -450,7 +534,14 @@ impl App {
         let id = endpoint.new_id();
         log.id = id.clone();
 
-        let key = self.cache.key(endpoint, &p.body);
+        let route_header = headers
+            .get(ROUTE_HEADER)
+            .map(|v| v.to_str().unwrap_or("?").to_string());
+        // A client that names a route gets that route's answer, not another route's cached one.
+        let key = self
+            .cache
+            .key(endpoint, &p.body)
+            .map(|k| format!("{}|{k}", route_header.as_deref().unwrap_or("")));
         if let Some(hit) = key.as_deref().and_then(|k| self.cache.get(k)) {
             log.cache_hit = true;
             let shuku = ShukuInfo {

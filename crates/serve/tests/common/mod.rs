@@ -5,18 +5,12 @@
 use std::path::Path;
 
 use shuku_infer::{Engine, EngineOptions};
-use shuku_serve::{ServeOptions, Server};
+use shuku_serve::{RunningServer, ServeOptions, Server};
 
-/// A running server: its base URL and the task serving it (aborted on drop).
+/// A running server: its base URL; stopped (every connection closed) on drop.
 pub struct Running {
     pub url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    server: RunningServer,
 }
 
 impl Running {
@@ -50,14 +44,13 @@ pub async fn start(model: &Path, options: ServeOptions) -> Running {
             ..options
         },
     )
-    .expect("start the server");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = server.router();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Running { url, task }
+    .expect("start the server")
+    .spawn("127.0.0.1:0")
+    .expect("listen on loopback");
+    Running {
+        url: server.url(),
+        server,
+    }
 }
 
 /// Options for a small test server.
