@@ -47,6 +47,8 @@ use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
 
 use crate::engine::{Engine, EngineError, Session};
+use crate::generate::{FinishReason, GenerationParams};
+use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 
 /// A number may have at most this many characters (sign, digits, point and exponent), so that
@@ -519,55 +521,13 @@ impl JsonSchemaConstraint {
     }
 }
 
-/// A small seeded generator (SplitMix64) for reproducible sampling.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Samples from `logits` at `temperature` (0: the most likely token). −∞ entries are never picked.
-fn sample(logits: &[f32], temperature: f32, rng: &mut SplitMix64) -> u32 {
-    let best = crate::engine::argmax(logits);
-    if temperature <= 0.0 {
-        return best;
-    }
-    let max = logits[best as usize];
-    let inv = 1.0 / temperature as f64;
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| ((l - max) as f64 * inv).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let mut r = rng.next_f64() * total;
-    for (t, &w) in weights.iter().enumerate() {
-        if w > 0.0 {
-            if r < w {
-                return t as u32;
-            }
-            r -= w;
-        }
-    }
-    best
-}
-
 /// Generates one document under `constraint` (a fresh one; it is cloned, not advanced): evaluates
-/// `prompt` after what `session` holds, then samples at `temperature` with a generator seeded by
-/// `seed` until the document is complete and an end-of-generation token is drawn, or nothing else
-/// can follow. Returns the document's text. More than `max_tokens` tokens is
-/// [`GrammarError::Unfinished`].
+/// `prompt` after what `session` holds, then samples at `temperature` (plain softmax sampling, the
+/// sampler's generator seeded by `seed`) until the document is complete and an end-of-generation
+/// token is drawn, or nothing else can follow. Returns the document's text. More than
+/// `max_tokens` tokens is [`GrammarError::Unfinished`]. This is [`Engine::generate`] with
+/// [`Generate::with_constraint`](crate::Generate::with_constraint): the same sampling and stopping
+/// rules as unconstrained generation.
 pub fn generate_json(
     engine: &Engine,
     session: &mut Session,
@@ -577,30 +537,36 @@ pub fn generate_json(
     seed: u64,
     max_tokens: usize,
 ) -> Result<String, GrammarError> {
-    let mut c = constraint.clone();
-    let mut rng = SplitMix64(seed);
-    let mut logits = engine.forward(session, prompt, false)?;
-    let mut n = 0;
-    while !c.is_stopped() {
-        if n == max_tokens {
-            return Err(GrammarError::Unfinished {
+    // Plain softmax sampling at `temperature`: the whole chain off but the temperature.
+    let sampler = SamplerConfig {
+        temperature,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..SamplerConfig::default()
+    };
+    let params = GenerationParams {
+        max_tokens,
+        sampler,
+        stop: Vec::new(),
+        seed: Some(seed),
+        top_logprobs: 0,
+    };
+    let generation = engine
+        .generate(session, prompt, params)?
+        .with_constraint(constraint.clone())
+        .finish()
+        .map_err(|e| match e {
+            EngineError::Constraint(g) => *g,
+            e => GrammarError::Engine(e),
+        })?;
+    match generation.finish_reason {
+        FinishReason::EndOfGeneration => Ok(generation.text),
+        FinishReason::Length | FinishReason::ContextFull | FinishReason::Stop => {
+            Err(GrammarError::Unfinished {
                 max_tokens,
-                text: c.text_lossy(),
-            });
+                text: generation.text,
+            })
         }
-        c.mask(&mut logits)?;
-        let token = sample(&logits, temperature, &mut rng);
-        c.accept(token)?;
-        n += 1;
-        if c.is_stopped() {
-            break;
-        }
-        logits = engine.forward(session, &[token], false)?;
     }
-    if !c.is_complete() {
-        return Err(GrammarError::DeadEnd {
-            text: c.text_lossy(),
-        });
-    }
-    String::from_utf8(c.text.clone()).map_err(|e| GrammarError::Internal(e.to_string()))
 }
