@@ -131,7 +131,7 @@ pub struct SchedulerStats {
     pub steps: AtomicU64,
     /// Sum over steps of the slots in the step (mean batch = this / steps).
     pub step_slots: AtomicU64,
-    /// Bytes of one slot's KV cache.
+    /// Bytes of one slot's KV cache when its context is full (it grows as it fills).
     pub slot_cache_bytes: AtomicUsize,
 }
 
@@ -151,7 +151,7 @@ impl Scheduler {
         let probe = engine.new_session_with_context(options.slot_context);
         stats
             .slot_cache_bytes
-            .store(probe.cache_bytes(), Ordering::Relaxed);
+            .store(probe.max_cache_bytes(), Ordering::Relaxed);
         let worker = Worker {
             engine,
             options,

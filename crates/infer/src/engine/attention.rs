@@ -27,6 +27,10 @@ use super::kernels::dot_float::{dot_f16, mad_f16, scale_f16};
 /// token of a batch of `ubatch` to see its window) in a ring: position `p` lives in row
 /// `p % rows`. For gemma-3 at a 32k context that is 15 of 18 layers holding 1 023 rows instead of
 /// 32 768.
+///
+/// Rows are allocated as positions fill them (doubling, never past `rows`), so a session sized for
+/// a long context costs only what it holds: a 40-token chat with a 4k-token context does not pay
+/// for 4k positions, and a server's idle slots cost nothing until used.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     k: Vec<f16>,
@@ -53,8 +57,8 @@ impl LayerCache {
             None => n_ctx,
         };
         LayerCache {
-            k: vec![f16::ZERO; rows * k_width],
-            v: vec![f16::ZERO; rows * v_width],
+            k: Vec::new(),
+            v: Vec::new(),
             k_width,
             v_width,
             rows,
@@ -63,9 +67,24 @@ impl LayerCache {
         }
     }
 
+    /// Makes room for rows `..filled` (at most `rows`), growing by doubling up to `rows`.
+    fn grow_to(&mut self, filled: usize) {
+        let filled = filled.min(self.rows);
+        for (buf, width) in [(&mut self.k, self.k_width), (&mut self.v, self.v_width)] {
+            let need = filled * width;
+            if need <= buf.len() {
+                continue;
+            }
+            let target = need.max(2 * buf.len()).min(self.rows * width);
+            buf.reserve_exact(target - buf.len());
+            buf.resize(target, f16::ZERO);
+        }
+    }
+
     /// Stores the keys and values of `n` tokens starting at position `pos0`.
     pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) {
         let n = k.len() / self.k_width.max(1);
+        self.grow_to(pos0 + n);
         for t in 0..n {
             let row = (pos0 + t) % self.rows;
             let (kd, vd) = (
@@ -101,9 +120,14 @@ impl LayerCache {
         len == 0 || needed_from >= self.oldest
     }
 
-    /// Bytes held.
+    /// Bytes held now.
     pub fn bytes(&self) -> usize {
-        2 * (self.k.len() + self.v.len())
+        2 * (self.k.capacity() + self.v.capacity())
+    }
+
+    /// Bytes held once every row is filled.
+    pub fn max_bytes(&self) -> usize {
+        2 * self.rows * (self.k_width + self.v_width)
     }
 }
 

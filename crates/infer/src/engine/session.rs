@@ -96,8 +96,13 @@ impl Session {
         self.pos
     }
 
-    /// Bytes held by the KV cache.
+    /// Bytes held by the KV cache now (it grows as positions are filled).
     pub fn cache_bytes(&self) -> usize {
         self.layers.iter().map(LayerCache::bytes).sum()
+    }
+
+    /// Bytes the KV cache holds once the whole context is filled.
+    pub fn max_cache_bytes(&self) -> usize {
+        self.layers.iter().map(LayerCache::max_bytes).sum()
     }
 }
