@@ -67,6 +67,7 @@ pub mod grammar;
 pub mod metrics;
 pub mod sampler;
 pub mod sequence;
+pub mod speculative;
 pub mod tokenizer;
 
 pub use cache::{CachedResponse, PrefixCache, ResponseCache};
@@ -80,4 +81,8 @@ pub use grammar::{generate_json, GrammarError, GrammarVocab, JsonSchemaConstrain
 pub use metrics::GenerationMetrics;
 pub use sampler::{Rng, Sampler, SamplerConfig};
 pub use sequence::{Sequence, SequenceStep};
+pub use speculative::{
+    Draft, DraftModel, DraftRequest, Drafter, PromptLookup, SpeculativeError, SpeculativeOutput,
+    SpeculativeStats, TokenDist, Verdict,
+};
 pub use tokenizer::{DecodeOptions, StreamDecoder, Tokenizer, TokenizerError};

@@ -67,7 +67,8 @@ impl SamplerConfig {
         self.temperature <= 0.0
     }
 
-    fn penalties_active(&self) -> bool {
+    /// Whether the penalties change any logit.
+    pub(crate) fn penalties_active(&self) -> bool {
         self.penalty_last_n > 0
             && (self.repeat_penalty != 1.0
                 || self.frequency_penalty != 0.0

@@ -204,6 +204,36 @@ impl Sequence {
             None => self.sampler.sample(logits),
         };
         let (lp, top) = log_probabilities(logits, id, self.params.top_logprobs);
+        Ok(self.emit(tokenizer, id, lp, top, context_full))
+    }
+
+    /// Appends `id`, a token chosen elsewhere (speculative decoding verifies drafted tokens
+    /// itself), with its log-probability: the same text release and stopping rules as
+    /// [`step`](Self::step). The sequence's own sampler and constraint are not consulted.
+    pub fn push_token(
+        &mut self,
+        tokenizer: &Tokenizer,
+        id: u32,
+        logprob: f32,
+        context_full: bool,
+    ) -> SequenceStep {
+        if self.summary.is_some() {
+            return SequenceStep {
+                token: None,
+                next: None,
+            };
+        }
+        self.emit(tokenizer, id, logprob, Vec::new(), context_full)
+    }
+
+    fn emit(
+        &mut self,
+        tokenizer: &Tokenizer,
+        id: u32,
+        lp: f32,
+        top: Vec<(u32, f32)>,
+        context_full: bool,
+    ) -> SequenceStep {
         if tokenizer.is_eog(id) {
             let mut tail = std::mem::take(&mut self.held);
             tail.push_str(&self.decoder.finish());
@@ -216,7 +246,7 @@ impl Sequence {
                 top_logprobs: top,
                 is_eog: true,
             });
-            return Ok(SequenceStep { token, next: None });
+            return SequenceStep { token, next: None };
         }
         self.sampler.accept(id);
         self.tokens.push(id);
@@ -276,15 +306,15 @@ impl Sequence {
             }
             None => Some(id),
         };
-        Ok(SequenceStep {
+        SequenceStep {
             token: Some(token),
             next,
-        })
+        }
     }
 }
 
 /// A seed from the clock, for unseeded sampling.
-fn clock_seed() -> u64 {
+pub(crate) fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
