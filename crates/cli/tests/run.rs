@@ -237,3 +237,49 @@ fn kld_refuses_a_file_that_is_not_a_reference() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_and_chat_follow_a_json_schema() {
+    // glassllm's vocabulary has no `"`: an array of numbers is what it can write.
+    let schema = r#"{"type":"array","items":{"type":"integer","minimum":0,"maximum":99},"minItems":1,"maxItems":3}"#;
+    let (stdout, _) = run_model("Numbers: ", &["-n", "64", "--temp", "0", "-j", schema]);
+    let doc: Vec<u32> = serde_json::from_str(stdout.trim()).expect("a JSON array");
+    assert!((1..=3).contains(&doc.len()) && doc.iter().all(|&n| n <= 99), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schema.json");
+    std::fs::write(&file, schema).unwrap();
+    let mut child = shuku()
+        .arg("chat")
+        .arg(model())
+        .args(["-t", "2", "-c", "256", "--temp", "0", "--quiet", "-j"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Numbers:\nMore numbers:\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replies: Vec<Vec<u32>> = String::from_utf8_lossy(&out.stdout)
+        .split("\n\n")
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| serde_json::from_str(r.trim()).expect("each reply is a JSON array"))
+        .collect();
+    assert_eq!(replies.len(), 2);
+
+    let out = shuku()
+        .arg("run")
+        .arg(model())
+        .args(["-p", "x", "-j", r#"{"type":"nope"}"#])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown type `nope`"));
+}
