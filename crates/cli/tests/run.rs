@@ -244,7 +244,10 @@ fn run_and_chat_follow_a_json_schema() {
     let schema = r#"{"type":"array","items":{"type":"integer","minimum":0,"maximum":99},"minItems":1,"maxItems":3}"#;
     let (stdout, _) = run_model("Numbers: ", &["-n", "64", "--temp", "0", "-j", schema]);
     let doc: Vec<u32> = serde_json::from_str(stdout.trim()).expect("a JSON array");
-    assert!((1..=3).contains(&doc.len()) && doc.iter().all(|&n| n <= 99), "{stdout}");
+    assert!(
+        (1..=3).contains(&doc.len()) && doc.iter().all(|&n| n <= 99),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("schema.json");
@@ -266,7 +269,11 @@ fn run_and_chat_follow_a_json_schema() {
         .write_all(b"Numbers:\nMore numbers:\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replies: Vec<Vec<u32>> = String::from_utf8_lossy(&out.stdout)
         .split("\n\n")
         .filter(|r| !r.trim().is_empty())
