@@ -296,13 +296,5 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    common::exit_with(match runtime {
-        Ok(rt) => rt.block_on(run(args)),
-        Err(e) => Err(e.into()),
-    })
+    common::exit_with_async(run(Args::parse()))
 }

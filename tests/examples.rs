@@ -195,7 +195,12 @@ fn bad_input_gets_one_line_and_writes_nothing() {
     assert_one_line_error(&o, "no-such-file.gguf");
     let o = run(
         "hybrid_workload",
-        &["--edge", "no-such-file.gguf", "--upstream", "x.gguf"],
+        &[
+            "--edge",
+            glass.to_str().unwrap(),
+            "--upstream",
+            "no-such-file.gguf",
+        ],
     );
     assert_one_line_error(&o, "no-such-file.gguf");
     // Port 9 (discard) on loopback: nothing listens there.

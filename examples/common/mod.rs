@@ -30,6 +30,20 @@ pub fn exit_with(result: Result<()>) -> std::process::ExitCode {
     }
 }
 
+/// Runs an async example body on a two-worker runtime, then exits as [`exit_with`] does.
+pub fn exit_with_async(
+    body: impl std::future::Future<Output = Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    exit_with(match runtime {
+        Ok(rt) => rt.block_on(body),
+        Err(e) => Err(e.into()),
+    })
+}
+
 /// llama-quantize's presets by name, each checked, in the given order.
 pub fn presets(names: &[String]) -> Result<Vec<(String, shuku::gguf::LlamaFileType)>> {
     names

@@ -165,18 +165,8 @@ impl Sampler {
     /// Picks the next token from a row of logits (the window is not updated: call
     /// [`accept`](Self::accept) with the result).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let mut c: Vec<Candidate> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &logit)| Candidate {
-                id: i as u32,
-                logit,
-            })
-            .collect();
         let cfg = self.config;
-        if cfg.penalties_active() {
-            apply_penalties(&mut c, self.recent.iter().copied(), &cfg);
-        }
+        let mut c = penalised_candidates(logits, &cfg, self.recent.iter().copied());
         if cfg.is_greedy() {
             return greedy(&c);
         }
@@ -186,6 +176,27 @@ impl Sampler {
         temperature(&mut c, cfg.temperature);
         draw(&c, &mut self.rng)
     }
+}
+
+/// One candidate per token of `logits`, with the penalties applied over `window` (the recent
+/// tokens) when `config` switches them on.
+pub(crate) fn penalised_candidates(
+    logits: &[f32],
+    config: &SamplerConfig,
+    window: impl Iterator<Item = u32>,
+) -> Vec<Candidate> {
+    let mut c: Vec<Candidate> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &logit)| Candidate {
+            id: i as u32,
+            logit,
+        })
+        .collect();
+    if config.penalties_active() {
+        apply_penalties(&mut c, window, config);
+    }
+    c
 }
 
 /// llama.cpp's repetition, frequency and presence penalties over the tokens in `window`.

@@ -821,19 +821,8 @@ fn rollback(session: &mut Session, len: usize) -> Result<(), SpeculativeError> {
 
 /// The sampler's candidates for `logits`, penalised when the configuration asks for it.
 fn candidates(logits: &[f32], config: &SamplerConfig, recent: &[u32]) -> Vec<Candidate> {
-    let mut c: Vec<Candidate> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &logit)| Candidate {
-            id: i as u32,
-            logit,
-        })
-        .collect();
-    if config.penalties_active() {
-        let window = &recent[recent.len().saturating_sub(config.penalty_last_n)..];
-        sampler::apply_penalties(&mut c, window.iter().copied(), config);
-    }
-    c
+    let window = &recent[recent.len().saturating_sub(config.penalty_last_n)..];
+    sampler::penalised_candidates(logits, config, window.iter().copied())
 }
 
 /// The token greedy sampling picks: the first maximum after penalties, as
