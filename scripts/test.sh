@@ -33,23 +33,26 @@ bash crates/quants/tests/peer/build.sh
 "$SHUKU_ASSETS/venv/bin/python" -m pip install -q openai >/dev/null
 
 echo "==> unit and integration tests"
+# Every cargo call below selects --workspace and names its test targets: a `-p PACKAGE` build
+# resolves the dependencies' features for that package alone and recompiles candle and everything
+# above it, once per package.
 cargo test --workspace
 
 echo "==> conformance: GGUF export and the full-precision model against llama.cpp and gguf-py"
-cargo test -p shuku-cli --test conformance -- --ignored --test-threads 1 --nocapture
+cargo test --workspace --test conformance -- --ignored --test-threads 1 --nocapture
 # tokenizer keys of every family case, key for key and in order, against llama.cpp's converter
-cargo test -p shuku-model --test tokenizer_metadata -- --ignored
+cargo test --workspace --test tokenizer_metadata -- --ignored
 
 echo "==> conformance: quantizers and whole-model quantization against llama.cpp, byte for byte"
-cargo test -p shuku-quants --test llama_cpp_identity -- --ignored
-cargo test -p shuku-quantize --test llama_quantize -- --ignored --test-threads 1
+cargo test --workspace --test llama_cpp_identity -- --ignored
+cargo test --workspace --test llama_quantize -- --ignored --test-threads 1
 
 echo "==> conformance: the GGUF engine against llama-simple and llama-perplexity"
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
-cargo test -p shuku-infer --test llama_cpp_parity --test perplexity --test phi3_parity --test memory_speed \
+cargo test --workspace --test llama_cpp_parity --test perplexity --test phi3_parity --test memory_speed \
   --test json_schema --test qwen3_parity --test rope_scaling_parity -- \
   --ignored --test-threads 1
 
 echo "==> conformance: shuku serve against the official OpenAI Python client"
-cargo test -p shuku-serve --test openai_client -- --ignored
+cargo test --workspace --test openai_client -- --ignored
