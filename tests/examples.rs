@@ -12,7 +12,9 @@ fn example(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "shuku", "--examples"]);
+        // --workspace: the features `cargo test --workspace` resolved, so this is a no-op after it
+        // (with `-p shuku` the dependencies' features differ and half the tree is rebuilt).
+        cargo.args(["build", "--workspace", "--examples"]);
         if !cfg!(debug_assertions) {
             cargo.arg("--release");
         }
