@@ -6,30 +6,32 @@ use std::process::{Command, Output};
 
 use shuku::pipeline::StageTable;
 
-/// An example binary, built beside this test (`target/<profile>/examples/NAME`) if `cargo test`
-/// has not built it already (it does for a whole-package run, not for `--test examples`).
+/// An example binary, beside this test (`target/<profile>/examples/NAME`). `cargo test --workspace`
+/// builds the examples before running this test; when one is missing (`--test examples` alone),
+/// they are built once. The build is skipped otherwise because a narrower cargo call resolves the
+/// dependencies' features differently and would rebuild half the tree.
 fn example(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        // --workspace: the features `cargo test --workspace` resolved, so this is a no-op after it
-        // (with `-p shuku` the dependencies' features differ and half the tree is rebuilt).
-        cargo.args(["build", "--workspace", "--examples"]);
-        if !cfg!(debug_assertions) {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("cargo runs");
-        assert!(status.success(), "building the examples failed");
-    });
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
     let path = profile_dir.join("examples").join(name);
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    if !path.is_file() {
+        BUILT.call_once(|| {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "--workspace", "--examples"]);
+            if !cfg!(debug_assertions) {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("cargo runs");
+            assert!(status.success(), "building the examples failed");
+        });
+    }
     assert!(
         path.is_file(),
-        "{} is missing: run through `cargo test`, which builds the examples",
+        "{} is missing: run through `cargo test --workspace`, which builds the examples",
         path.display()
     );
     path

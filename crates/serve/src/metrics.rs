@@ -38,7 +38,6 @@ pub struct Metrics {
     completion_tokens: Counter,
     queue_depth: Gauge,
     slots_busy: Gauge,
-    slots_total: Gauge,
     slot_cache_bytes: Gauge,
     cancelled: Gauge,
     timed_out: Gauge,
@@ -88,8 +87,8 @@ impl Metrics {
         };
         let queue_depth = gauge(&mut r, "queue_depth", "Requests waiting for a slot");
         let slots_busy = gauge(&mut r, "slots_busy", "Slots decoding a request");
-        let slots_total = gauge(&mut r, "slots", "Slots (requests decoded together at most)");
-        slots_total.set(slots as i64);
+        // Fixed at start: registered and set once, never updated.
+        gauge(&mut r, "slots", "Slots (requests decoded together at most)").set(slots as i64);
         let slot_cache_bytes = gauge(&mut r, "slot_kv_cache_bytes", "KV cache bytes of one slot");
         let cancelled = gauge(
             &mut r,
@@ -116,7 +115,6 @@ impl Metrics {
             completion_tokens,
             queue_depth,
             slots_busy,
-            slots_total,
             slot_cache_bytes,
             cancelled,
             timed_out,
@@ -169,7 +167,6 @@ impl Metrics {
             .set(stats.timed_out.load(Ordering::Relaxed) as i64);
         self.reused_tokens
             .set(stats.reused_tokens.load(Ordering::Relaxed) as i64);
-        let _ = &self.slots_total;
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {

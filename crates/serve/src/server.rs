@@ -584,7 +584,7 @@ impl App {
             if p.stream {
                 return self.live(p, id, arrived, log.clone());
             }
-            let local = self.local(&p, arrived).await?;
+            let local = self.local(&p).await?;
             return Ok(self.local_reply(p, id, local, None, None, key, log));
         };
 
@@ -612,14 +612,14 @@ impl App {
                     });
                 }
                 Err(e) => {
-                    let local = self.local(&p, arrived).await?;
+                    let local = self.local(&p).await?;
                     let reason = format!("upstream unavailable: {e}");
                     return Ok(self.local_reply(p, id, local, Some(reason), None, key, log));
                 }
             }
         }
 
-        let local = match self.local(&p, arrived).await {
+        let local = match self.local(&p).await {
             Ok(l) => l,
             Err(e)
                 if e.code == Some("generation_failed")
@@ -753,7 +753,7 @@ impl App {
     }
 
     /// Generates locally to the end.
-    async fn local(&self, p: &Prepared, _arrived: Instant) -> Result<Local, ApiError> {
+    async fn local(&self, p: &Prepared) -> Result<Local, ApiError> {
         let mut rx = self.submit(p)?;
         let mut tokens: Vec<GeneratedToken> = Vec::new();
         loop {
