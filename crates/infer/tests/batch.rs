@@ -3,18 +3,10 @@
 
 mod common;
 
-use shuku_infer::{BatchItem, Engine, EngineError, EngineOptions};
+use shuku_infer::{BatchItem, Engine, EngineError};
 
 fn engine() -> Engine {
-    Engine::load(
-        common::shared("data/models/glassllm-en-q8_0.gguf"),
-        EngineOptions {
-            threads: 2,
-            context: 128,
-            ..Default::default()
-        },
-    )
-    .expect("load glassllm")
+    common::glassllm()
 }
 
 #[test]

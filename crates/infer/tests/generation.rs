@@ -9,15 +9,7 @@ use shuku_infer::{
 };
 
 fn engine() -> Engine {
-    Engine::load(
-        common::shared("data/models/glassllm-en-q8_0.gguf"),
-        EngineOptions {
-            threads: 2,
-            context: 128,
-            ..Default::default()
-        },
-    )
-    .expect("load glassllm")
+    common::glassllm()
 }
 
 fn greedy(n: usize) -> GenerationParams {

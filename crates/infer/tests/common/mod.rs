@@ -16,6 +16,20 @@ pub mod peer;
 pub mod random_model;
 pub mod tiny_vocab;
 
+/// The shared glassllm model (Q8_0) on 2 threads with a 128-token context: small and fast enough
+/// for the default test suite.
+pub fn glassllm() -> shuku_infer::Engine {
+    shuku_infer::Engine::load(
+        shared("data/models/glassllm-en-q8_0.gguf"),
+        shuku_infer::EngineOptions {
+            threads: 2,
+            context: 128,
+            ..Default::default()
+        },
+    )
+    .expect("load glassllm")
+}
+
 /// A model from `$SHUKU_ASSETS/gguf`.
 pub fn asset_model(name: &str) -> PathBuf {
     shuku_testkit::asset(&format!("gguf/{name}"))
