@@ -11,6 +11,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Llama;
 use crate::safetensors_dir::{shard_files, SafetensorsDir, INDEX, SINGLE};
+use crate::staged_dir::StagedDir;
 
 /// Tokenizer files copied next to a saved model, when the source has them.
 /// Files that hold a vocabulary: HF's fast tokenizer, SentencePiece's model, or the tokenizer keys of a
@@ -148,10 +149,9 @@ fn online_snapshot(repo_id: &str, revision: &str) -> Result<PathBuf> {
         .ok_or_else(|| not_found(&config, "snapshot directory"))
 }
 
-/// Copies the tokenizer files from `src` (a directory, or a `tokenizer.json` path) into `dst`.
 /// Copies the tokenizer files of `src` (a folder, or a `tokenizer.json` / `tokenizer.model` /
 /// `tokenizer.gguf` file whose siblings come along) into `dst`; at least one tokenizer must be there.
-fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+pub fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     let dir = if src.is_dir() {
         src.to_path_buf()
     } else {
@@ -204,38 +204,8 @@ impl Llama {
         tokenizer_src: Option<&Path>,
         overwrite: bool,
     ) -> Result<()> {
-        let dir = dir.as_ref();
-        let exists = dir.exists();
-        if exists {
-            let non_empty = !dir.is_dir()
-                || fs::read_dir(dir)
-                    .map_err(|e| ModelError::io(dir, e))?
-                    .next()
-                    .is_some();
-            if non_empty && !overwrite {
-                return Err(ModelError::OutputExists {
-                    path: dir.to_path_buf(),
-                });
-            }
-        }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".shuku-save-");
-        // Temporary folders are private by default; the saved model is an ordinary folder.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o777));
-        }
-        let tmp = builder
-            .tempdir_in(&parent)
-            .map_err(|e| ModelError::io(&parent, e))?;
-
-        let config_path = tmp.path().join("config.json");
+        let staged = StagedDir::create(dir, overwrite)?;
+        let config_path = staged.path().join("config.json");
         let json = serde_json::to_string_pretty(&self.config().to_hf_json()).map_err(|source| {
             ModelError::Json {
                 file: config_path.display().to_string(),
@@ -243,21 +213,12 @@ impl Llama {
             }
         })?;
         fs::write(&config_path, json + "\n").map_err(|e| ModelError::io(&config_path, e))?;
-        self.write_safetensors(&tmp.path().join(SINGLE))?;
+        self.write_safetensors(&staged.path().join(SINGLE))?;
         if let Some(src) = tokenizer_src {
-            copy_tokenizer(src, tmp.path())?;
+            copy_tokenizer(src, staged.path())?;
         }
 
-        if exists {
-            // Move the old folder aside (into a temp dir that deletes it), then put the new one in place.
-            let old = tempfile::Builder::new()
-                .prefix(".shuku-old-")
-                .tempdir_in(&parent)
-                .map_err(|e| ModelError::io(&parent, e))?;
-            fs::rename(dir, old.path().join("old")).map_err(|e| ModelError::io(dir, e))?;
-        }
-        let staged = tmp.keep();
-        fs::rename(&staged, dir).map_err(|e| ModelError::io(dir, e))?;
+        staged.commit()?;
         Ok(())
     }
 
