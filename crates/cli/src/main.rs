@@ -9,6 +9,7 @@ mod chat;
 mod convert;
 mod distill;
 mod engine_args;
+mod export;
 mod generate;
 mod imatrix;
 mod inspect;
@@ -48,6 +49,7 @@ enum Command {
     Prune(prune::Args),
     Distill(distill::Args),
     Serve(serve::Args),
+    Export(export::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::run(args),
         Command::Distill(args) => distill::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,311 @@
+//! Round-to-nearest group quantization with a searched range, for the two layouts the runtimes read:
+//! MLX's affine groups (`w ≈ scale · q + bias`, a free offset) and ONNX Runtime's `MatMulNBits` groups
+//! (`w ≈ scale · (q − zero_point)`, an integer offset).
+//!
+//! Both runtimes' own converters take each group's plain min and max (mlx) or its largest magnitude
+//! (onnxruntime's default symmetric quantizer). Here each group tries a range of shrunken ranges, refits
+//! scale and offset by least squares for the codes each range gives, and keeps the fit with the smallest
+//! squared error — the search llama.cpp's k-quants use — so the same bits carry less error. Written here
+//! because no crate quantizes to these two layouts.
+
+/// The codes of one group and how to map them back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AffineGroup {
+    /// One code per weight, in `0..=2^bits - 1`.
+    pub codes: Vec<u8>,
+    /// Step between codes.
+    pub scale: f32,
+    /// Value of code 0.
+    pub bias: f32,
+}
+
+/// The codes of one group with an integer zero point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZeroPointGroup {
+    /// One code per weight, in `0..=2^bits - 1`.
+    pub codes: Vec<u8>,
+    /// Step between codes.
+    pub scale: f32,
+    /// The code that means 0.
+    pub zero_point: u8,
+}
+
+/// How many shrink steps the range search tries on each side of the plain min/max range.
+const SEARCH_STEPS: i32 = 10;
+/// How far a step moves the first code, in code units.
+const STEP: f32 = 0.1;
+
+fn quantize_codes(w: &[f32], scale: f32, bias: f32, nmax: f32, codes: &mut [u8]) {
+    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    for (c, &x) in codes.iter_mut().zip(w) {
+        *c = ((x - bias) * inv).round().clamp(0.0, nmax) as u8;
+    }
+}
+
+fn squared_error(w: &[f32], codes: &[u8], scale: f32, bias: f32) -> f32 {
+    w.iter()
+        .zip(codes)
+        .map(|(&x, &q)| {
+            let d = scale * q as f32 + bias - x;
+            d * d
+        })
+        .sum()
+}
+
+/// Least-squares `scale, bias` for fixed codes; `None` when the codes are all equal.
+fn refit(w: &[f32], codes: &[u8]) -> Option<(f32, f32)> {
+    let n = w.len() as f64;
+    let (mut sq, mut sqq, mut sw, mut sqw) = (0f64, 0f64, 0f64, 0f64);
+    for (&x, &q) in w.iter().zip(codes) {
+        let (q, x) = (q as f64, x as f64);
+        sq += q;
+        sqq += q * q;
+        sw += x;
+        sqw += q * x;
+    }
+    let det = n * sqq - sq * sq;
+    if det <= 0.0 {
+        return None;
+    }
+    let scale = (n * sqw - sq * sw) / det;
+    let bias = (sw - scale * sq) / n;
+    Some((scale as f32, bias as f32))
+}
+
+/// Quantizes one group to `bits` with a free offset; `round` maps a scale or bias to what the file stores
+/// (f16 rounding for f16 scales), so the codes are chosen for the stored values.
+pub fn affine(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> AffineGroup {
+    let nmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = w
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let mut codes = vec![0u8; w.len()];
+    if w.is_empty() || hi <= lo {
+        // A constant group (all zero, often: padding) is exact with scale 0.
+        let bias = if w.is_empty() { 0.0 } else { round(lo) };
+        return AffineGroup {
+            codes,
+            scale: 0.0,
+            bias,
+        };
+    }
+    let mut best = (f32::INFINITY, 0.0f32, 0.0f32);
+    let mut trial = vec![0u8; w.len()];
+    for step in -SEARCH_STEPS..=SEARCH_STEPS {
+        // Widen or shrink the range by moving its end points by `step · STEP` codes.
+        let scale = (hi - lo) / (nmax + step as f32 * STEP * 2.0);
+        if scale <= 0.0 {
+            continue;
+        }
+        let bias = lo + (hi - lo - scale * nmax) / 2.0;
+        quantize_codes(w, scale, bias, nmax, &mut trial);
+        let (scale, bias) = refit(w, &trial).unwrap_or((scale, bias));
+        let (scale, bias) = (round(scale), round(bias));
+        quantize_codes(w, scale, bias, nmax, &mut trial);
+        let err = squared_error(w, &trial, scale, bias);
+        if err < best.0 {
+            best = (err, scale, bias);
+            codes.copy_from_slice(&trial);
+        }
+    }
+    AffineGroup {
+        codes,
+        scale: best.1,
+        bias: best.2,
+    }
+}
+
+/// Quantizes one group to `bits` with an integer zero point (`w ≈ scale · (q − z)`), scale stored as
+/// `round(scale)`.
+pub fn zero_point(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> ZeroPointGroup {
+    let nmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = w
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let n = w.len();
+    if n == 0 || (lo == 0.0 && hi == 0.0) {
+        return ZeroPointGroup {
+            codes: vec![0; n],
+            scale: 0.0,
+            zero_point: 0,
+        };
+    }
+    // The representable range always contains 0, so extend the group's range to it.
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let mut best: Option<(f32, ZeroPointGroup)> = None;
+    let mut trial = vec![0u8; n];
+    for step in -SEARCH_STEPS..=SEARCH_STEPS {
+        let scale = (hi - lo) / (nmax + step as f32 * STEP * 2.0);
+        if scale <= 0.0 {
+            continue;
+        }
+        let mut z = (-lo / scale).round().clamp(0.0, nmax);
+        let mut scale = round(scale);
+        // Two rounds of: codes for (scale, z), then the least-squares scale for those codes and z.
+        for _ in 0..2 {
+            quantize_codes(w, scale, -z * scale, nmax, &mut trial);
+            let (num, den) = w.iter().zip(&trial).fold((0f64, 0f64), |(a, b), (&x, &q)| {
+                let d = q as f64 - z as f64;
+                (a + d * x as f64, b + d * d)
+            });
+            if den > 0.0 && num / den > 0.0 {
+                scale = round((num / den) as f32);
+            }
+            if scale <= 0.0 {
+                break;
+            }
+            z = z.clamp(0.0, nmax);
+        }
+        if scale <= 0.0 {
+            continue;
+        }
+        quantize_codes(w, scale, -z * scale, nmax, &mut trial);
+        let err = squared_error(w, &trial, scale, -z * scale);
+        if best.as_ref().is_none_or(|(e, _)| err < *e) {
+            best = Some((
+                err,
+                ZeroPointGroup {
+                    codes: trial.clone(),
+                    scale,
+                    zero_point: z as u8,
+                },
+            ));
+        }
+    }
+    best.map(|(_, g)| g).unwrap_or(ZeroPointGroup {
+        codes: vec![0; n],
+        scale: 0.0,
+        zero_point: 0,
+    })
+}
+
+/// Packs codes of `bits` (4 or 8) into little-endian u32 words, first code in the lowest bits (MLX).
+pub fn pack_u32(codes: &[u8], bits: u32) -> Vec<u32> {
+    let per_word = (32 / bits) as usize;
+    codes
+        .chunks(per_word)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |word, (i, &c)| word | (c as u32) << (i as u32 * bits))
+        })
+        .collect()
+}
+
+/// Packs codes of `bits` (4 or 8) into bytes, first code in the low nibble (ONNX `MatMulNBits`).
+pub fn pack_u8(codes: &[u8], bits: u32) -> Vec<u8> {
+    match bits {
+        4 => codes
+            .chunks(2)
+            .map(|p| p[0] | p.get(1).copied().unwrap_or(0) << 4)
+            .collect(),
+        _ => codes.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_round(x: f32) -> f32 {
+        half::f16::from_f32(x).to_f32()
+    }
+
+    fn sample(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    }
+
+    /// The plain min/max quantizer both runtimes' converters start from.
+    fn min_max_error(w: &[f32], bits: u32) -> f32 {
+        let nmax = ((1u32 << bits) - 1) as f32;
+        let lo = w.iter().cloned().fold(f32::INFINITY, f32::min);
+        let hi = w.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let scale = (hi - lo) / nmax;
+        let mut codes = vec![0u8; w.len()];
+        quantize_codes(w, scale, lo, nmax, &mut codes);
+        squared_error(w, &codes, scale, lo)
+    }
+
+    #[test]
+    fn the_search_beats_min_max_and_stays_in_range() {
+        let mut ours = 0.0;
+        let mut plain = 0.0;
+        for seed in 0..200 {
+            let w = sample(seed, 64);
+            let g = affine(&w, 4, f16_round);
+            assert!(g.codes.iter().all(|&c| c <= 15));
+            ours += squared_error(&w, &g.codes, g.scale, g.bias);
+            plain += min_max_error(&w, 4);
+        }
+        assert!(ours < 0.9 * plain, "searched {ours} vs min/max {plain}");
+    }
+
+    #[test]
+    fn zero_points_reconstruct_and_keep_zero_exact() {
+        for seed in 0..50 {
+            let mut w = sample(seed, 32);
+            w[3] = 0.0;
+            let g = zero_point(&w, 4, |x| x);
+            assert!(g.zero_point <= 15);
+            let deq = |q: u8| g.scale * (q as f32 - g.zero_point as f32);
+            let err: f32 = w
+                .iter()
+                .zip(&g.codes)
+                .map(|(&x, &q)| (deq(q) - x).powi(2))
+                .sum();
+            // The plain range with an integer zero point, what a min/max quantizer of this layout gives.
+            let (lo, hi) = (
+                w.iter().cloned().fold(0f32, f32::min),
+                w.iter().cloned().fold(0f32, f32::max),
+            );
+            let s = (hi - lo) / 15.0;
+            let z = (-lo / s).round();
+            let plain: f32 = w
+                .iter()
+                .map(|&x| (s * ((x / s + z).round().clamp(0.0, 15.0) - z) - x).powi(2))
+                .sum();
+            assert!(err <= plain, "{err} vs {plain}");
+            // 0 maps to the zero point exactly.
+            assert_eq!(deq(g.codes[3]), 0.0);
+        }
+        let g8 = zero_point(&sample(7, 128), 8, |x| x);
+        assert!(g8.scale > 0.0);
+    }
+
+    #[test]
+    fn constant_and_zero_groups_are_exact() {
+        let g = affine(&[0.0; 32], 4, f16_round);
+        assert_eq!((g.scale, g.bias), (0.0, 0.0));
+        let g = affine(&[0.25; 32], 8, f16_round);
+        assert_eq!(g.scale * g.codes[0] as f32 + g.bias, 0.25);
+        let g = zero_point(&[0.0; 32], 4, |x| x);
+        assert_eq!(g.scale, 0.0);
+        for c in [0.5f32, -0.5] {
+            let g = zero_point(&[c; 32], 4, |x| x);
+            let v = g.scale * (g.codes[0] as f32 - g.zero_point as f32);
+            assert!((v - c).abs() < 1e-6, "{c}: {v}");
+        }
+    }
+
+    #[test]
+    fn packing_puts_the_first_code_lowest() {
+        let codes: Vec<u8> = (0..8).collect();
+        assert_eq!(pack_u32(&codes, 4), vec![0x7654_3210]);
+        assert_eq!(pack_u32(&[1, 2, 3, 4], 8), vec![0x0403_0201]);
+        assert_eq!(pack_u8(&[1, 2, 3, 4], 4), vec![0x21, 0x43]);
+        assert_eq!(pack_u8(&[1, 2], 8), vec![1, 2]);
+    }
+}
