@@ -26,6 +26,9 @@ pub struct Args {
     /// Weights per quantization group (default: the runtime's own converter's, 32 for ONNX, 64 for MLX).
     #[arg(long)]
     group_size: Option<usize>,
+    /// MLX: float type of scales, biases and unquantized tensors: f16, bf16 or f32.
+    #[arg(long, default_value = "f16")]
+    dtype: shuku_export::MlxDtype,
     /// Replace OUT if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -42,6 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let options = ExportOptions {
         bits: WeightBits::from_bits(args.bits, args.format)?,
         group_size: args.group_size,
+        mlx_dtype: args.dtype,
         overwrite: args.overwrite,
         progress: true,
     };

@@ -55,6 +55,14 @@ pub enum ExportError {
         /// What failed.
         message: String,
     },
+    /// A runtime failed to load or run an export.
+    #[error("{runtime}: {message}")]
+    Runtime {
+        /// `onnx`, `genai` or `mlx`.
+        runtime: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// Loading the model, reading its tensors, or staging the output folder failed (an existing output
     /// folder without `overwrite` is [`ModelError::OutputExists`]).
     #[error(transparent)]

@@ -32,6 +32,7 @@ pub mod onnx;
 mod options;
 mod progress;
 mod report;
+pub mod runtime;
 pub mod uniform;
 
 use std::path::Path;
@@ -40,7 +41,7 @@ pub use error::{ExportError, Result};
 pub use host::{host_tensors, HostTensor};
 pub use mlx::MlxExporter;
 pub use onnx::OnnxExporter;
-pub use options::{ExportOptions, Format, WeightBits};
+pub use options::{ExportOptions, Format, MlxDtype, WeightBits};
 pub use report::ExportReport;
 use shuku_model::Llama;
 

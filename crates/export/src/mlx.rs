@@ -20,7 +20,7 @@ use shuku_model::{Llama, ModelType, StagedDir};
 use crate::error::{ExportError, Result};
 use crate::groupwise;
 use crate::host::{host_tensors, is_matrix, HostTensor};
-use crate::options::{ExportOptions, Format, WeightBits};
+use crate::options::{ExportOptions, Format, MlxDtype, WeightBits};
 use crate::progress::Progress;
 use crate::report::ExportReport;
 use crate::uniform::{pad_tensors, UniformWidths};
@@ -53,6 +53,10 @@ fn float_bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
             .iter()
             .flat_map(|v| f16::from_f32(*v).to_le_bytes())
             .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }
@@ -78,9 +82,10 @@ impl Exporter for MlxExporter {
             Some(_) => Some(opts.group_size_for(Format::Mlx)?),
             None => None,
         };
-        let float = match opts.bits {
-            WeightBits::F32 => Dtype::F32,
-            _ => Dtype::F16,
+        let float = match (opts.bits, opts.mlx_dtype) {
+            (WeightBits::F32, _) | (_, MlxDtype::F32) => Dtype::F32,
+            (_, MlxDtype::Bf16) => Dtype::BF16,
+            (_, MlxDtype::F16) => Dtype::F16,
         };
         let mut tensors = host_tensors(model)?;
         let model_parameters: u64 = tensors.iter().map(|t| t.len() as u64).sum();
@@ -150,10 +155,10 @@ impl Exporter for MlxExporter {
 
         let mut cfg = out_config.to_hf_json();
         cfg["head_dim"] = json!(config.head_dim);
-        cfg["torch_dtype"] = json!(if float == Dtype::F32 {
-            "float32"
-        } else {
-            "float16"
+        cfg["torch_dtype"] = json!(match float {
+            Dtype::F32 => "float32",
+            Dtype::BF16 => "bfloat16",
+            _ => "float16",
         });
         if let (Some(bits), Some(group)) = (quant_bits, group) {
             let q = json!({ "group_size": group, "bits": bits, "mode": "affine" });
@@ -189,6 +194,7 @@ fn quantize(t: &HostTensor, bits: u32, group: usize, float: Dtype) -> [Encoded; 
     let groups_per_row = cols / group;
     let round = |x: f32| match float {
         Dtype::F16 => f16::from_f32(x).to_f32(),
+        Dtype::BF16 => half::bf16::from_f32(x).to_f32(),
         _ => x,
     };
     let groups: Vec<groupwise::AffineGroup> = t

@@ -100,6 +100,29 @@ impl WeightBits {
     }
 }
 
+/// The float type MLX exports store scales, biases and unquantized tensors in (`mlx_lm.convert --dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlxDtype {
+    /// f16: what Apple GPUs compute in natively; half the bytes of f32 scales.
+    F16,
+    /// bf16.
+    Bf16,
+    /// f32: on x86 CPUs, MLX computes f16 about 30 times slower than f32.
+    F32,
+}
+
+impl FromStr for MlxDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f16" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f32" | "float32" => Ok(Self::F32),
+            other => Err(format!("unknown MLX dtype {other:?} (f16, bf16 or f32)")),
+        }
+    }
+}
+
 /// How to export. `Default` is 4-bit weights in groups of the format's default size, refusing to replace an
 /// existing folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +131,9 @@ pub struct ExportOptions {
     pub bits: WeightBits,
     /// Weights per quantization group; `None` takes [`Format::default_group_size`].
     pub group_size: Option<usize>,
+    /// MLX: the float type of scales, biases and unquantized tensors (ignored by 32-bit exports, which are
+    /// f32 throughout, and by ONNX, whose `MatMulNBits` scales take the f32 activation type).
+    pub mlx_dtype: MlxDtype,
     /// Replace an existing non-empty output folder.
     pub overwrite: bool,
     /// Draw a progress bar on stderr.
@@ -119,6 +145,7 @@ impl Default for ExportOptions {
         Self {
             bits: WeightBits::Q4,
             group_size: None,
+            mlx_dtype: MlxDtype::F16,
             overwrite: false,
             progress: false,
         }

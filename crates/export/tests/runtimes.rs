@@ -1,0 +1,318 @@
+//! The exports checked in the real runtimes (ONNX Runtime, onnxruntime-genai, mlx-lm from the venv that
+//! `scripts/export-venv.sh` makes), against shuku-model and against the runtimes' own converters
+//! (`py/convert_anchors.sh`). Ignored by default: they need that venv; `scripts/test.sh` runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use shuku_eval::{perplexity, PerplexityProtocol};
+use shuku_export::runtime::{generate, GenerateRequest, Runtime, RuntimeLogits};
+use shuku_export::{ExportOptions, Exporter, MlxDtype, MlxExporter, OnnxExporter, WeightBits};
+use shuku_model::{KeptLayer, Llama, ShrinkPlan, Tokenizer};
+use shuku_testkit::workspace_dir;
+
+/// The export venv's Python: `$SHUKU_EXPORT_PYTHON`, else made (or found) by `scripts/export-venv.sh`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHUKU_EXPORT_PYTHON") {
+        return p.into();
+    }
+    let out = Command::new("bash")
+        .arg(workspace_dir().join("scripts/export-venv.sh"))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/export-venv.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("the venv's python").trim())
+}
+
+/// The runtimes' own conversions of `hf` (ort-fp32, ort-int4, mlx-q4), cached under `target/`.
+fn anchors(hf: &Path, name: &str) -> PathBuf {
+    let out = workspace_dir().join("target/export-anchors").join(name);
+    let status = Command::new("bash")
+        .arg(workspace_dir().join("crates/export/py/convert_anchors.sh"))
+        .arg(hf)
+        .arg(&out)
+        .env("SHUKU_EXPORT_PYTHON", python())
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "convert_anchors.sh failed");
+    out
+}
+
+fn base_dir() -> PathBuf {
+    workspace_dir().join("assets/shuku-base")
+}
+
+fn smollm2_dir() -> PathBuf {
+    shuku_testkit::asset("hf/SmolLM2-135M-Instruct-f32")
+}
+
+fn export(exporter: &dyn Exporter, model: &Llama, tokenizer: &Path, out: &Path) {
+    let report = exporter.export(model, tokenizer, out).unwrap();
+    println!("{report}");
+}
+
+fn opts(bits: WeightBits) -> ExportOptions {
+    ExportOptions {
+        bits,
+        ..ExportOptions::default()
+    }
+}
+
+/// MLX options with f32 scales (MLX's x86 CPU backend runs f16 about 30 times slower).
+fn mlx_f32(bits: WeightBits) -> ExportOptions {
+    ExportOptions {
+        mlx_dtype: MlxDtype::F32,
+        ..opts(bits)
+    }
+}
+
+fn prompt(dir: &Path) -> Vec<u32> {
+    let tok = Tokenizer::from_file(dir).unwrap();
+    tok.encode("The king said to his daughter that", false)
+        .unwrap()
+}
+
+fn model_logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
+    let t = Tensor::new(tokens, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .forward(&t, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Greedy tokens of the runtime's own loop equal shuku-model's (up to an end-of-sequence token, where the
+/// runtime stops), and the runtime's logits over prompt + continuation are within `tol` of shuku-model's
+/// at every position.
+fn check_against_model(
+    model: &Llama,
+    dir: &Path,
+    generator: Runtime,
+    logits_runtime: Runtime,
+    n: usize,
+    tol: f32,
+) {
+    let py = python();
+    let prompt = prompt(dir);
+    let expected = model.generate_greedy(&prompt, n).unwrap();
+    let got = generate(
+        &py,
+        generator,
+        dir,
+        &GenerateRequest {
+            prompt: prompt.clone(),
+            new_tokens: n,
+            stop_at_eos: true,
+            warm_up: false,
+        },
+    )
+    .unwrap();
+    let eos = &model.config().eos_token_ids;
+    assert!(!got.tokens.is_empty());
+    assert_eq!(
+        got.tokens,
+        expected[..got.tokens.len()],
+        "{generator:?} greedy tokens differ"
+    );
+    assert!(
+        got.tokens.len() == n || got.tokens.last().is_some_and(|t| eos.contains(t)),
+        "{generator:?} stopped early without end-of-sequence"
+    );
+    let mut all = prompt;
+    all.extend(&expected);
+    let mut oracle = RuntimeLogits::spawn(&py, logits_runtime, dir).unwrap();
+    let diff = max_abs_diff(&oracle.logits(&all).unwrap(), &model_logits(model, &all));
+    println!(
+        "{logits_runtime:?} on {}: {n} greedy tokens equal, logits max |diff| {diff:.2e}",
+        dir.display()
+    );
+    assert!(diff < tol, "{logits_runtime:?}: logits differ by {diff}");
+}
+
+#[test]
+#[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
+fn fp32_onnx_matches_the_model_in_ort_and_genai() {
+    let root = tempfile::tempdir().unwrap();
+    for (name, dir) in [("base", base_dir()), ("smollm2", smollm2_dir())] {
+        let model = Llama::from_hf_dir(&dir, &Device::Cpu).unwrap();
+        let out = root.path().join(name);
+        export(
+            &OnnxExporter::new(opts(WeightBits::F32)),
+            &model,
+            &dir,
+            &out,
+        );
+        check_against_model(&model, &out, Runtime::Genai, Runtime::OnnxRuntime, 32, 1e-3);
+    }
+}
+
+#[test]
+#[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
+fn fp32_mlx_matches_the_model() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = base_dir();
+    let model = Llama::from_hf_dir(&dir, &Device::Cpu).unwrap();
+    let out = root.path().join("mlx");
+    export(&MlxExporter::new(opts(WeightBits::F32)), &model, &dir, &out);
+    check_against_model(&model, &out, Runtime::Mlx, Runtime::Mlx, 32, 1e-3);
+}
+
+/// Layers of uneven widths: whole, one KV group with half the FFN, one query head per KV head.
+fn pruned(model: &Llama) -> Llama {
+    let dims = model.config().layers[0];
+    let plan = ShrinkPlan {
+        layers: vec![
+            KeptLayer::all(0, &dims),
+            KeptLayer {
+                source: 1,
+                kv_heads: vec![1],
+                heads: vec![2, 3],
+                channels: (0..384).collect(),
+            },
+            KeptLayer {
+                source: 2,
+                kv_heads: vec![0, 1],
+                heads: vec![0, 2],
+                channels: (128..768).collect(),
+            },
+            KeptLayer::all(3, &dims),
+        ],
+    };
+    model.shrink(&plan).unwrap()
+}
+
+#[test]
+#[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
+fn a_pruned_model_with_uneven_widths_runs_in_both_runtimes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = base_dir();
+    let model = pruned(&Llama::from_hf_dir(&dir, &Device::Cpu).unwrap());
+    assert!(!model.config().is_uniform());
+    let onnx = root.path().join("onnx");
+    export(
+        &OnnxExporter::new(opts(WeightBits::F32)),
+        &model,
+        &dir,
+        &onnx,
+    );
+    check_against_model(&model, &onnx, Runtime::Genai, Runtime::Genai, 32, 1e-3);
+    let mlx = root.path().join("mlx");
+    export(&MlxExporter::new(opts(WeightBits::F32)), &model, &dir, &mlx);
+    check_against_model(&model, &mlx, Runtime::Mlx, Runtime::Mlx, 32, 1e-3);
+    // The 4-bit exports of the same model load and generate too.
+    for (exporter, runtime) in [
+        (
+            Box::new(OnnxExporter::new(opts(WeightBits::Q4))) as Box<dyn Exporter>,
+            Runtime::Genai,
+        ),
+        (
+            Box::new(MlxExporter::new(mlx_f32(WeightBits::Q4))),
+            Runtime::Mlx,
+        ),
+    ] {
+        let out = root.path().join(format!("{runtime:?}-q4"));
+        export(exporter.as_ref(), &model, &dir, &out);
+        let g = generate(
+            &python(),
+            runtime,
+            &out,
+            &GenerateRequest {
+                prompt: prompt(&dir),
+                new_tokens: 16,
+                ..GenerateRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.tokens.len(), 16);
+    }
+}
+
+/// Held-out perplexity (llama-perplexity's protocol) of shuku's 4-bit exports and of the runtimes' own
+/// converters' 4-bit output of the same model, each computed from its runtime's logits.
+#[test]
+#[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
+fn four_bit_exports_are_no_worse_than_the_runtimes_own_converters() {
+    let py = python();
+    let dir = base_dir();
+    let model = Llama::from_hf_dir(&dir, &Device::Cpu).unwrap();
+    let anchors = anchors(&dir, "shuku-base");
+    let root = tempfile::tempdir().unwrap();
+    let (onnx, mlx) = (root.path().join("onnx"), root.path().join("mlx"));
+    export(
+        &OnnxExporter::new(opts(WeightBits::Q4)),
+        &model,
+        &dir,
+        &onnx,
+    );
+    // f32 scales like the anchor's (convert_anchors.sh): MLX's x86 CPU backend runs f16 very slowly.
+    export(
+        &MlxExporter::new(mlx_f32(WeightBits::Q4)),
+        &model,
+        &dir,
+        &mlx,
+    );
+
+    let text =
+        std::fs::read_to_string(workspace_dir().join("assets/corpus/shakespeare.txt")).unwrap();
+    let held_out = &text[text.len() - text.len() / 20..];
+    let tokens = Tokenizer::from_file(&dir)
+        .unwrap()
+        .encode(held_out, false)
+        .unwrap();
+    let protocol = PerplexityProtocol {
+        n_chunks: Some(16),
+        ..PerplexityProtocol::new(128)
+    };
+    let ppl = |runtime: Runtime, folder: &Path| -> f64 {
+        let mut source = RuntimeLogits::spawn(&py, runtime, folder).unwrap();
+        perplexity(&mut source, &tokens, &protocol, None)
+            .unwrap()
+            .ppl
+    };
+    let rows = [
+        ("ONNX int4, shuku", ppl(Runtime::OnnxRuntime, &onnx)),
+        (
+            "ONNX int4, onnxruntime-genai builder",
+            ppl(Runtime::OnnxRuntime, &anchors.join("ort-int4")),
+        ),
+        ("MLX 4-bit, shuku", ppl(Runtime::Mlx, &mlx)),
+        (
+            "MLX 4-bit, mlx_lm.convert",
+            ppl(Runtime::Mlx, &anchors.join("mlx-q4")),
+        ),
+    ];
+    for (label, p) in &rows {
+        println!("{label}: ppl {p:.4}");
+    }
+    assert!(
+        rows[0].1 <= rows[1].1,
+        "ONNX: shuku {} vs builder {}",
+        rows[0].1,
+        rows[1].1
+    );
+    assert!(
+        rows[2].1 <= rows[3].1,
+        "MLX: shuku {} vs mlx_lm {}",
+        rows[2].1,
+        rows[3].1
+    );
+}
