@@ -6,6 +6,7 @@
 # (the test profile optimises dependencies, so the numeric checks run at near-release speed).
 #   - tiny random models of every family by HF transformers, and llama.cpp's converter on them
 #     (scripts/hf-reference.sh)
+#   - ONNX Runtime, onnxruntime-genai and mlx-lm for the exports (scripts/export-venv.sh)
 # Assets are cached in $SHUKU_ASSETS (default ~/.cache/shuku-assets) and $LLAMACPP_HOME
 # (default ~/.cache/shuku-llamacpp); both scripts are idempotent.
 set -euo pipefail
@@ -31,6 +32,9 @@ bash crates/quants/tests/peer/build.sh
 
 # The official OpenAI Python client, which the server's API conformance check drives.
 "$SHUKU_ASSETS/venv/bin/python" -m pip install -q openai >/dev/null
+# ONNX Runtime, onnxruntime-genai and mlx-lm, which load and run the ONNX and MLX exports.
+echo "==> export runtimes: $SHUKU_ASSETS/export-venv"
+bash scripts/export-venv.sh >/dev/null
 
 echo "==> unit and integration tests"
 cargo test --workspace
@@ -44,12 +48,14 @@ cargo test --workspace
 #     (crates/quants/tests/llama_cpp_identity.rs, crates/quantize/tests/llama_quantize.rs);
 #   - the GGUF engine against llama-simple and llama-perplexity: greedy tokens, per-step logits,
 #     perplexity, peak RSS, JSON-schema generations (crates/infer/tests/*);
-#   - shuku serve against the official OpenAI Python client (crates/serve/tests/openai_client.rs).
+#   - shuku serve against the official OpenAI Python client (crates/serve/tests/openai_client.rs);
+#   - the ONNX and MLX exports in ONNX Runtime, onnxruntime-genai and mlx-lm, and against those
+#     runtimes' own converters (crates/export/tests/runtimes.rs).
 # They run in one call with the same target selection as the line above: a narrower selection
 # (`-p PACKAGE`, or `--test NAME`) resolves the dependencies' features differently and recompiles
 # half the tree. Serial, because the parity checks time and measure processes. The one test left
 # out, encode_5mb, is a release-mode timing run by hand.
-echo "==> conformance against llama.cpp, gguf-py, transformers and the OpenAI client"
+echo "==> conformance against llama.cpp, gguf-py, transformers, the OpenAI client, ONNX Runtime and MLX"
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
 cargo test --workspace -- --ignored --test-threads 1 --nocapture --skip encode_5mb

@@ -13,6 +13,7 @@
 //! | [`quantize`] | `shuku-quantize` | llama-quantize's presets (same bytes), imatrix, GPTQ, size budgets |
 //! | [`infer`] | `shuku-infer` | the GGUF inference engine for CPUs |
 //! | [`serve`] | `shuku-serve` | an OpenAI-compatible server: continuous batching, an edge → cloud router |
+//! | [`export`] | `shuku-export` | ONNX Runtime (onnxruntime-genai) and MLX (mlx-lm) exports |
 //! | [`quants`] | `shuku-quants` | ggml's block formats and quantizers |
 //! | [`eval`] | `shuku-eval` | llama-perplexity's perplexity and KL-divergence protocol |
 //!
@@ -84,6 +85,11 @@ pub use shuku_quantize as quantize;
 #[cfg(feature = "serve")]
 #[doc(inline)]
 pub use shuku_serve as serve;
+
+/// Exports to the other edge runtimes: onnxruntime-genai folders and mlx-lm folders.
+#[cfg(feature = "export")]
+#[doc(inline)]
+pub use shuku_export as export;
 
 #[cfg(all(feature = "model", feature = "infer"))]
 pub mod pipeline;
