@@ -664,8 +664,13 @@ impl LlamaConfig {
             ModelType::Gemma3 => {
                 v["sliding_window"] = json!(self.sliding_window);
                 v["rope_local_base_freq"] = json!(self.rope_local_theta);
-                v["query_pre_attn_scalar"] =
-                    json!(self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64));
+                // transformers 5 types this field as an integer and refuses 256.0.
+                let scalar = self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64);
+                v["query_pre_attn_scalar"] = if scalar.fract() == 0.0 {
+                    json!(scalar as i64)
+                } else {
+                    json!(scalar)
+                };
                 v["layer_types"] = self
                     .layers
                     .iter()
