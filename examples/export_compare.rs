@@ -144,14 +144,25 @@ fn run(args: Args) -> Result<()> {
         bits: WeightBits::Q4,
         mlx_dtype: dtype,
         progress: true,
+        // The output folder was accepted for reuse (`prepare_out_dir`), so its exports are replaced.
+        overwrite: true,
         ..ExportOptions::default()
     };
     let shuku_onnx = out.join("shuku-onnx-int4");
+    let shuku_onnx_sym = out.join("shuku-onnx-int4-symmetric");
     let shuku_mlx = out.join("shuku-mlx-q4");
     let shuku_mlx_f16 = out.join("shuku-mlx-q4-f16");
     println!(
         "{}",
         OnnxExporter::new(q4(MlxDtype::F16)).export(&original, &dir, &shuku_onnx)?
+    );
+    let symmetric = ExportOptions {
+        symmetric: true,
+        ..q4(MlxDtype::F16)
+    };
+    println!(
+        "{}",
+        OnnxExporter::new(symmetric).export(&original, &dir, &shuku_onnx_sym)?
     );
     println!(
         "{}",
@@ -191,6 +202,12 @@ fn run(args: Args) -> Result<()> {
             "ONNX Runtime int4",
             "shuku export",
             shuku_onnx.clone(),
+            Some(Runtime::OnnxRuntime),
+        ),
+        (
+            "ONNX Runtime int4",
+            "shuku export --symmetric",
+            shuku_onnx_sym.clone(),
             Some(Runtime::OnnxRuntime),
         ),
         (

@@ -211,3 +211,63 @@ fn bad_input_gets_one_line_and_writes_nothing() {
     let o = run("serve_load", &["--url", "http://127.0.0.1:9"]);
     assert_one_line_error(&o, "no server at http://127.0.0.1:9");
 }
+
+#[test]
+#[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
+fn export_compare_tables_every_engine_on_the_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = run(
+        "export_compare",
+        &[
+            "--chunks",
+            "2",
+            "-c",
+            "128",
+            "--decode-tokens",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("export_compare.json")).unwrap())
+            .unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    let made_by: Vec<&str> = rows
+        .iter()
+        .map(|r| r["made_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        made_by,
+        [
+            "shuku export",
+            "shuku export --symmetric",
+            "onnxruntime-genai builder",
+            "shuku export",
+            "mlx_lm.convert",
+            "shuku quantize"
+        ]
+    );
+    for r in rows {
+        let (ppl, kld, tok_s) = (
+            r["ppl"].as_f64().unwrap(),
+            r["mean_kld"].as_f64().unwrap(),
+            r["decode_tok_s"].as_f64().unwrap(),
+        );
+        assert!(
+            ppl > 1.0 && ppl.is_finite() && kld > 0.0 && tok_s > 0.0,
+            "{r}"
+        );
+    }
+    assert!(
+        stdout.contains("| MLX 4-bit | mlx_lm.convert |"),
+        "{stdout}"
+    );
+}

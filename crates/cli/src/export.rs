@@ -29,6 +29,9 @@ pub struct Args {
     /// MLX: float type of scales, biases and unquantized tensors: f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     dtype: shuku_export::MlxDtype,
+    /// ONNX: no zero points (each group centred on the middle code), the model builder's layout.
+    #[arg(long)]
+    symmetric: bool,
     /// Replace OUT if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -46,6 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         bits: WeightBits::from_bits(args.bits, args.format)?,
         group_size: args.group_size,
         mlx_dtype: args.dtype,
+        symmetric: args.symmetric,
         overwrite: args.overwrite,
         progress: true,
     };

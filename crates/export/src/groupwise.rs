@@ -183,6 +183,71 @@ pub fn zero_point(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> ZeroPoint
     })
 }
 
+/// Quantizes one group with the zero point fixed at the middle code, `w ≈ scale · (q − 2^(bits−1))`
+/// (`MatMulNBits` without zero points). The scale's sign is free, so the group's largest magnitude can take
+/// the extra negative code, as onnxruntime's own quantizer does; the search tries scales around that
+/// choice and around the opposite one and refits each by least squares.
+pub fn symmetric(w: &[f32], bits: u32) -> ZeroPointGroup {
+    let mid = (1u32 << (bits - 1)) as f32;
+    let nmax = ((1u32 << bits) - 1) as f32;
+    let n = w.len();
+    let edge = w
+        .iter()
+        .fold(0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
+    let mut best: Option<(f32, ZeroPointGroup)> = None;
+    if edge == 0.0 {
+        return ZeroPointGroup {
+            codes: vec![mid as u8; n],
+            scale: 0.0,
+            zero_point: mid as u8,
+        };
+    }
+    let mut trial = vec![0u8; n];
+    // The edge maps to code 0 (divisor −mid) or to the top code (divisor mid − 1).
+    for base in [-mid, mid - 1.0] {
+        for step in -SEARCH_STEPS..=SEARCH_STEPS {
+            let divisor = base + step as f32 * STEP;
+            if divisor == 0.0 {
+                continue;
+            }
+            let mut scale = edge / divisor;
+            for _ in 0..2 {
+                quantize_codes(w, scale, -mid * scale, nmax, &mut trial);
+                let (num, den) = w.iter().zip(&trial).fold((0f64, 0f64), |(a, b), (&x, &q)| {
+                    let d = q as f64 - mid as f64;
+                    (a + d * x as f64, b + d * d)
+                });
+                if den > 0.0 {
+                    scale = (num / den) as f32;
+                }
+            }
+            if scale == 0.0 || !scale.is_finite() {
+                continue;
+            }
+            // `quantize_codes` needs a positive step: a negative scale flips the codes around mid.
+            for (c, &x) in trial.iter_mut().zip(w) {
+                *c = (x / scale + mid).round().clamp(0.0, nmax) as u8;
+            }
+            let err = squared_error(w, &trial, scale, -mid * scale);
+            if best.as_ref().is_none_or(|(e, _)| err < *e) {
+                best = Some((
+                    err,
+                    ZeroPointGroup {
+                        codes: trial.clone(),
+                        scale,
+                        zero_point: mid as u8,
+                    },
+                ));
+            }
+        }
+    }
+    best.map(|(_, g)| g).unwrap_or(ZeroPointGroup {
+        codes: vec![mid as u8; n],
+        scale: 0.0,
+        zero_point: mid as u8,
+    })
+}
+
 /// Packs codes of `bits` (4 or 8) into little-endian u32 words, first code in the lowest bits (MLX).
 pub fn pack_u32(codes: &[u8], bits: u32) -> Vec<u32> {
     let per_word = (32 / bits) as usize;
@@ -283,6 +348,33 @@ mod tests {
         }
         let g8 = zero_point(&sample(7, 128), 8, |x| x);
         assert!(g8.scale > 0.0);
+    }
+
+    #[test]
+    fn symmetric_groups_beat_the_absmax_rule() {
+        let (mut ours, mut plain) = (0.0, 0.0);
+        for seed in 0..200 {
+            let w = sample(seed, 32);
+            let g = symmetric(&w, 4);
+            assert_eq!(g.zero_point, 8);
+            let deq = |q: u8, s: f32| s * (q as f32 - 8.0);
+            ours += w
+                .iter()
+                .zip(&g.codes)
+                .map(|(&x, &q)| (deq(q, g.scale) - x).powi(2))
+                .sum::<f32>();
+            // onnxruntime's rule: scale = edge / −8, codes round(w / scale) + 8.
+            let edge = w
+                .iter()
+                .fold(0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
+            let s = edge / -8.0;
+            plain += w
+                .iter()
+                .map(|&x| (deq((x / s + 8.0).round().clamp(0.0, 15.0) as u8, s) - x).powi(2))
+                .sum::<f32>();
+        }
+        assert!(ours < 0.9 * plain, "searched {ours} vs absmax {plain}");
+        assert_eq!(symmetric(&[0.0; 32], 4).scale, 0.0);
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Exporter for MlxExporter {
                 target.n_heads, target.n_kv_heads, target.intermediate_size
             ));
         }
+        if let (ModelType::Mistral, Some(window)) = (config.model_type, config.sliding_window) {
+            report.notes.push(format!(
+                "mlx-lm runs mistral as llama with full attention: outputs equal this model's for contexts up to its sliding window ({window} tokens)"
+            ));
+        }
         if let Some(group) = group {
             for t in tensors.iter().filter(|t| is_matrix(t)) {
                 let cols = t.rows_cols().1;
@@ -155,6 +160,10 @@ impl Exporter for MlxExporter {
 
         let mut cfg = out_config.to_hf_json();
         cfg["head_dim"] = json!(config.head_dim);
+        // Some mlx-lm modules (phi3) read the scaling kind from `type`, transformers 4's key.
+        if let Some(kind) = cfg["rope_scaling"].get("rope_type").cloned() {
+            cfg["rope_scaling"]["type"] = kind;
+        }
         cfg["torch_dtype"] = json!(match float {
             Dtype::F32 => "float32",
             Dtype::BF16 => "bfloat16",

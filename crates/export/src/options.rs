@@ -134,6 +134,10 @@ pub struct ExportOptions {
     /// MLX: the float type of scales, biases and unquantized tensors (ignored by 32-bit exports, which are
     /// f32 throughout, and by ONNX, whose `MatMulNBits` scales take the f32 activation type).
     pub mlx_dtype: MlxDtype,
+    /// ONNX: quantize with the zero point fixed at the middle code and write no zero points (the model
+    /// builder's layout, 1/8 bit per weight smaller at 4 bits in groups of 32); otherwise each group gets
+    /// its own zero point (lower error).
+    pub symmetric: bool,
     /// Replace an existing non-empty output folder.
     pub overwrite: bool,
     /// Draw a progress bar on stderr.
@@ -146,6 +150,7 @@ impl Default for ExportOptions {
             bits: WeightBits::Q4,
             group_size: None,
             mlx_dtype: MlxDtype::F16,
+            symmetric: false,
             overwrite: false,
             progress: false,
         }

@@ -53,11 +53,21 @@ pub mod names {
 struct PackedWeight {
     codes: String,
     scales: String,
-    zero_points: String,
+    /// `None` in symmetric exports (the runtime's default zero point, the middle code).
+    zero_points: Option<String>,
     n: usize,
     k: usize,
     bits: u32,
     zero_points_per_row: usize,
+}
+
+impl PackedWeight {
+    /// The inputs of a node reading these codes: `first`, `second`, the scales, the zero points if any.
+    fn inputs<'a>(&'a self, first: &'a str, second: &'a str) -> Vec<&'a str> {
+        let mut v = vec![first, second, self.scales.as_str()];
+        v.extend(self.zero_points.as_deref());
+        v
+    }
 }
 
 /// How the graph holds the embedding matrix.
@@ -90,6 +100,8 @@ pub(crate) struct DecoderBuilder<'a> {
     pub(crate) config: &'a LlamaConfig,
     pub(crate) bits: WeightBits,
     pub(crate) group: usize,
+    /// Quantize with the zero point fixed at the middle code (no zero-point tensors).
+    pub(crate) symmetric: bool,
 }
 
 /// The families the graph covers: llama's block, with q/k/v biases (qwen2) and a sliding window (mistral).
@@ -165,10 +177,17 @@ impl DecoderBuilder<'_> {
         let blocks = k / group;
         // Rows are whole blocks (k is a multiple of the group), so chunks of the data are blocks in
         // row-major order.
+        let symmetric = self.symmetric;
         let groups: Vec<groupwise::ZeroPointGroup> = w
             .data
             .par_chunks(group)
-            .map(|chunk| groupwise::zero_point(chunk, bits, |x| x))
+            .map(|chunk| {
+                if symmetric {
+                    groupwise::symmetric(chunk, bits)
+                } else {
+                    groupwise::zero_point(chunk, bits, |x| x)
+                }
+            })
             .collect();
         let codes: Vec<u8> = groups
             .iter()
@@ -183,7 +202,7 @@ impl DecoderBuilder<'_> {
         let packed = PackedWeight {
             codes: format!("{base}_Q{bits}"),
             scales: format!("{base}_scales"),
-            zero_points: format!("{base}_zero_points"),
+            zero_points: (!symmetric).then(|| format!("{base}_zero_points")),
             n,
             k,
             bits,
@@ -193,12 +212,14 @@ impl DecoderBuilder<'_> {
         self.g
             .initializer(&packed.codes, data_type::UINT8, &[n, blocks, blob], &codes)?;
         self.float_initializer(&packed.scales, &[n, blocks], &scales)?;
-        self.g.initializer(
-            &packed.zero_points,
-            data_type::UINT8,
-            &[n, packed.zero_points_per_row],
-            &zero_points,
-        )?;
+        if let Some(name) = &packed.zero_points {
+            self.g.initializer(
+                name,
+                data_type::UINT8,
+                &[n, packed.zero_points_per_row],
+                &zero_points,
+            )?;
+        }
         Ok(packed)
     }
 
@@ -207,7 +228,7 @@ impl DecoderBuilder<'_> {
             "MatMulNBits",
             "com.microsoft",
             name,
-            &[input, &w.codes, &w.scales, &w.zero_points],
+            &w.inputs(input, &w.codes),
             &[out],
             &[
                 ("K", Attr::Int(w.k as i64)),
@@ -432,12 +453,7 @@ impl DecoderBuilder<'_> {
                 "GatherBlockQuantized",
                 "com.microsoft",
                 "/model/embed_tokens/GatherBlockQuantized",
-                &[
-                    reshaped,
-                    names::INPUT_IDS,
-                    &packed.scales,
-                    &packed.zero_points,
-                ],
+                &packed.inputs(reshaped, names::INPUT_IDS),
                 &[&residual],
                 &[
                     ("bits", Attr::Int(packed.bits as i64)),

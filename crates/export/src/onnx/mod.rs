@@ -82,6 +82,7 @@ impl Exporter for OnnxExporter {
             config,
             bits: opts.bits,
             group,
+            symmetric: opts.symmetric,
         };
         let graph = builder.build(
             |name| {
