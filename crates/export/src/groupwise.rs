@@ -117,70 +117,88 @@ pub fn affine(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> AffineGroup {
     }
 }
 
-/// Quantizes one group to `bits` with an integer zero point (`w ≈ scale · (q − z)`), scale stored as
-/// `round(scale)`.
-pub fn zero_point(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> ZeroPointGroup {
-    let nmax = ((1u32 << bits) - 1) as f32;
-    let (lo, hi) = w
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
-    let n = w.len();
-    if n == 0 || (lo == 0.0 && hi == 0.0) {
-        return ZeroPointGroup {
-            codes: vec![0; n],
-            scale: 0.0,
-            zero_point: 0,
-        };
+/// Codes of `w` for `scale` (of either sign) around the zero point `z`.
+fn codes_around(w: &[f32], scale: f32, z: f32, nmax: f32, codes: &mut [u8]) {
+    for (c, &x) in codes.iter_mut().zip(w) {
+        *c = (x / scale + z).round().clamp(0.0, nmax) as u8;
     }
-    // The representable range always contains 0, so extend the group's range to it.
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    let mut best: Option<(f32, ZeroPointGroup)> = None;
-    let mut trial = vec![0u8; n];
-    for step in -SEARCH_STEPS..=SEARCH_STEPS {
-        let scale = (hi - lo) / (nmax + step as f32 * STEP * 2.0);
-        if scale <= 0.0 {
-            continue;
-        }
-        let mut z = (-lo / scale).round().clamp(0.0, nmax);
-        let mut scale = round(scale);
-        // Two rounds of: codes for (scale, z), then the least-squares scale for those codes and z.
+}
+
+/// The least-squares scale for fixed codes around `z` (`Σ w(q − z) / Σ (q − z)²`); `None` when every
+/// code is `z`.
+fn refit_scale(w: &[f32], codes: &[u8], z: f32) -> Option<f32> {
+    let (num, den) = w.iter().zip(codes).fold((0f64, 0f64), |(a, b), (&x, &q)| {
+        let d = q as f64 - z as f64;
+        (a + d * x as f64, b + d * d)
+    });
+    (den > 0.0).then(|| (num / den) as f32)
+}
+
+/// A zero-point fit kept while searching: the best squared error so far and its group.
+struct BestZeroPoint(Option<(f32, ZeroPointGroup)>);
+
+impl BestZeroPoint {
+    /// Refits `scale` for the codes around `z` twice, then keeps the result if it beats the best.
+    fn try_scale(
+        &mut self,
+        w: &[f32],
+        mut scale: f32,
+        z: f32,
+        nmax: f32,
+        round: &impl Fn(f32) -> f32,
+    ) {
+        let mut codes = vec![0u8; w.len()];
         for _ in 0..2 {
-            quantize_codes(w, scale, -z * scale, nmax, &mut trial);
-            let (num, den) = w.iter().zip(&trial).fold((0f64, 0f64), |(a, b), (&x, &q)| {
-                let d = q as f64 - z as f64;
-                (a + d * x as f64, b + d * d)
-            });
-            if den > 0.0 && num / den > 0.0 {
-                scale = round((num / den) as f32);
+            codes_around(w, scale, z, nmax, &mut codes);
+            match refit_scale(w, &codes, z) {
+                Some(s) if s != 0.0 && s.is_finite() && s.signum() == scale.signum() => {
+                    scale = round(s)
+                }
+                _ => break,
             }
-            if scale <= 0.0 {
-                break;
-            }
-            z = z.clamp(0.0, nmax);
         }
-        if scale <= 0.0 {
-            continue;
-        }
-        quantize_codes(w, scale, -z * scale, nmax, &mut trial);
-        let err = squared_error(w, &trial, scale, -z * scale);
-        if best.as_ref().is_none_or(|(e, _)| err < *e) {
-            best = Some((
+        codes_around(w, scale, z, nmax, &mut codes);
+        let err = squared_error(w, &codes, scale, -z * scale);
+        if self.0.as_ref().is_none_or(|(e, _)| err < *e) {
+            self.0 = Some((
                 err,
                 ZeroPointGroup {
-                    codes: trial.clone(),
+                    codes,
                     scale,
                     zero_point: z as u8,
                 },
             ));
         }
     }
-    best.map(|(_, g)| g).unwrap_or(ZeroPointGroup {
-        codes: vec![0; n],
-        scale: 0.0,
-        zero_point: 0,
-    })
+
+    fn finish(self, n: usize, z: u8) -> ZeroPointGroup {
+        self.0.map(|(_, g)| g).unwrap_or(ZeroPointGroup {
+            codes: vec![z; n],
+            scale: 0.0,
+            zero_point: z,
+        })
+    }
+}
+
+/// Quantizes one group to `bits` with an integer zero point (`w ≈ scale · (q − z)`), scale stored as
+/// `round(scale)`.
+pub fn zero_point(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> ZeroPointGroup {
+    let nmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = w
+        .iter()
+        .fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
+    let mut best = BestZeroPoint(None);
+    // The representable range always contains 0, so the group's range is extended to it.
+    if hi > lo {
+        for step in -SEARCH_STEPS..=SEARCH_STEPS {
+            let scale = (hi - lo) / (nmax + step as f32 * STEP * 2.0);
+            if scale > 0.0 {
+                let z = (-lo / scale).round().clamp(0.0, nmax);
+                best.try_scale(w, round(scale), z, nmax, &round);
+            }
+        }
+    }
+    best.finish(w.len(), 0)
 }
 
 /// Quantizes one group with the zero point fixed at the middle code, `w ≈ scale · (q − 2^(bits−1))`
@@ -190,62 +208,22 @@ pub fn zero_point(w: &[f32], bits: u32, round: impl Fn(f32) -> f32) -> ZeroPoint
 pub fn symmetric(w: &[f32], bits: u32) -> ZeroPointGroup {
     let mid = (1u32 << (bits - 1)) as f32;
     let nmax = ((1u32 << bits) - 1) as f32;
-    let n = w.len();
     let edge = w
         .iter()
         .fold(0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
-    let mut best: Option<(f32, ZeroPointGroup)> = None;
-    if edge == 0.0 {
-        return ZeroPointGroup {
-            codes: vec![mid as u8; n],
-            scale: 0.0,
-            zero_point: mid as u8,
-        };
-    }
-    let mut trial = vec![0u8; n];
-    // The edge maps to code 0 (divisor −mid) or to the top code (divisor mid − 1).
-    for base in [-mid, mid - 1.0] {
-        for step in -SEARCH_STEPS..=SEARCH_STEPS {
-            let divisor = base + step as f32 * STEP;
-            if divisor == 0.0 {
-                continue;
-            }
-            let mut scale = edge / divisor;
-            for _ in 0..2 {
-                quantize_codes(w, scale, -mid * scale, nmax, &mut trial);
-                let (num, den) = w.iter().zip(&trial).fold((0f64, 0f64), |(a, b), (&x, &q)| {
-                    let d = q as f64 - mid as f64;
-                    (a + d * x as f64, b + d * d)
-                });
-                if den > 0.0 {
-                    scale = (num / den) as f32;
+    let mut best = BestZeroPoint(None);
+    if edge != 0.0 {
+        // The edge maps to code 0 (divisor −mid) or to the top code (divisor mid − 1).
+        for base in [-mid, mid - 1.0] {
+            for step in -SEARCH_STEPS..=SEARCH_STEPS {
+                let divisor = base + step as f32 * STEP;
+                if divisor != 0.0 {
+                    best.try_scale(w, edge / divisor, mid, nmax, &|x| x);
                 }
-            }
-            if scale == 0.0 || !scale.is_finite() {
-                continue;
-            }
-            // `quantize_codes` needs a positive step: a negative scale flips the codes around mid.
-            for (c, &x) in trial.iter_mut().zip(w) {
-                *c = (x / scale + mid).round().clamp(0.0, nmax) as u8;
-            }
-            let err = squared_error(w, &trial, scale, -mid * scale);
-            if best.as_ref().is_none_or(|(e, _)| err < *e) {
-                best = Some((
-                    err,
-                    ZeroPointGroup {
-                        codes: trial.clone(),
-                        scale,
-                        zero_point: mid as u8,
-                    },
-                ));
             }
         }
     }
-    best.map(|(_, g)| g).unwrap_or(ZeroPointGroup {
-        codes: vec![mid as u8; n],
-        scale: 0.0,
-        zero_point: mid as u8,
-    })
+    best.finish(w.len(), mid as u8)
 }
 
 /// Packs codes of `bits` (4 or 8) into little-endian u32 words, first code in the lowest bits (MLX).
@@ -282,15 +260,8 @@ mod tests {
     }
 
     fn sample(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect()
+        let mut rng = shuku_testkit::TestRng(seed);
+        (0..n).map(|_| rng.normal() * 0.05).collect()
     }
 
     /// The plain min/max quantizer both runtimes' converters start from.

@@ -4,18 +4,17 @@
 //! with a typed error and nothing written. `runtimes.rs` checks the same folders in ONNX Runtime,
 //! onnxruntime-genai and mlx-lm.
 
+mod common;
+
+use common::{base_dir, max_abs_diff, model_logits, opts, uneven};
 use std::collections::HashSet;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use prost::Message;
 use shuku_export::onnx::proto::ModelProto;
 use shuku_export::{ExportError, ExportOptions, Exporter, MlxExporter, OnnxExporter, WeightBits};
-use shuku_model::{KeptLayer, Llama, LlamaConfig, ModelError, ShrinkPlan};
-
-fn tokenizer_dir() -> std::path::PathBuf {
-    shuku_testkit::workspace_dir().join("assets/shuku-base")
-}
+use shuku_model::{Llama, LlamaConfig, ModelError};
 
 fn tiny_config(model_type: &str) -> LlamaConfig {
     LlamaConfig::from_json_str(
@@ -32,58 +31,6 @@ fn tiny_config(model_type: &str) -> LlamaConfig {
 
 fn tiny(model_type: &str) -> Llama {
     Llama::random(tiny_config(model_type), 7, &Device::Cpu).unwrap()
-}
-
-/// Layer 0 whole, layer 1 one KV group and half the FFN, layer 2 one query head per KV head.
-fn uneven(model: &Llama) -> Llama {
-    let dims = model.config().layers[0];
-    let plan = ShrinkPlan {
-        layers: vec![
-            KeptLayer::all(0, &dims),
-            KeptLayer {
-                source: 1,
-                kv_heads: vec![1],
-                heads: vec![2, 3],
-                channels: (0..128).collect(),
-            },
-            KeptLayer {
-                source: 2,
-                kv_heads: vec![0, 1],
-                heads: vec![0, 2],
-                channels: (64..256).collect(),
-            },
-        ],
-    };
-    model.shrink(&plan).unwrap()
-}
-
-fn options(bits: WeightBits) -> ExportOptions {
-    ExportOptions {
-        bits,
-        ..ExportOptions::default()
-    }
-}
-
-fn logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
-    let t = Tensor::new(tokens, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    model
-        .forward(&t, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn read_onnx(dir: &Path) -> ModelProto {
@@ -153,8 +100,8 @@ fn onnx_graph_is_well_formed_for_every_precision() {
         WeightBits::Q4,
     ] {
         let out = root.path().join(format!("onnx-{}", bits.bits()));
-        let report = OnnxExporter::new(options(bits))
-            .export(&model, &tokenizer_dir(), &out)
+        let report = OnnxExporter::new(opts(bits))
+            .export(&model, &base_dir(), &out)
             .unwrap();
         let ops = check_graph(&out);
         let count = |op: &str| ops.iter().filter(|o| *o == op).count();
@@ -185,8 +132,8 @@ fn onnx_keeps_each_layers_widths() {
     let model = uneven(&tiny("llama"));
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("onnx");
-    OnnxExporter::new(options(WeightBits::Q4))
-        .export(&model, &tokenizer_dir(), &out)
+    OnnxExporter::new(opts(WeightBits::Q4))
+        .export(&model, &base_dir(), &out)
         .unwrap();
     check_graph(&out);
     let graph = read_onnx(&out).graph.unwrap();
@@ -222,13 +169,16 @@ fn mlx_float_export_loads_back_with_the_same_logits() {
         ("uneven", uneven(&tiny("llama"))),
     ] {
         let out = root.path().join(label);
-        let report = MlxExporter::new(options(WeightBits::F32))
-            .export(&model, &tokenizer_dir(), &out)
+        let report = MlxExporter::new(opts(WeightBits::F32))
+            .export(&model, &base_dir(), &out)
             .unwrap();
         // An unquantized MLX folder is an HF folder: shuku-model reads it back.
         let back = Llama::from_hf_dir(&out, &Device::Cpu).unwrap();
         assert!(back.config().is_uniform());
-        let diff = max_abs_diff(&logits(&model, &tokens), &logits(&back, &tokens));
+        let diff = max_abs_diff(
+            &model_logits(&model, &tokens),
+            &model_logits(&back, &tokens),
+        );
         assert!(diff < 1e-4, "{label}: logits differ by {diff}");
         assert_eq!(
             report.notes.is_empty(),
@@ -244,8 +194,8 @@ fn mlx_quantized_weights_dequantize_close_to_the_originals() {
     let model = tiny("llama");
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("mlx");
-    MlxExporter::new(options(WeightBits::Q4))
-        .export(&model, &tokenizer_dir(), &out)
+    MlxExporter::new(opts(WeightBits::Q4))
+        .export(&model, &base_dir(), &out)
         .unwrap();
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -299,9 +249,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let out = root.path().join("out");
     let onnx = OnnxExporter::new(ExportOptions::default());
 
-    let err = onnx
-        .export(&tiny("qwen3"), &tokenizer_dir(), &out)
-        .unwrap_err();
+    let err = onnx.export(&tiny("qwen3"), &base_dir(), &out).unwrap_err();
     assert!(matches!(err, ExportError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("qwen3"), "{err}");
 
@@ -311,7 +259,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     }
     let odd = Llama::random(config, 1, &Device::Cpu).unwrap();
     let mlx = MlxExporter::new(ExportOptions::default());
-    let err = mlx.export(&odd, &tokenizer_dir(), &out).unwrap_err();
+    let err = mlx.export(&odd, &base_dir(), &out).unwrap_err();
     match &err {
         ExportError::GroupSize {
             tensor,
@@ -327,7 +275,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
         group_size: Some(48),
         ..ExportOptions::default()
     })
-    .export(&tiny("llama"), &tokenizer_dir(), &out)
+    .export(&tiny("llama"), &base_dir(), &out)
     .unwrap_err();
     assert!(
         matches!(
@@ -343,9 +291,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("mine.txt"), "keep").unwrap();
-    let err = mlx
-        .export(&tiny("llama"), &tokenizer_dir(), &out)
-        .unwrap_err();
+    let err = mlx.export(&tiny("llama"), &base_dir(), &out).unwrap_err();
     assert!(
         matches!(err, ExportError::Model(ModelError::OutputExists { .. })),
         "{err}"

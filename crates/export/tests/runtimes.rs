@@ -2,14 +2,17 @@
 //! `scripts/export-venv.sh` makes), against shuku-model and against the runtimes' own converters
 //! (`py/convert_anchors.sh`). Ignored by default: they need that venv; `scripts/test.sh` runs them.
 
+mod common;
+
+use common::{base_dir, max_abs_diff, model_logits, opts, uneven};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use shuku_eval::{kl_divergence, PerplexityProtocol};
 use shuku_export::runtime::{generate, GenerateRequest, Runtime, RuntimeLogits};
 use shuku_export::{ExportOptions, Exporter, MlxDtype, MlxExporter, OnnxExporter, WeightBits};
-use shuku_model::{KeptLayer, Llama, ModelType, ShrinkPlan, Tokenizer};
+use shuku_model::{Llama, ModelType, Tokenizer};
 use shuku_testkit::workspace_dir;
 
 /// The export venv's Python: `$SHUKU_EXPORT_PYTHON`, else made (or found) by `scripts/export-venv.sh`.
@@ -44,10 +47,6 @@ fn anchors(hf: &Path, name: &str) -> PathBuf {
     out
 }
 
-fn base_dir() -> PathBuf {
-    workspace_dir().join("assets/shuku-base")
-}
-
 fn smollm2_dir() -> PathBuf {
     shuku_testkit::asset("hf/SmolLM2-135M-Instruct-f32")
 }
@@ -55,13 +54,6 @@ fn smollm2_dir() -> PathBuf {
 fn export(exporter: &dyn Exporter, model: &Llama, tokenizer: &Path, out: &Path) {
     let report = exporter.export(model, tokenizer, out).unwrap();
     println!("{report}");
-}
-
-fn opts(bits: WeightBits) -> ExportOptions {
-    ExportOptions {
-        bits,
-        ..ExportOptions::default()
-    }
 }
 
 /// MLX options with f32 scales (MLX's x86 CPU backend runs f16 about 30 times slower).
@@ -76,28 +68,6 @@ fn prompt(dir: &Path) -> Vec<u32> {
     let tok = Tokenizer::from_file(dir).unwrap();
     tok.encode("The king said to his daughter that", false)
         .unwrap()
-}
-
-fn model_logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
-    let t = Tensor::new(tokens, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    model
-        .forward(&t, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Greedy tokens of the runtime's own loop equal shuku-model's (up to an end-of-sequence token, where the
@@ -176,36 +146,12 @@ fn fp32_mlx_matches_the_model() {
     check_against_model(&model, &out, Runtime::Mlx, Runtime::Mlx, 32, 1e-3);
 }
 
-/// Layers of uneven widths: whole, one KV group with half the FFN, one query head per KV head.
-fn pruned(model: &Llama) -> Llama {
-    let dims = model.config().layers[0];
-    let plan = ShrinkPlan {
-        layers: vec![
-            KeptLayer::all(0, &dims),
-            KeptLayer {
-                source: 1,
-                kv_heads: vec![1],
-                heads: vec![2, 3],
-                channels: (0..384).collect(),
-            },
-            KeptLayer {
-                source: 2,
-                kv_heads: vec![0, 1],
-                heads: vec![0, 2],
-                channels: (128..768).collect(),
-            },
-            KeptLayer::all(3, &dims),
-        ],
-    };
-    model.shrink(&plan).unwrap()
-}
-
 #[test]
 #[ignore = "needs the export venv (scripts/export-venv.sh); run by scripts/test.sh"]
 fn a_pruned_model_with_uneven_widths_runs_in_both_runtimes() {
     let root = tempfile::tempdir().unwrap();
     let dir = base_dir();
-    let model = pruned(&Llama::from_hf_dir(&dir, &Device::Cpu).unwrap());
+    let model = uneven(&Llama::from_hf_dir(&dir, &Device::Cpu).unwrap());
     assert!(!model.config().is_uniform());
     let onnx = root.path().join("onnx");
     export(
