@@ -25,11 +25,12 @@ use common::{model_dir, prepare_out_dir, progress};
 use shuku::candle::Device;
 use shuku::distill::corpus::split_tail;
 use shuku::eval::{LogitsSource, PerplexityProtocol};
-use shuku::export::runtime::{generate, GenerateRequest, Runtime, RuntimeLogits};
+use shuku::export::runtime::{generate, runtime_python, GenerateRequest, Runtime, RuntimeLogits};
 use shuku::export::{ExportOptions, Exporter, MlxDtype, MlxExporter, OnnxExporter, WeightBits};
 use shuku::infer::{Engine, EngineOptions};
 use shuku::model::{Llama, Tokenizer};
 use shuku::pipeline::{quality, speed, Deployable, Quality, SpeedOptions};
+use shuku::prune::parameter_count;
 use shuku::quantize::{preset, Quantizer};
 
 const DEFAULT_OUT: &str = "target/export_compare";
@@ -83,26 +84,6 @@ struct Row {
     decode_tok_s: Option<f64>,
 }
 
-fn python() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SHUKU_EXPORT_PYTHON") {
-        return Ok(p.into());
-    }
-    let out = Command::new("bash")
-        .arg("scripts/export-venv.sh")
-        .output()
-        .context("running scripts/export-venv.sh (run from the repository root)")?;
-    if !out.status.success() {
-        bail!(
-            "scripts/export-venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(
-        text.lines().last().unwrap_or_default().trim(),
-    ))
-}
-
 /// Bytes of the files a runtime loads (weights and graph; not tokenizer or config).
 fn weight_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
@@ -121,15 +102,12 @@ fn weight_bytes(dir: &Path) -> Result<u64> {
 
 fn run(args: Args) -> Result<()> {
     common::set_threads(args.threads);
-    let py = python()?;
+    let py = runtime_python("scripts/export-venv.sh".as_ref())
+        .context("the runtimes' venv (run from the repository root)")?;
     let dir = model_dir(&args.input.model)?;
     let out = prepare_out_dir(&args.out, DEFAULT_OUT, args.overwrite)?;
     let original = Llama::from_hf_dir(&dir, &Device::Cpu)?;
-    let parameters: u64 = original
-        .named_tensors()
-        .iter()
-        .map(|(_, t)| t.elem_count() as u64)
-        .sum();
+    let parameters = parameter_count(&original) as u64;
     let tokenizer = Tokenizer::from_file(&dir)?;
     let text = std::fs::read_to_string(&args.input.text)
         .with_context(|| format!("reading --text {}", args.input.text.display()))?;

@@ -3,7 +3,7 @@
 
 use shuku_model::Llama;
 
-use crate::error::Result;
+use crate::error::{ExportError, Result};
 
 /// One weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,22 @@ pub fn host_tensors(model: &Llama) -> Result<Vec<HostTensor>> {
             Ok(HostTensor { name, shape, data })
         })
         .collect()
+}
+
+/// Checks that every matrix's input width is a whole number of quantization groups, before anything is
+/// written.
+pub fn check_group_size(tensors: &[HostTensor], group_size: usize) -> Result<()> {
+    for t in tensors.iter().filter(|t| is_matrix(t)) {
+        let width = t.rows_cols().1;
+        if width % group_size != 0 {
+            return Err(ExportError::GroupSize {
+                tensor: t.name.clone(),
+                width,
+                group_size,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether an HF weight is a matrix a linear layer or the embedding multiplies with (quantizable), as

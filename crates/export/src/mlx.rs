@@ -19,7 +19,7 @@ use shuku_model::{Llama, ModelType, StagedDir};
 
 use crate::error::{ExportError, Result};
 use crate::groupwise;
-use crate::host::{host_tensors, is_matrix, HostTensor};
+use crate::host::{check_group_size, host_tensors, is_matrix, HostTensor};
 use crate::options::{ExportOptions, Format, MlxDtype, WeightBits};
 use crate::progress::Progress;
 use crate::report::ExportReport;
@@ -106,16 +106,7 @@ impl Exporter for MlxExporter {
             ));
         }
         if let Some(group) = group {
-            for t in tensors.iter().filter(|t| is_matrix(t)) {
-                let cols = t.rows_cols().1;
-                if cols % group != 0 {
-                    return Err(ExportError::GroupSize {
-                        tensor: t.name.clone(),
-                        width: cols,
-                        group_size: group,
-                    });
-                }
-            }
+            check_group_size(&tensors, group)?;
         }
         let staged = StagedDir::create(out, opts.overwrite)?;
         let progress = Progress::new(opts.progress, tensors.len() as u64, "mlx");

@@ -52,6 +52,27 @@ fn script(name: &str, text: &str) -> Result<(tempfile::TempDir, PathBuf)> {
     Ok((dir, path))
 }
 
+/// The Python that has the runtimes: `$SHUKU_EXPORT_PYTHON` when set, else the last line `venv_script`
+/// prints (`scripts/export-venv.sh` makes the venv on first use and prints its Python).
+pub fn runtime_python(venv_script: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SHUKU_EXPORT_PYTHON") {
+        return Ok(p.into());
+    }
+    let out = Command::new("bash")
+        .arg(venv_script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| ExportError::io(venv_script, e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().last().map(str::trim) {
+        Some(line) if out.status.success() && !line.is_empty() => Ok(PathBuf::from(line)),
+        _ => Err(ExportError::Runtime {
+            runtime: "python",
+            message: format!("{} failed ({})", venv_script.display(), out.status),
+        }),
+    }
+}
+
 /// A model folder loaded in a runtime, answering windows of tokens with their logits (each window from an
 /// empty KV cache).
 pub struct RuntimeLogits {

@@ -10,27 +10,14 @@ use std::process::Command;
 
 use candle_core::Device;
 use shuku_eval::{kl_divergence, PerplexityProtocol};
-use shuku_export::runtime::{generate, GenerateRequest, Runtime, RuntimeLogits};
+use shuku_export::runtime::{generate, runtime_python, GenerateRequest, Runtime, RuntimeLogits};
 use shuku_export::{ExportOptions, Exporter, MlxDtype, MlxExporter, OnnxExporter, WeightBits};
 use shuku_model::{Llama, ModelType, Tokenizer};
 use shuku_testkit::workspace_dir;
 
 /// The export venv's Python: `$SHUKU_EXPORT_PYTHON`, else made (or found) by `scripts/export-venv.sh`.
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHUKU_EXPORT_PYTHON") {
-        return p.into();
-    }
-    let out = Command::new("bash")
-        .arg(workspace_dir().join("scripts/export-venv.sh"))
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "scripts/export-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("the venv's python").trim())
+    runtime_python(&workspace_dir().join("scripts/export-venv.sh")).unwrap()
 }
 
 /// The runtimes' own conversions of `hf` (ort-fp32, ort-int4, mlx-q4), cached under `target/`.

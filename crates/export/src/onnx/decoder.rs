@@ -167,13 +167,8 @@ impl DecoderBuilder<'_> {
         let (n, k) = w.rows_cols();
         let bits = self.bits.quantized().unwrap_or(4);
         let group = self.group;
-        if k % group != 0 {
-            return Err(ExportError::GroupSize {
-                tensor: w.name.clone(),
-                width: k,
-                group_size: group,
-            });
-        }
+        // The exporter checked every width (`check_group_size`) before building.
+        debug_assert_eq!(k % group, 0, "{}", w.name);
         let blocks = k / group;
         // Rows are whole blocks (k is a multiple of the group), so chunks of the data are blocks in
         // row-major order.

@@ -15,7 +15,7 @@ use prost::Message;
 use shuku_model::{Llama, StagedDir};
 
 use crate::error::{ExportError, Result};
-use crate::host::host_tensors;
+use crate::host::{check_group_size, host_tensors};
 use crate::options::{ExportOptions, Format};
 use crate::progress::Progress;
 use crate::report::ExportReport;
@@ -61,16 +61,7 @@ impl Exporter for OnnxExporter {
         let tensors = host_tensors(model)?;
         let model_parameters: u64 = tensors.iter().map(|t| t.len() as u64).sum();
         if quantized {
-            for t in tensors.iter().filter(|t| crate::host::is_matrix(t)) {
-                let cols = t.rows_cols().1;
-                if cols % group != 0 && t.name != "model.embed_tokens.weight" {
-                    return Err(ExportError::GroupSize {
-                        tensor: t.name.clone(),
-                        width: cols,
-                        group_size: group,
-                    });
-                }
-            }
+            check_group_size(&tensors, group)?;
         }
         let mut by_name: HashMap<String, _> =
             tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
