@@ -37,7 +37,7 @@ impl LayerSelection {
         let keep = match self {
             LayerSelection::EveryOther => {
                 let mut v: Vec<usize> = (0..n_layers).step_by(2).collect();
-                if n_layers % 2 == 0 {
+                if n_layers.is_multiple_of(2) {
                     if let Some(last) = v.last_mut() {
                         *last = n_layers - 1;
                     }

@@ -482,7 +482,7 @@ impl Trainer {
                 val_ppl: None,
             };
             let done = self.step == cfg.steps;
-            if (cfg.eval_every > 0 && self.step % cfg.eval_every == 0) || done {
+            if (cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every)) || done {
                 if let Some(ev) = self.evaluate(model, data)? {
                     rec.val_loss = Some(ev.loss);
                     rec.val_ppl = Some(ev.perplexity);
@@ -490,7 +490,9 @@ impl Trainer {
                 }
             }
             if let Some(path) = &cfg.checkpoint_path {
-                if (cfg.checkpoint_every > 0 && self.step % cfg.checkpoint_every == 0) || done {
+                if (cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every))
+                    || done
+                {
                     self.save_checkpoint(path, data)?;
                 }
             }

@@ -35,7 +35,10 @@ fn remap<T: Copy>(
     n_head: usize,
     inverse: bool,
 ) -> Option<Vec<T>> {
-    if n_head == 0 || n_rows % (2 * n_head) != 0 || rows.len() != n_rows.checked_mul(row_len)? {
+    if n_head == 0
+        || !n_rows.is_multiple_of(2 * n_head)
+        || rows.len() != n_rows.checked_mul(row_len)?
+    {
         return None;
     }
     let d = n_rows / n_head;

@@ -152,7 +152,7 @@ impl GgmlType {
 
     /// Bytes for `n_elements` elements, `None` if not a whole number of blocks or on overflow.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
-        if n_elements % self.block_size() != 0 {
+        if !n_elements.is_multiple_of(self.block_size()) {
             return None;
         }
         (n_elements / self.block_size()).checked_mul(self.type_size())

@@ -34,7 +34,7 @@ impl NmPattern {
 
     /// Checks that the pattern tiles a row of `width` input columns of `tensor`.
     pub fn check_width(&self, tensor: &str, width: usize) -> Result<()> {
-        if width % self.m != 0 {
+        if !width.is_multiple_of(self.m) {
             return Err(PruneError::PatternWidth {
                 tensor: tensor.to_string(),
                 n: self.n,

@@ -322,7 +322,7 @@ fn tensor_type(
 /// 32-block type of similar size, and to F16 when even that does not fit.
 fn fallback(t: &TensorShape, target: QuantType, n_fallback: &mut usize) -> Result<QuantType> {
     let ncols = t.ne[0];
-    if ncols % target.block_size() == 0 {
+    if ncols.is_multiple_of(target.block_size()) {
         return Ok(target);
     }
     *n_fallback += 1;
@@ -340,7 +340,7 @@ fn fallback(t: &TensorShape, target: QuantType, n_fallback: &mut usize) -> Resul
             })
         }
     };
-    Ok(if ncols % to.block_size() != 0 {
+    Ok(if !ncols.is_multiple_of(to.block_size()) {
         QuantType::F16
     } else {
         to
@@ -377,7 +377,7 @@ fn preset_rules(
     if category == Category::Output || (c.has_tied_embeddings && category == Category::TokenEmbd) {
         if let Some(ty) = options.output_tensor_type {
             new_type = ty;
-        } else if facts.is_falcon() || t.ne[0] % new_type.block_size() != 0 {
+        } else if facts.is_falcon() || !t.ne[0].is_multiple_of(new_type.block_size()) {
             new_type = Q::Q8_0;
         } else if new_type != Q::Q8_0 {
             new_type = Q::Q6_K;

@@ -161,7 +161,8 @@ impl QuantType {
     /// Bytes of one row of `n_per_row` elements, or `None` when the row is not a whole number of
     /// blocks.
     pub fn row_bytes(self, n_per_row: usize) -> Option<usize> {
-        (n_per_row % self.block_size() == 0)
+        n_per_row
+            .is_multiple_of(self.block_size())
             .then(|| n_per_row / self.block_size() * self.type_size())
     }
 
@@ -180,7 +181,7 @@ impl QuantType {
                 block: self.block_size(),
             });
         };
-        if src.len() % n_per_row != 0 {
+        if !src.len().is_multiple_of(n_per_row) {
             return Err(QuantError::Length {
                 what: "source values",
                 expected: src.len().div_ceil(n_per_row) * n_per_row,
@@ -279,7 +280,7 @@ impl QuantType {
     /// Decodes `bytes` (a whole number of blocks) into `out`, one value per element.
     pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
         let expected = out.len() / self.block_size() * self.type_size();
-        if out.len() % self.block_size() != 0 || bytes.len() != expected {
+        if !out.len().is_multiple_of(self.block_size()) || bytes.len() != expected {
             return Err(QuantError::Length {
                 what: "quantized bytes",
                 expected,

@@ -687,7 +687,7 @@ fn check_blocks(ty: QuantType, bytes: usize, elems: usize, what: &str) {
     );
     let blocks = bytes / ty.type_size();
     assert!(
-        bytes % ty.type_size() == 0 && elems == blocks * ty.block_size(),
+        bytes.is_multiple_of(ty.type_size()) && elems == blocks * ty.block_size(),
         "{ty}: {bytes} bytes and {elems} {what} are not the same whole number of blocks \
          ({} bytes, {} elements each)",
         ty.type_size(),

@@ -580,7 +580,7 @@ impl LlamaConfig {
         let heads0 = self.layers.first().map_or(0, |l| l.n_heads);
         self.explicit_head_dim
             || heads0 == 0
-            || self.hidden_size % heads0 != 0
+            || !self.hidden_size.is_multiple_of(heads0)
             || self.hidden_size / heads0 != self.head_dim
     }
 

@@ -160,7 +160,7 @@ impl<'a> QMatrix<'a> {
             return Err(KernelError::UnsupportedType(ttype));
         }
         let bs = ttype.block_size() as usize;
-        if cols % bs != 0 {
+        if !cols.is_multiple_of(bs) {
             return Err(KernelError::BadLayout(format!(
                 "row length {cols} is not a multiple of the {ttype} block size {bs}"
             )));
