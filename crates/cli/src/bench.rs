@@ -36,6 +36,10 @@ pub struct Args {
     /// Worker threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Read every weight matrix from the mapped file instead of the interleaved copy the tiled
+    /// kernels read (llama-bench's --repack 0).
+    #[arg(long)]
+    no_repack: bool,
 }
 
 /// Mean and sample standard deviation.
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<()> {
         EngineOptions {
             threads: args.threads,
             context: args.n_prompt.max(args.n_gen).max(1),
+            repack: !args.no_repack,
             ..Default::default()
         },
     )

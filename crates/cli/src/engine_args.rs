@@ -19,6 +19,10 @@ pub struct EngineArgs {
     /// positions.
     #[arg(long = "ubatch-size", short_alias = 'u', default_value_t = shuku_infer::engine::DEFAULT_UBATCH)]
     pub ubatch: usize,
+    /// Read every weight matrix from the mapped file instead of copying the tiled kernels' types
+    /// into their interleaved layout at load (to compare; slower on CPUs with AVX-512 VNNI).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 impl EngineArgs {
@@ -30,6 +34,7 @@ impl EngineArgs {
                 threads: self.threads,
                 context: self.ctx,
                 ubatch: self.ubatch,
+                repack: !self.no_repack,
             },
         )
         .with_context(|| format!("cannot load {}", model.display()))

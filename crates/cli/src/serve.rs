@@ -101,6 +101,7 @@ pub fn run(args: Args) -> Result<()> {
             threads: args.threads,
             context: slot_ctx.max(1),
             ubatch: args.ubatch,
+            ..Default::default()
         },
     )
     .with_context(|| format!("cannot load {}", args.model.display()))?;

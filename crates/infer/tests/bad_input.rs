@@ -276,6 +276,7 @@ fn sliding_window_ring_matches_a_full_cache() {
         threads: 2,
         context: 160,
         ubatch,
+        ..Default::default()
     };
     // Rings of 8 + 4 − 1 = 11 positions, against 160 (a window plus 512 exceeds the context).
     let ring = Engine::load(&p, options(4)).expect("load");

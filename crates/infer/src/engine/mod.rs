@@ -49,6 +49,10 @@ pub struct EngineOptions {
     /// are split, which bounds the activations' memory, and sliding-window layers keep only
     /// `window + ubatch − 1` positions of keys and values.
     pub ubatch: usize,
+    /// Copy the matrices the tiled kernels read into their interleaved layout at load, and drop
+    /// the file's pages of them (see `kernels::repack`); `false` reads every matrix from the
+    /// mapped file, as `--no-repack`. No effect on CPUs without the tiles.
+    pub repack: bool,
 }
 
 /// llama.cpp's default `n_ubatch`.
@@ -60,6 +64,7 @@ impl Default for EngineOptions {
             threads: 0,
             context: 4096,
             ubatch: DEFAULT_UBATCH,
+            repack: true,
         }
     }
 }
@@ -96,7 +101,7 @@ impl Engine {
     /// Like [`Engine::load`] for an already opened file.
     pub fn from_file(file: GgufFile, options: EngineOptions) -> Result<Engine> {
         let config = ModelConfig::from_gguf(&file)?;
-        let weights = Weights::load(&file, &config)?;
+        let mut weights = Weights::load(&file, &config)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -111,6 +116,9 @@ impl Engine {
                 threads,
                 why: e.to_string(),
             })?;
+        if options.repack {
+            pool.install(|| weights.repack(&file));
+        }
         let context = match options.context {
             0 => config.n_ctx_train.max(1),
             c => c,
@@ -283,7 +291,7 @@ impl Engine {
         Ok(out)
     }
 
-    fn mat<'a>(&'a self, t: &TensorRef) -> kernels::QMatrix<'a> {
+    fn mat<'a>(&'a self, t: &'a TensorRef) -> kernels::QMatrix<'a> {
         t.matrix(self.file.bytes())
     }
 

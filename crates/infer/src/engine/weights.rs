@@ -11,26 +11,38 @@
 //! copied, and each part's output rows are the same dot products the fused product computes.
 
 use std::ops::Range;
+use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use shuku_gguf::{GgmlType, GgufFile, TensorType};
 
 use super::config::{Arch, ModelConfig, RopeScaling};
 use super::error::{EngineError, Result};
+use super::kernels::repack::PackedMatrix;
 use super::kernels::{is_supported, KernelError, QMatrix};
 use super::rope_factors::RopeFactors;
 
 /// A validated `rows × cols` matrix inside the file.
 #[derive(Debug, Clone)]
 pub struct TensorRef {
+    /// The file's tensor that holds these rows.
+    name: Arc<str>,
     range: Range<usize>,
     ttype: GgmlType,
     rows: usize,
     cols: usize,
+    /// The rows interleaved for the tiles, when packed at load.
+    packed: Option<Arc<PackedMatrix>>,
 }
 
 impl TensorRef {
-    /// The matrix over `file_bytes` (the whole mapped file).
-    pub fn matrix<'a>(&self, file_bytes: &'a [u8]) -> QMatrix<'a> {
+    /// The matrix: the packed copy if there is one, else the rows in `file_bytes` (the whole
+    /// mapped file).
+    pub fn matrix<'a>(&'a self, file_bytes: &'a [u8]) -> QMatrix<'a> {
+        if let Some(m) = self.packed.as_deref().and_then(|p| p.matrix().ok()) {
+            return m;
+        }
         // Validated at load time against the same bytes, so this cannot fail unless the caller
         // passes another file; fall back to an empty F32 matrix rather than panic.
         file_bytes
@@ -45,11 +57,22 @@ impl TensorRef {
             self.cols / self.ttype.block_size() as usize * self.ttype.type_size() as usize;
         let start = self.range.start + rows.start * row_bytes;
         TensorRef {
+            name: self.name.clone(),
             range: start..start + rows.len() * row_bytes,
             ttype: self.ttype,
             rows: rows.len(),
             cols: self.cols,
+            packed: None,
         }
+    }
+
+    /// Packs these rows for the tiles where the CPU runs them (see [`PackedMatrix`]); returns
+    /// whether it did.
+    fn pack(&mut self, file_bytes: &[u8]) -> bool {
+        if self.packed.is_none() {
+            self.packed = PackedMatrix::pack(&self.matrix(file_bytes)).map(Arc::new);
+        }
+        self.packed.is_some()
     }
 }
 
@@ -145,10 +168,12 @@ impl Loader<'_> {
         let view = self.file.tensor(name)?;
         let start = view.bytes.as_ptr() as usize - self.file.bytes().as_ptr() as usize;
         let t = TensorRef {
+            name: name.into(),
             range: start..start + view.bytes.len(),
             ttype: t,
             rows,
             cols,
+            packed: None,
         };
         self.check(name, &t)?;
         Ok(t)
@@ -232,6 +257,33 @@ impl Loader<'_> {
 }
 
 impl Weights {
+    /// Packs every matrix the tiles read (the layers' projections and the LM head) with its rows
+    /// interleaved, in parallel, and lets the file pages of each packed tensor leave memory, so
+    /// the weights are held once. The token embedding's rows are still read from the file on
+    /// lookup. A no-op on CPUs without the tiles.
+    pub fn repack(&mut self, file: &GgufFile) {
+        let bytes = file.bytes();
+        let mut all: Vec<&mut TensorRef> = vec![&mut self.output];
+        for l in &mut self.layers {
+            all.extend([
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ]);
+        }
+        // Each tensor's pages go as soon as it is packed, so the peak holds the packed weights
+        // plus the tensors in flight, not two copies of the model.
+        all.into_par_iter().for_each(|t| {
+            if t.pack(bytes) {
+                file.release(&t.name);
+            }
+        });
+    }
+
     /// Finds every tensor `cfg` needs and checks its type and shape.
     pub fn load(file: &GgufFile, cfg: &ModelConfig) -> Result<Weights> {
         let l = Loader { file };

@@ -25,7 +25,7 @@
 //! block sum as `fp16(d * Σq)`; the others differ in those last bits, and last bits decide
 //! near-ties in greedy decoding.
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 use candle_core::quantized::k_quants as candle;
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -36,18 +36,58 @@ use shuku_quants::blocks::{
 };
 use shuku_quants::{BlockFormat, QuantType};
 
+mod acts;
 pub(crate) mod cpu;
 pub(crate) mod dot_float;
 mod dot_q4;
 mod dot_q5;
 mod dot_q8_0;
+pub mod repack;
 #[cfg(test)]
 mod test_blocks;
+#[cfg(target_arch = "x86_64")]
+mod tile;
+mod tile_k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 /// Rows handed to one rayon task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 16;
+
+/// Weight rows of one tile, and of one group of interleaved rows in a packed matrix.
+pub const TILE_ROWS: usize = 4;
+
+/// Tokens of one tile in a batch.
+const TILE_TOKENS: usize = 4;
+
+/// The tiled products for weight blocks `W` against activation blocks `A`: `wide` for
+/// [`TILE_TOKENS`] tokens of a batch, `narrow` for one token. Built only where
+/// `cpu::has_avx512_vnni()` holds (their functions are compiled for those features).
+/// A tile function's weights are one slice in which block `b` of tile row `r` is
+/// `w[r * rs + b * bs]` (see `tile`).
+struct Tiles<W, A> {
+    wide: TileFn<W, A, TILE_TOKENS>,
+    narrow: TileFn<W, A, 1>,
+}
+
+/// A tile function over `T` tokens: weights, row stride, block stride, the tokens' activations.
+type TileFn<W, A, const T: usize> =
+    unsafe fn(&[W], usize, usize, [&[A]; T]) -> [[f32; T]; TILE_ROWS];
+
+/// `Some(Tiles)` of the tile functions `$narrow` (one token) and `$wide` (a batch's
+/// [`TILE_TOKENS`]) where the CPU runs them, else `None`.
+macro_rules! tiles {
+    ($narrow:path, $wide:path) => {{
+        #[cfg(target_arch = "x86_64")]
+        let t = cpu::has_avx512_vnni().then(|| Tiles {
+            wide: $wide,
+            narrow: $narrow,
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let t = None;
+        t
+    }};
+}
 
 /// Views `bytes` as blocks of `T`, or `None` when `T` is not ggml's `ggml_type_size` bytes or the
 /// bytes are misaligned for `T` or not a whole number of blocks.
@@ -108,6 +148,8 @@ pub struct QMatrix<'a> {
     ttype: GgmlType,
     rows: usize,
     cols: usize,
+    /// Rows interleaved by tile groups ([`repack`]) instead of one after another.
+    interleaved: bool,
 }
 
 /// Activations already converted to a weight type's vec-dot type, one row per token.
@@ -174,16 +216,57 @@ impl<'a> QMatrix<'a> {
                 bytes.len()
             )));
         }
-        let m = QMatrix {
+        QMatrix {
             bytes,
             ttype,
             rows,
             cols,
-        };
+            interleaved: false,
+        }
+        .checked()
+    }
+
+    /// A matrix whose rows are interleaved by groups of [`TILE_ROWS`] (see [`repack`]): `bytes`
+    /// hold `rows` rounded up to whole groups.
+    pub fn interleaved(
+        bytes: &'a [u8],
+        ttype: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        if !repack::has_tiles(ttype) {
+            return Err(KernelError::UnsupportedType(ttype));
+        }
+        let bs = ttype.block_size() as usize;
+        if !cols.is_multiple_of(bs) {
+            return Err(KernelError::BadLayout(format!(
+                "row length {cols} is not a multiple of the {ttype} block size {bs}"
+            )));
+        }
+        let row_bytes = (cols / bs).checked_mul(ttype.type_size() as usize);
+        if row_bytes.and_then(|rb| repack::padded_len(rows, rb)) != Some(bytes.len()) {
+            return Err(KernelError::BadLayout(format!(
+                "{} bytes for {rows}×{cols} {ttype} in groups of {TILE_ROWS} rows",
+                bytes.len()
+            )));
+        }
+        QMatrix {
+            bytes,
+            ttype,
+            rows,
+            cols,
+            interleaved: true,
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Result<Self, KernelError> {
+        let m = self;
         // Check the block cast once here so the hot loops can rely on it.
         if !m.layout_ok() {
             return Err(KernelError::BadLayout(format!(
-                "{ttype} data is not aligned for its block type"
+                "{} data is not aligned for its block type",
+                m.ttype
             )));
         }
         Ok(m)
@@ -196,6 +279,7 @@ impl<'a> QMatrix<'a> {
             ttype: GgmlType::F32,
             rows: 0,
             cols: 0,
+            interleaved: false,
         }
     }
 
@@ -245,7 +329,22 @@ impl<'a> QMatrix<'a> {
     /// the mapped row: no copy, no allocation per token.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        let bytes = &self.bytes[r * rb..(r + 1) * rb];
+        let gathered;
+        let bytes = if self.interleaved {
+            // Block b of row r sits at ((r / TILE_ROWS) · blocks per row + b) · TILE_ROWS + r % TILE_ROWS.
+            let ts = self.ttype.type_size() as usize;
+            let group = &self.bytes[r / TILE_ROWS * TILE_ROWS * rb..][..TILE_ROWS * rb];
+            gathered = group
+                .chunks_exact(ts)
+                .skip(r % TILE_ROWS)
+                .step_by(TILE_ROWS)
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>();
+            &gathered[..]
+        } else {
+            &self.bytes[r * rb..(r + 1) * rb]
+        };
         let ts = self.ttype.type_size() as usize;
         fn deq<T: BlockFormat>(bytes: &[u8], ts: usize, out: &mut [f32]) {
             match view::<T>(bytes, ts) {
@@ -292,12 +391,12 @@ impl<'a> QMatrix<'a> {
             GgmlType::F16 => QActs::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-                QActs::Q8_0(x.chunks_exact(QK).map(quantize_q8_0).collect())
+                QActs::Q8_0(x.chunks_exact(QK).map(acts::quantize_q8_0).collect())
             }
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                QActs::Q8_1(x.chunks_exact(QK).map(quantize_q8_1).collect())
+                QActs::Q8_1(x.chunks_exact(QK).map(acts::quantize_q8_1).collect())
             }
-            _ => QActs::Q8K(x.chunks_exact(QK_K).map(quantize_q8_k).collect()),
+            _ => QActs::Q8K(x.chunks_exact(QK_K).map(acts::quantize_q8_k).collect()),
         }
     }
 
@@ -337,26 +436,62 @@ impl<'a> QMatrix<'a> {
             (GgmlType::BF16, QActs::Bf16(a)) => self.run_rows(n, out, |r, t| {
                 dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
             }),
-            (GgmlType::Q4_0, QActs::Q8_0(a)) => {
-                self.legacy::<BlockQ4_0, _>(a, n, out, dot_q4::vec_dot_q4_0_q8_0)
-            }
-            (GgmlType::Q5_0, QActs::Q8_0(a)) => {
-                self.legacy::<BlockQ5_0, _>(a, n, out, dot_q5::vec_dot_q5_0_q8_0)
-            }
-            (GgmlType::Q8_0, QActs::Q8_0(a)) => {
-                self.legacy::<BlockQ8_0, _>(a, n, out, dot_q8_0::vec_dot_q8_0_q8_0)
-            }
-            (GgmlType::Q4_1, QActs::Q8_1(a)) => {
-                self.legacy::<BlockQ4_1, _>(a, n, out, dot_q4::vec_dot_q4_1_q8_1)
-            }
-            (GgmlType::Q5_1, QActs::Q8_1(a)) => {
-                self.legacy::<BlockQ5_1, _>(a, n, out, dot_q5::vec_dot_q5_1_q8_1)
-            }
-            (GgmlType::Q2_K, QActs::Q8K(a)) => self.k_quant::<BlockQ2K>(a, n, out),
-            (GgmlType::Q3_K, QActs::Q8K(a)) => self.k_quant::<BlockQ3K>(a, n, out),
-            (GgmlType::Q4_K, QActs::Q8K(a)) => self.k_quant::<BlockQ4K>(a, n, out),
-            (GgmlType::Q5_K, QActs::Q8K(a)) => self.k_quant::<BlockQ5K>(a, n, out),
-            (GgmlType::Q6_K, QActs::Q8K(a)) => self.k_quant::<BlockQ6K>(a, n, out),
+            (GgmlType::Q4_0, QActs::Q8_0(a)) => self.legacy(
+                a,
+                n,
+                out,
+                tiles!(tile::q4_0::<TILE_ROWS, 1>, tile::q4_0_wide),
+                dot_q4::vec_dot_q4_0_q8_0,
+            ),
+            (GgmlType::Q5_0, QActs::Q8_0(a)) => self.legacy(
+                a,
+                n,
+                out,
+                tiles!(tile::q5_0::<TILE_ROWS, 1>, tile::q5_0_wide),
+                dot_q5::vec_dot_q5_0_q8_0,
+            ),
+            (GgmlType::Q8_0, QActs::Q8_0(a)) => self.legacy(
+                a,
+                n,
+                out,
+                tiles!(tile::q8_0::<TILE_ROWS, 1>, tile::q8_0_wide),
+                dot_q8_0::vec_dot_q8_0_q8_0,
+            ),
+            (GgmlType::Q4_1, QActs::Q8_1(a)) => self.legacy(
+                a,
+                n,
+                out,
+                tiles!(tile::q4_1::<TILE_ROWS, 1>, tile::q4_1_wide),
+                dot_q4::vec_dot_q4_1_q8_1,
+            ),
+            (GgmlType::Q5_1, QActs::Q8_1(a)) => self.legacy(
+                a,
+                n,
+                out,
+                tiles!(tile::q5_1::<TILE_ROWS, 1>, tile::q5_1_wide),
+                dot_q5::vec_dot_q5_1_q8_1,
+            ),
+            (GgmlType::Q2_K, QActs::Q8K(a)) => self.k_quant::<BlockQ2K>(a, n, out, None),
+            (GgmlType::Q3_K, QActs::Q8K(a)) => self.k_quant::<BlockQ3K>(a, n, out, None),
+            (GgmlType::Q4_K, QActs::Q8K(a)) => self.k_quant::<BlockQ4K>(
+                a,
+                n,
+                out,
+                tiles!(
+                    tile_k::q4_k::<TILE_ROWS, 1>,
+                    tile_k::q4_k::<TILE_ROWS, TILE_TOKENS>
+                ),
+            ),
+            (GgmlType::Q5_K, QActs::Q8K(a)) => self.k_quant::<BlockQ5K>(a, n, out, None),
+            (GgmlType::Q6_K, QActs::Q8K(a)) => self.k_quant::<BlockQ6K>(
+                a,
+                n,
+                out,
+                tiles!(
+                    tile_k::q6_k::<TILE_ROWS, 1>,
+                    tile_k::q6_k::<TILE_ROWS, TILE_TOKENS>
+                ),
+            ),
             // Activations converted for another type: a programming error; leave zeros.
             _ => out.fill(0.0),
         }
@@ -367,32 +502,54 @@ impl<'a> QMatrix<'a> {
         &self.bytes[r * rb..(r + 1) * rb]
     }
 
-    /// Weights of one of the 32-value block types (`W`) against activation blocks `A`, with one of
-    /// the products written here.
+    /// Weights of one of the 32-value block types (`W`) against activation blocks `A`, with the
+    /// tiled products where the CPU has them, else with the per-row product `dot`.
     fn legacy<W: Pod + Sync, A: Sync>(
         &self,
         acts: &[A],
         n: usize,
         out: &mut [f32],
+        tiles: Option<Tiles<W, A>>,
         dot: impl Fn(&[W], &[A]) -> f32 + Sync,
     ) {
         let Some(w) = view::<W>(self.bytes, self.ttype.type_size() as usize) else {
             return out.fill(0.0);
         };
         let bpr = self.cols / QK;
+        if let Some(tiles) = tiles {
+            return self.run_tiled(w, acts, bpr, n, out, &tiles);
+        }
+        if self.interleaved {
+            // Packed only where the tiles run: unreachable, but never read interleaved rows as
+            // row-major ones.
+            return out.fill(0.0);
+        }
         self.run_rows(n, out, |r, t| {
             dot(&w[r * bpr..(r + 1) * bpr], &acts[t * bpr..(t + 1) * bpr])
         });
     }
 
-    /// k-quant weights (`W`) against Q8_K activations, with candle's product.
-    fn k_quant<W: CandleTwin>(&self, acts: &[BlockQ8K], n: usize, out: &mut [f32])
-    where
+    /// k-quant weights (`W`) against Q8_K activations, with the tiles where there are tiles for
+    /// the type and the CPU runs them, else with candle's product.
+    fn k_quant<W: CandleTwin + Sync>(
+        &self,
+        acts: &[BlockQ8K],
+        n: usize,
+        out: &mut [f32],
+        tiles: Option<Tiles<W, BlockQ8K>>,
+    ) where
         W::Candle: candle::GgmlType<VecDotType = candle::BlockQ8K>,
     {
         let Some(w) = view::<W>(self.bytes, self.ttype.type_size() as usize) else {
             return out.fill(0.0);
         };
+        if let Some(tiles) = tiles {
+            return self.run_tiled(w, acts, self.cols / QK_K, n, out, &tiles);
+        }
+        if self.interleaved {
+            // Packed only where the tiles run.
+            return out.fill(0.0);
+        }
         let (w, acts) = (as_candle(w), as_candle(acts));
         let bpr = self.cols / QK_K;
         let cols = self.cols;
@@ -407,14 +564,90 @@ impl<'a> QMatrix<'a> {
 
     /// Runs `dot(row, token)` for every row and token, rows in parallel, writing `out[t*rows + r]`.
     fn run_rows(&self, n: usize, out: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
+        self.by_row_ranges(n, out, |r0, r1, dst| {
+            let len = r1 - r0;
+            for r in r0..r1 {
+                for t in 0..n {
+                    dst[t * len + (r - r0)] = dot(r, t);
+                }
+            }
+        });
+    }
+
+    /// Runs `tiles` over every group of [`TILE_ROWS`] rows and [`TILE_TOKENS`] tokens (the last
+    /// tokens of a batch, and single tokens, one at a time), rows in parallel. `w` holds `bpr`
+    /// blocks per row, row after row or interleaved (`self.interleaved`), `acts` as many per
+    /// token. A short last row group of row-major weights is copied interleaved with its last row
+    /// repeated; the extra results are dropped.
+    fn run_tiled<W: Copy + Sync, A: Sync>(
+        &self,
+        w: &[W],
+        acts: &[A],
+        bpr: usize,
+        n: usize,
+        out: &mut [f32],
+        tiles: &Tiles<W, A>,
+    ) {
+        let rows = self.rows;
+        let token = |t: usize| &acts[t * bpr..][..bpr];
+        self.by_row_ranges(n, out, |r0, r1, dst| {
+            let len = r1 - r0;
+            let mut t0 = 0;
+            let mut padded = Vec::new();
+            while t0 < n {
+                let wide = n - t0 >= TILE_TOKENS;
+                for g in (r0..r1).step_by(TILE_ROWS) {
+                    let (ws, rs, bs) = if self.interleaved {
+                        (&w[g * bpr..(g + TILE_ROWS) * bpr], 1, TILE_ROWS)
+                    } else if g + TILE_ROWS <= rows {
+                        (&w[g * bpr..(g + TILE_ROWS) * bpr], bpr, 1)
+                    } else {
+                        padded.clear();
+                        padded.extend((0..bpr).flat_map(|b| {
+                            (0..TILE_ROWS).map(move |i| w[(g + i).min(rows - 1) * bpr + b])
+                        }));
+                        (&padded[..], 1, TILE_ROWS)
+                    };
+                    let live = TILE_ROWS.min(r1 - g);
+                    if wide {
+                        let ts: [&[A]; TILE_TOKENS] = std::array::from_fn(|j| token(t0 + j));
+                        // SAFETY: `Tiles` are built only where `cpu::has_avx512_vnni()` holds, the
+                        // features the tile functions are compiled for.
+                        let v = unsafe { (tiles.wide)(ws, rs, bs, ts) };
+                        for (i, vr) in v.iter().enumerate().take(live) {
+                            for (j, &x) in vr.iter().enumerate() {
+                                dst[(t0 + j) * len + (g - r0) + i] = x;
+                            }
+                        }
+                    } else {
+                        // SAFETY: as above.
+                        let v = unsafe { (tiles.narrow)(ws, rs, bs, [token(t0)]) };
+                        for (i, vr) in v.iter().enumerate().take(live) {
+                            dst[t0 * len + (g - r0) + i] = vr[0];
+                        }
+                    }
+                }
+                t0 += if wide { TILE_TOKENS } else { 1 };
+            }
+        });
+    }
+
+    /// Splits the rows into ranges of [`ROWS_PER_TASK`], runs `fill(r0, r1, dst)` for each in
+    /// parallel, where `dst` is the `n × (r1 − r0)` block of results (token-major), and writes
+    /// the blocks into `out` (`n × rows`).
+    fn by_row_ranges(
+        &self,
+        n: usize,
+        out: &mut [f32],
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
         let rows = self.rows;
         if n == 1 {
             out.par_chunks_mut(ROWS_PER_TASK)
                 .enumerate()
                 .for_each(|(ci, chunk)| {
-                    for (i, o) in chunk.iter_mut().enumerate() {
-                        *o = dot(ci * ROWS_PER_TASK + i, 0);
-                    }
+                    let r0 = ci * ROWS_PER_TASK;
+                    fill(r0, r0 + chunk.len(), chunk);
                 });
             return;
         }
@@ -425,11 +658,7 @@ impl<'a> QMatrix<'a> {
                 let r0 = ci * ROWS_PER_TASK;
                 let r1 = (r0 + ROWS_PER_TASK).min(rows);
                 let mut tile = vec![0f32; n * (r1 - r0)];
-                for r in r0..r1 {
-                    for t in 0..n {
-                        tile[t * (r1 - r0) + (r - r0)] = dot(r, t);
-                    }
-                }
+                fill(r0, r1, &mut tile);
                 (r0, tile)
             })
             .collect();
@@ -458,66 +687,6 @@ fn dot_bf16_bytes(w: &[u8], x: &[bf16]) -> f32 {
         s += bf16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * xv.to_f32();
     }
     s
-}
-
-fn amax(xs: &[f32]) -> f32 {
-    xs.iter().fold(0f32, |m, x| m.max(x.abs()))
-}
-
-/// llama.cpp's x86 `quantize_row_q8_0` for one block of 32: `d = amax/127`,
-/// `q = round_half_even(x · 127/amax)`.
-fn quantize_q8_0(xb: &[f32]) -> BlockQ8_0 {
-    let m = amax(xb);
-    let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-    BlockQ8_0 {
-        d: f16::from_f32(m / 127.0),
-        qs: std::array::from_fn(|j| q8(xb[j] * id)),
-    }
-}
-
-/// llama.cpp's x86 `quantize_row_q8_1` for one block of 32: as Q8_0 plus `s = fp16(d · Σq)`.
-fn quantize_q8_1(xb: &[f32]) -> BlockQ8_1 {
-    let m = amax(xb);
-    let d = m / 127.0;
-    let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-    let qs: [i8; QK] = std::array::from_fn(|j| q8(xb[j] * id));
-    let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-    BlockQ8_1 {
-        d: f16::from_f32(d),
-        s: f16::from_f32(d * sum as f32),
-        qs,
-    }
-}
-
-/// Rounds half to even and saturates to i8 (`_mm256_round_ps` + `packs`).
-fn q8(v: f32) -> i8 {
-    v.round_ties_even().clamp(-128.0, 127.0) as i8
-}
-
-/// llama.cpp's `quantize_row_q8_K_ref` (used on x86) for one block of 256: scale from the signed
-/// extreme, `iscale = -127/max`, `nearest_int` (half to even), block sums of 16.
-fn quantize_q8_k(xb: &[f32]) -> BlockQ8K {
-    let mut max = 0f32;
-    let mut am = 0f32;
-    for &v in xb {
-        if v.abs() > am {
-            am = v.abs();
-            max = v;
-        }
-    }
-    if am == 0.0 {
-        return BlockQ8K::zeroed();
-    }
-    let iscale = -127.0 / max;
-    let qs: [i8; QK_K] =
-        std::array::from_fn(|j| (iscale * xb[j]).round_ties_even().min(127.0) as i8);
-    BlockQ8K {
-        d: 1.0 / iscale,
-        qs,
-        bsums: std::array::from_fn(|g| {
-            qs[16 * g..16 * (g + 1)].iter().map(|&q| i16::from(q)).sum()
-        }),
-    }
 }
 
 /// Quantizes `x` (a multiple of the block size) with llama.cpp's reference quantizer
@@ -623,18 +792,6 @@ mod tests {
             let tol = if t == GgmlType::Q2_K { 0.6 } else { 0.3 };
             assert!(err < tol, "{t}: max abs error {err}");
         }
-    }
-
-    #[test]
-    fn activation_quantizers_follow_llama_cpp_rounding() {
-        // 63.5 lands exactly on .5 after scaling by 127/amax when amax = 127: half to even.
-        let mut x = vec![0f32; 32];
-        x[0] = 127.0;
-        x[1] = 2.5;
-        x[2] = -3.5;
-        let b = quantize_q8_0(&x);
-        assert_eq!(b.qs[..3], [127, 2, -4]);
-        assert_eq!(quantize_q8_1(&x).s.to_f32(), 125.0);
     }
 
     #[test]
