@@ -77,6 +77,10 @@ pub struct Args {
     /// Worker threads of the GGUF engine (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// GGUF models: read every weight matrix from the mapped file instead of the interleaved copy
+    /// the tiled kernels read.
+    #[arg(long)]
+    no_repack: bool,
     /// File of reference logits: written with --save-logits, read with --kl-divergence.
     #[arg(long, value_name = "FILE")]
     kl_divergence_base: Option<PathBuf>,
@@ -113,6 +117,7 @@ fn load(args: &Args) -> Result<Loaded> {
             EngineOptions {
                 threads: args.threads,
                 context: args.ctx,
+                repack: !args.no_repack,
                 ..Default::default()
             },
         )

@@ -222,7 +222,10 @@ fn attend_tiled(
         .into_par_iter()
         .map(|h| {
             let mut head_out = vec![0f32; n * s.head_dim_v];
-            if super::kernels::cpu::has_avx2_fma_f16c() {
+            if super::kernels::cpu::has_avx512f() {
+                // SAFETY: the CPU supports AVX-512 F, AVX2 and FMA (checked just above).
+                unsafe { tiled_head_avx512(cache, q, pos0, s, h, n, &mut head_out) }
+            } else if super::kernels::cpu::has_avx2_fma_f16c() {
                 // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
                 unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) }
             } else {
@@ -246,6 +249,25 @@ fn attend_tiled(
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tiled_head_fma(
+    cache: &LayerCache,
+    q: &[f32],
+    pos0: usize,
+    s: AttnShape,
+    h: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    tiled_head(cache, q, pos0, s, h, n, out)
+}
+
+/// [`tiled_head`] compiled for AVX-512 F as well: the vector loops (each lane its own key or
+/// value dimension, no reduction across lanes) run 16 wide; the same operations, so the same
+/// results.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tiled_head_avx512(
     cache: &LayerCache,
     q: &[f32],
     pos0: usize,
@@ -336,11 +358,30 @@ fn tiled_head(
                 tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
             }
             sum[t] = (f64::from(sum[t]) + tile_sum) as f32;
+            // Each run of 16 output values stays in registers over the tile's keys (the same
+            // multiply-adds in the same order per value as key after key over the whole row).
+            let (whole, rest) = acc.split_at_mut(dv / 16 * 16);
+            for (c, chunk) in whole.chunks_exact_mut(16).enumerate() {
+                let mut reg: [f32; 16] = std::array::from_fn(|i| chunk[i]);
+                for (j, &pj) in scores.iter().enumerate().take(len) {
+                    if pj == 0.0 {
+                        continue; // masked: adds nothing
+                    }
+                    let v: &[f32; 16] = vals[j * dv + 16 * c..][..16]
+                        .try_into()
+                        .unwrap_or(&[0.0; 16]);
+                    for (a, &x) in reg.iter_mut().zip(v) {
+                        *a = x.mul_add(pj, *a);
+                    }
+                }
+                chunk.copy_from_slice(&reg);
+            }
+            let tail = dv / 16 * 16;
             for (j, &pj) in scores.iter().enumerate().take(len) {
                 if pj == 0.0 {
-                    continue; // masked: adds nothing
+                    continue;
                 }
-                for (a, &v) in acc.iter_mut().zip(&vals[j * dv..(j + 1) * dv]) {
+                for (a, &v) in rest.iter_mut().zip(&vals[j * dv + tail..(j + 1) * dv]) {
                     *a = v.mul_add(pj, *a);
                 }
             }

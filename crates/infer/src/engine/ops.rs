@@ -52,7 +52,9 @@ fn gelu_f32(x: f32) -> f32 {
 
 /// `gate ← gelu(gate) · up` (gemma3). ggml's CPU backend evaluates GELU through an f16 table:
 /// the input is rounded to f16 and the result is the f16-rounded GELU of that, except beyond ±10.
+/// The table is built once (65 536 entries, 128 KiB), as ggml's `ggml_table_gelu_f16`.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
         let y = if x <= -10.0 {
@@ -60,10 +62,20 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
         } else if x >= 10.0 {
             x
         } else {
-            f16::from_f32(gelu_f32(f16::from_f32(x).to_f32())).to_f32()
+            f16::from_bits(table[usize::from(f16::from_f32(x).to_bits())]).to_f32()
         };
         *g = y * u;
     }
+}
+
+/// `fp16(gelu(h))` for every f16 bit pattern `h`.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| f16::from_f32(gelu_f32(f16::from_bits(h).to_f32())).to_bits())
+            .collect()
+    })
 }
 
 /// Rotary embedding tables for a run of positions: `cos`/`sin` per position and pair.

@@ -120,7 +120,7 @@ pub fn scale_f16_scalar(acc: &mut [f16], s: f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use super::{LANES, STEP};
     use half::f16;
     use std::arch::x86_64::*;
@@ -144,9 +144,9 @@ mod avx2 {
         unsafe { _mm_storeu_si128(p.cast(), _mm256_cvtps_ph::<0>(v)) }
     }
 
-    /// Four accumulators reduced in llama.cpp's AVX2 order.
+    /// Four accumulators reduced in llama.cpp's AVX2 order (also the F16 tiles' reduction).
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn reduce(acc: [__m256; 4]) -> f32 {
+    pub(in super::super) fn reduce(acc: [__m256; 4]) -> f32 {
         let a02 = _mm256_add_ps(acc[0], acc[2]);
         let a13 = _mm256_add_ps(acc[1], acc[3]);
         let a = _mm256_add_ps(a02, a13);

@@ -47,6 +47,8 @@ pub mod repack;
 mod test_blocks;
 #[cfg(target_arch = "x86_64")]
 mod tile;
+#[cfg(target_arch = "x86_64")]
+mod tile_f16;
 mod tile_k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -428,6 +430,17 @@ impl<'a> QMatrix<'a> {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
+                #[cfg(target_arch = "x86_64")]
+                if self.cols.is_multiple_of(32) {
+                    let tiles = tiles!(tile_f16::f16::<TILE_ROWS, 1>, tile_f16::f16_wide);
+                    if let (Some(tiles), Ok(wc), Ok(ac)) = (
+                        tiles,
+                        bytemuck::try_cast_slice::<f16, tile_f16::Chunk>(w),
+                        bytemuck::try_cast_slice::<f16, tile_f16::Chunk>(a),
+                    ) {
+                        return self.run_tiled(wc, ac, self.cols / 32, n, out, &tiles);
+                    }
+                }
                 self.run_rows(n, out, |r, t| {
                     let cols = self.cols;
                     dot_float::dot_f16(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
@@ -739,7 +752,7 @@ mod tests {
     /// block types, f16/bf16 for the float types).
     #[test]
     fn matmul_matches_dequantized_reference_for_every_type() {
-        let (rows, cols, n) = (19, 512, 3);
+        let (rows, cols, n) = (37, 1536, 21);
         let w = rand_vec(rows * cols, 1);
         let x = rand_vec(n * cols, 2);
         for &t in SUPPORTED_TYPES {
