@@ -222,15 +222,20 @@ fn attend_tiled(
         .into_par_iter()
         .map(|h| {
             let mut head_out = vec![0f32; n * s.head_dim_v];
-            if super::kernels::cpu::has_avx512f() {
-                // SAFETY: the CPU supports AVX-512 F, AVX2 and FMA (checked just above).
-                unsafe { tiled_head_avx512(cache, q, pos0, s, h, n, &mut head_out) }
-            } else if super::kernels::cpu::has_avx2_fma_f16c() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) }
-            } else {
-                tiled_head(cache, q, pos0, s, h, n, &mut head_out)
+            #[cfg(target_arch = "x86_64")]
+            {
+                if super::kernels::cpu::has_avx512f() {
+                    // SAFETY: the CPU supports AVX-512 F, AVX2 and FMA (checked just above).
+                    unsafe { tiled_head_avx512(cache, q, pos0, s, h, n, &mut head_out) };
+                    return head_out;
+                }
+                if super::kernels::cpu::has_avx2_fma_f16c() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                    unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) };
+                    return head_out;
+                }
             }
+            tiled_head(cache, q, pos0, s, h, n, &mut head_out);
             head_out
         })
         .collect();
@@ -247,6 +252,7 @@ fn attend_tiled(
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tiled_head_fma(
     cache: &LayerCache,
@@ -266,6 +272,7 @@ unsafe fn tiled_head_fma(
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn tiled_head_avx512(
     cache: &LayerCache,

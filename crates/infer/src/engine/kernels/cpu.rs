@@ -17,11 +17,6 @@ pub fn has_avx2_fma_f16c() -> bool {
     })
 }
 
-/// Whether AVX2, FMA and F16C are all available (never, off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub fn has_avx2_fma_f16c() -> bool {
-    false
-}
 
 /// Whether AVX-512 F is available besides AVX2, FMA and F16C (for loops the compiler vectorizes).
 #[cfg(target_arch = "x86_64")]
@@ -31,11 +26,6 @@ pub fn has_avx512f() -> bool {
     *F.get_or_init(|| has_avx2_fma_f16c() && is_x86_feature_detected!("avx512f"))
 }
 
-/// Whether AVX-512 F is available (never, off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub fn has_avx512f() -> bool {
-    false
-}
 
 /// Whether the tiled products can run: AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI, and the
 /// tiles are not switched off by `SHUKU_NO_TILES=1` (to compare against the per-row paths).

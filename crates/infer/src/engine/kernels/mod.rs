@@ -49,6 +49,7 @@ mod test_blocks;
 mod tile;
 #[cfg(target_arch = "x86_64")]
 mod tile_f16;
+#[cfg(any(test, target_arch = "x86_64"))]
 mod tile_k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
