@@ -488,6 +488,9 @@ impl Engine {
     }
 
     fn project(&self, x: &[f32], n: usize, ws: &[&TensorRef]) -> Vec<Vec<f32>> {
+        if n == 1 {
+            return self.project_one(x, ws);
+        }
         let mut cached: Vec<(shuku_gguf::GgmlType, QActs)> = Vec::new();
         ws.iter()
             .map(|t| {
@@ -505,6 +508,36 @@ impl Engine {
                 out
             })
             .collect()
+    }
+}
+
+impl Engine {
+    /// [`Engine::project`] for one token: every matrix in one parallel loop
+    /// ([`kernels::matmul_many`]).
+    fn project_one(&self, x: &[f32], ws: &[&TensorRef]) -> Vec<Vec<f32>> {
+        let mats: Vec<kernels::QMatrix<'_>> = ws.iter().map(|t| self.mat(t)).collect();
+        let mut converted: Vec<(u8, QActs)> = Vec::new();
+        for m in &mats {
+            let class = vec_dot_class(m.ttype());
+            if !converted.iter().any(|(c, _)| *c == class) {
+                converted.push((class, m.quantize_acts(x, 1)));
+            }
+        }
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows()]).collect();
+        let jobs: Vec<(kernels::QMatrix<'_>, &QActs, &mut [f32])> = mats
+            .iter()
+            .zip(outs.iter_mut())
+            .filter_map(|(m, out)| {
+                let class = vec_dot_class(m.ttype());
+                let acts = converted
+                    .iter()
+                    .find(|(c, _)| *c == class)
+                    .map(|(_, a)| a)?;
+                Some((*m, acts, out.as_mut_slice()))
+            })
+            .collect();
+        kernels::matmul_many(jobs);
+        outs
     }
 }
 

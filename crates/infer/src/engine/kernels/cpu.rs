@@ -17,7 +17,6 @@ pub fn has_avx2_fma_f16c() -> bool {
     })
 }
 
-
 /// Whether AVX-512 F is available besides AVX2, FMA and F16C (for loops the compiler vectorizes).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512f() -> bool {
@@ -25,7 +24,6 @@ pub fn has_avx512f() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
     *F.get_or_init(|| has_avx2_fma_f16c() && is_x86_feature_detected!("avx512f"))
 }
-
 
 /// Whether the tiled products can run: AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI, and the
 /// tiles are not switched off by `SHUKU_NO_TILES=1` (to compare against the per-row paths).

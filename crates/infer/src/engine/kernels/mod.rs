@@ -153,6 +153,9 @@ pub struct QMatrix<'a> {
     cols: usize,
     /// Rows interleaved by tile groups ([`repack`]) instead of one after another.
     interleaved: bool,
+    /// Compute on the calling thread: a view made by [`QMatrix::rows_view`] for one task of a
+    /// parallel loop that already spans several matrices.
+    serial: bool,
 }
 
 /// Activations already converted to a weight type's vec-dot type, one row per token.
@@ -225,6 +228,7 @@ impl<'a> QMatrix<'a> {
             rows,
             cols,
             interleaved: false,
+            serial: false,
         }
         .checked()
     }
@@ -259,6 +263,7 @@ impl<'a> QMatrix<'a> {
             rows,
             cols,
             interleaved: true,
+            serial: false,
         }
         .checked()
     }
@@ -283,6 +288,7 @@ impl<'a> QMatrix<'a> {
             rows: 0,
             cols: 0,
             interleaved: false,
+            serial: false,
         }
     }
 
@@ -511,6 +517,24 @@ impl<'a> QMatrix<'a> {
         }
     }
 
+    /// Rows `r0..r1` as a matrix computed on the calling thread (`r0` a multiple of
+    /// [`TILE_ROWS`], so interleaved groups stay whole).
+    fn rows_view(&self, r0: usize, r1: usize) -> QMatrix<'a> {
+        debug_assert!(r0.is_multiple_of(TILE_ROWS) && r0 <= r1 && r1 <= self.rows);
+        let rb = self.row_bytes();
+        let end = if self.interleaved {
+            r0 + (r1 - r0).div_ceil(TILE_ROWS) * TILE_ROWS
+        } else {
+            r1
+        };
+        QMatrix {
+            bytes: &self.bytes[r0 * rb..end * rb],
+            rows: r1 - r0,
+            serial: true,
+            ..*self
+        }
+    }
+
     fn row(&self, r: usize) -> &[u8] {
         let rb = self.row_bytes();
         &self.bytes[r * rb..(r + 1) * rb]
@@ -656,6 +680,9 @@ impl<'a> QMatrix<'a> {
         fill: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) {
         let rows = self.rows;
+        if self.serial {
+            return fill(0, rows, out);
+        }
         if n == 1 {
             out.par_chunks_mut(ROWS_PER_TASK)
                 .enumerate()
@@ -684,6 +711,26 @@ impl<'a> QMatrix<'a> {
             }
         }
     }
+}
+
+/// Several matrix × one-token products in one parallel loop: `out_j = W_j · x` for each job
+/// `(W_j, x converted for W_j, out_j)`. Decoding runs Q, K and V (or gate and up) this way, so the
+/// worker threads meet once per group instead of once per matrix.
+pub fn matmul_many(jobs: Vec<(QMatrix<'_>, &QActs, &mut [f32])>) {
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    let mut inputs = Vec::with_capacity(jobs.len());
+    for (j, (m, acts, out)) in jobs.into_iter().enumerate() {
+        debug_assert_eq!(out.len(), m.rows);
+        for (ci, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
+            tasks.push((j, ci * ROWS_PER_TASK, chunk));
+        }
+        inputs.push((m, acts));
+    }
+    let jobs = inputs;
+    tasks.into_par_iter().for_each(|(j, r0, chunk)| {
+        let (m, acts) = &jobs[j];
+        m.rows_view(r0, r0 + chunk.len()).matmul_q(acts, 1, chunk);
+    });
 }
 
 /// bf16 weight row · bf16 activations.
@@ -805,6 +852,56 @@ mod tests {
                 .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
             let tol = if t == GgmlType::Q2_K { 0.6 } else { 0.3 };
             assert!(err < tol, "{t}: max abs error {err}");
+        }
+    }
+
+    /// `matmul_many` (one parallel loop over row ranges of several matrices, each range a
+    /// `rows_view`) equals one `matmul` per matrix bit for bit, for row-major and packed matrices
+    /// whose row counts are not multiples of the tile.
+    #[test]
+    fn matmul_many_equals_separate_products() {
+        let cols = 512;
+        let x = rand_vec(cols, 5);
+        for &t in SUPPORTED_TYPES {
+            let shapes = [37usize, 16, 5];
+            let stores: Vec<(Vec<u32>, usize)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| {
+                    let bytes =
+                        quantize_for_tests(t, &rand_vec(rows * cols, 10 + i as u64)).unwrap();
+                    (aligned(&bytes), bytes.len())
+                })
+                .collect();
+            let plain: Vec<QMatrix> = stores
+                .iter()
+                .zip(shapes)
+                .map(|((s, len), rows)| QMatrix::new(as_bytes(s, *len), t, rows, cols).unwrap())
+                .collect();
+            let packed: Vec<Option<repack::PackedMatrix>> =
+                plain.iter().map(repack::PackedMatrix::pack).collect();
+            let mats: Vec<QMatrix> = plain
+                .iter()
+                .zip(&packed)
+                .map(|(m, p)| p.as_ref().map_or(*m, |p| p.matrix().unwrap()))
+                .collect();
+            let acts = mats[0].quantize_acts(&x, 1);
+            let want: Vec<Vec<f32>> = plain
+                .iter()
+                .map(|m| {
+                    let mut out = vec![0f32; m.rows()];
+                    m.matmul_q(&acts, 1, &mut out);
+                    out
+                })
+                .collect();
+            let mut got: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
+            matmul_many(
+                mats.iter()
+                    .zip(got.iter_mut())
+                    .map(|(m, o)| (*m, &acts, o.as_mut_slice()))
+                    .collect(),
+            );
+            assert_eq!(got, want, "{t}");
         }
     }
 
