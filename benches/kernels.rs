@@ -4,7 +4,8 @@
 //! memory bandwidth, so a kernel's GB/s against `raw_read` (and against the machine's DRAM
 //! bandwidth) says how much of the ceiling it reaches; `batch8` (eight tokens per call, on a
 //! quarter of the rows) shows how well a weight row, read once, serves several tokens (prompt
-//! processing).
+//! processing); `vec_packed` is `vec` on the interleaved copy the engine makes at load for the
+//! types with tiled kernels.
 //!
 //! Every matrix is 4096 columns wide with as many rows as make 64 MiB of weights, twice the
 //! 32 MiB L3 of the machine this was written on, so the weights stream from DRAM every call.
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use shuku::gguf::GgmlType;
+use shuku::infer::engine::kernels::repack::PackedMatrix;
 use shuku::infer::engine::kernels::{is_supported, QMatrix, SUPPORTED_TYPES};
 use shuku::quants::QuantType;
 
@@ -95,6 +97,14 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("vec", ty.name()), |b| {
             b.iter(|| m.matmul(black_box(&x[..COLS]), 1, &mut out[..w.rows]))
         });
+        // The same matrix with its rows interleaved, as the engine loads it where the tiled
+        // kernels run (`EngineOptions::repack`).
+        if let Some(packed) = PackedMatrix::pack(&m) {
+            let p = packed.matrix().expect("a valid packed matrix");
+            group.bench_function(BenchmarkId::new("vec_packed", ty.name()), |b| {
+                b.iter(|| p.matmul(black_box(&x[..COLS]), 1, &mut out[..w.rows]))
+            });
+        }
         // The batched product does eight times the arithmetic per weight byte and is bound by it,
         // not by memory: a quarter of the rows keeps the slowest types within the time budget.
         let rows = w.rows / 4;
