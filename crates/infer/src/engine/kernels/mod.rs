@@ -61,7 +61,10 @@ const ROWS_PER_TASK: usize = 16;
 pub const TILE_ROWS: usize = 4;
 
 /// Tokens of one tile in a batch.
-const TILE_TOKENS: usize = 4;
+#[cfg(target_arch = "x86_64")]
+const TILE_TOKENS: usize = tile::WIDE_TOKENS;
+#[cfg(not(target_arch = "x86_64"))]
+const TILE_TOKENS: usize = 8;
 
 /// The tiled products for weight blocks `W` against activation blocks `A`: `wide` for
 /// [`TILE_TOKENS`] tokens of a batch, `narrow` for one token. Built only where
@@ -497,20 +500,14 @@ impl<'a> QMatrix<'a> {
                 a,
                 n,
                 out,
-                tiles!(
-                    tile_k::q4_k::<TILE_ROWS, 1>,
-                    tile_k::q4_k::<TILE_ROWS, TILE_TOKENS>
-                ),
+                tiles!(tile_k::q4_k::<TILE_ROWS, 1>, tile_k::q4_k_wide),
             ),
             (GgmlType::Q5_K, QActs::Q8K(a)) => self.k_quant::<BlockQ5K>(a, n, out, None),
             (GgmlType::Q6_K, QActs::Q8K(a)) => self.k_quant::<BlockQ6K>(
                 a,
                 n,
                 out,
-                tiles!(
-                    tile_k::q6_k::<TILE_ROWS, 1>,
-                    tile_k::q6_k::<TILE_ROWS, TILE_TOKENS>
-                ),
+                tiles!(tile_k::q6_k::<TILE_ROWS, 1>, tile_k::q6_k_wide),
             ),
             // Activations converted for another type: a programming error; leave zeros.
             _ => out.fill(0.0),

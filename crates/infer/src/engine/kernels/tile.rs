@@ -76,22 +76,33 @@ fn q5_1_codes(b: &BlockQ5_1) -> __m256i {
 // `w[r * rs + b * bs]`: `rs` = blocks per row and `bs` = 1 for rows as the file stores them,
 // `rs` = 1 and `bs` = `R` for rows interleaved by `repack`.
 
-/// A 4 × 4 tile on 512-bit lanes: each vector holds two tokens' 8 lanes, so one `vpdpbusd`,
+/// Tokens of a 512-bit tile: two per vector.
+pub const WIDE_TOKENS: usize = 8;
+
+/// Token pairs of a 512-bit tile.
+const PAIRS: usize = WIDE_TOKENS / 2;
+
+/// A 4 × [`WIDE_TOKENS`] tile on 512-bit lanes: each vector holds two tokens' 8 lanes, so one `vpdpbusd`,
 /// conversion, scale product and fused multiply-add serve two (row, token) pairs; each half does
 /// exactly the 256-bit tile's arithmetic.
 macro_rules! offset_tile_wide {
     ($(#[$doc:meta])* $name:ident, $w:ty, $codes:ident, $offset:literal) => {
         $(#[$doc])*
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub fn $name(w: &[$w], rs: usize, bs: usize, a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+        pub fn $name(
+            w: &[$w],
+            rs: usize,
+            bs: usize,
+            a: [&[BlockQ8_0]; WIDE_TOKENS],
+        ) -> [[f32; WIDE_TOKENS]; 4] {
             let zero = _mm512_setzero_si512();
             let offset = _mm512_set1_epi8($offset);
-            let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+            let mut acc = [[_mm512_setzero_ps(); PAIRS]; 4];
             for b in 0..a[0].len() {
-                let mut qa = [zero; 2];
-                let mut da = [_mm512_setzero_ps(); 2];
-                let mut start = [zero; 2];
-                for p in 0..2 {
+                let mut qa = [zero; PAIRS];
+                let mut da = [_mm512_setzero_ps(); PAIRS];
+                let mut start = [zero; PAIRS];
+                for p in 0..PAIRS {
                     let (a0, a1) = (&a[2 * p][b], &a[2 * p + 1][b]);
                     qa[p] = pair_i(load32(&a0.qs), load32(&a1.qs));
                     da[p] = pair_f(scale1(a0.d), scale1(a1.d));
@@ -101,7 +112,7 @@ macro_rules! offset_tile_wide {
                     let wb = &w[r * rs + b * bs];
                     let qw = _mm512_broadcast_i64x4($codes(wb));
                     let dw = _mm512_broadcastss_ps(scale1(wb.d));
-                    for p in 0..2 {
+                    for p in 0..PAIRS {
                         let lanes = _mm512_dpbusd_epi32(start[p], qw, qa[p]);
                         acc[r][p] = _mm512_fmadd_ps(
                             _mm512_mul_ps(dw, da[p]),
@@ -121,20 +132,25 @@ macro_rules! min_tile_wide {
     ($(#[$doc:meta])* $name:ident, $w:ty, $codes:ident) => {
         $(#[$doc])*
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub fn $name(w: &[$w], rs: usize, bs: usize, a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+        pub fn $name(
+            w: &[$w],
+            rs: usize,
+            bs: usize,
+            a: [&[BlockQ8_1]; WIDE_TOKENS],
+        ) -> [[f32; WIDE_TOKENS]; 4] {
             let zero = _mm512_setzero_si512();
-            let mut acc = [[_mm512_setzero_ps(); 2]; 4];
-            let mut offsets = [[0f32; 4]; 4];
+            let mut acc = [[_mm512_setzero_ps(); PAIRS]; 4];
+            let mut offsets = [[0f32; WIDE_TOKENS]; 4];
             for b in 0..a[0].len() {
-                let mut qa = [zero; 2];
-                let mut da = [_mm512_setzero_ps(); 2];
-                let mut sa = [0f32; 4];
-                for p in 0..2 {
+                let mut qa = [zero; PAIRS];
+                let mut da = [_mm512_setzero_ps(); PAIRS];
+                let mut sa = [0f32; WIDE_TOKENS];
+                for p in 0..PAIRS {
                     let (a0, a1) = (&a[2 * p][b], &a[2 * p + 1][b]);
                     qa[p] = pair_i(load32(&a0.qs), load32(&a1.qs));
                     da[p] = pair_f(scale1(a0.d), scale1(a1.d));
                 }
-                for t in 0..4 {
+                for t in 0..WIDE_TOKENS {
                     sa[t] = _mm_cvtss_f32(scale1(a[t][b].s));
                 }
                 for r in 0..4 {
@@ -142,7 +158,7 @@ macro_rules! min_tile_wide {
                     let qw = _mm512_broadcast_i64x4($codes(wb));
                     let dw = _mm512_broadcastss_ps(scale1(wb.d));
                     let mw = _mm_cvtss_f32(scale1(wb.m));
-                    for p in 0..2 {
+                    for p in 0..PAIRS {
                         let lanes = _mm512_dpbusd_epi32(zero, qw, qa[p]);
                         acc[r][p] = _mm512_fmadd_ps(
                             _mm512_mul_ps(dw, da[p]),
@@ -150,14 +166,14 @@ macro_rules! min_tile_wide {
                             acc[r][p],
                         );
                     }
-                    for t in 0..4 {
+                    for t in 0..WIDE_TOKENS {
                         offsets[r][t] += mw * sa[t];
                     }
                 }
             }
             let mut out = halves(acc);
             for r in 0..4 {
-                for t in 0..4 {
+                for t in 0..WIDE_TOKENS {
                     out[r][t] += offsets[r][t];
                 }
             }
@@ -186,10 +202,10 @@ fn pair_f(lo: __m128, hi: __m128) -> __m512 {
 
 /// Each half of each accumulator summed as llama.cpp's `hsum_float_8`: `[row][token]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn halves(acc: [[__m512; 2]; 4]) -> [[f32; 4]; 4] {
-    let mut out = [[0f32; 4]; 4];
+fn halves(acc: [[__m512; PAIRS]; 4]) -> [[f32; WIDE_TOKENS]; 4] {
+    let mut out = [[0f32; WIDE_TOKENS]; 4];
     for r in 0..4 {
-        for p in 0..2 {
+        for p in 0..PAIRS {
             let v = _mm512_castps_pd(acc[r][p]);
             out[r][2 * p] = hsum8(_mm256_castpd_ps(_mm512_castpd512_pd256(v)));
             out[r][2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(v, 1)));
@@ -321,23 +337,23 @@ min_tile!(
     q5_1, BlockQ5_1, q5_1_codes
 );
 offset_tile_wide!(
-    /// [`q4_0`] for 4 × 4 on 512-bit lanes.
+    /// [`q4_0`] for 4 × [`WIDE_TOKENS`] on 512-bit lanes.
     q4_0_wide, BlockQ4_0, q4_0_codes, 8
 );
 offset_tile_wide!(
-    /// [`q5_0`] for 4 × 4 on 512-bit lanes.
+    /// [`q5_0`] for 4 × [`WIDE_TOKENS`] on 512-bit lanes.
     q5_0_wide, BlockQ5_0, q5_0_codes, 16
 );
 offset_tile_wide!(
-    /// [`q8_0`] for 4 × 4 on 512-bit lanes.
+    /// [`q8_0`] for 4 × [`WIDE_TOKENS`] on 512-bit lanes.
     q8_0_wide, BlockQ8_0, q8_0_codes, -128
 );
 min_tile_wide!(
-    /// [`q4_1`] for 4 × 4 on 512-bit lanes.
+    /// [`q4_1`] for 4 × [`WIDE_TOKENS`] on 512-bit lanes.
     q4_1_wide, BlockQ4_1, q4_1_codes
 );
 min_tile_wide!(
-    /// [`q5_1`] for 4 × 4 on 512-bit lanes.
+    /// [`q5_1`] for 4 × [`WIDE_TOKENS`] on 512-bit lanes.
     q5_1_wide, BlockQ5_1, q5_1_codes
 );
 
@@ -415,7 +431,7 @@ mod tests {
             return;
         }
         // Each type: the 4 × 3 tile (the generic one, as single tokens use it with 1) and the
-        // 4 × 4 one on 512-bit lanes, both against the per-row product.
+        // 4 × `WIDE_TOKENS` one on 512-bit lanes, both against the per-row product.
         macro_rules! both {
             ($w:expr, $a:expr, $nb:expr, $narrow:ident, $wide:ident, $dot:path, $what:literal) => {
                 // SAFETY (both closures): the CPU has AVX-512 VNNI (checked above).
@@ -428,7 +444,7 @@ mod tests {
                     $what,
                     true,
                 );
-                check::<_, _, 4>(
+                check::<_, _, WIDE_TOKENS>(
                     $w,
                     $a,
                     $nb,
@@ -440,8 +456,8 @@ mod tests {
             };
         }
         for (nb, seed) in [(1, 1), (3, 2), (18, 3), (48, 4)] {
-            let a0 = acts0(4 * nb, seed + 50);
-            let a1 = acts1(4 * nb, seed + 60);
+            let a0 = acts0(WIDE_TOKENS * nb, seed + 50);
+            let a1 = acts1(WIDE_TOKENS * nb, seed + 60);
             let w: Vec<BlockQ4_0> = with_scales(random(4 * nb, seed), &[0.02]);
             both!(
                 &w,

@@ -8,6 +8,7 @@
 //! rows whose length is a multiple of 32; others take the per-row path).
 
 use super::dot_float::avx2::reduce;
+use super::tile::WIDE_TOKENS;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -62,12 +63,24 @@ pub fn f16<const R: usize, const T: usize>(
     out
 }
 
-/// [`f16`] for 4 rows × 4 tokens, as two 4 × 2 tiles (4 × 4 would not fit the registers).
+/// [`f16`] for 4 rows × [`WIDE_TOKENS`] tokens, as 4 × 2 tiles (wider ones would not fit the
+/// registers).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn f16_wide(w: &[Chunk], rs: usize, bs: usize, a: [&[Chunk]; 4]) -> [[f32; 4]; 4] {
-    let first = f16::<4, 2>(w, rs, bs, [a[0], a[1]]);
-    let second = f16::<4, 2>(w, rs, bs, [a[2], a[3]]);
-    std::array::from_fn(|r| [first[r][0], first[r][1], second[r][0], second[r][1]])
+pub fn f16_wide(
+    w: &[Chunk],
+    rs: usize,
+    bs: usize,
+    a: [&[Chunk]; WIDE_TOKENS],
+) -> [[f32; WIDE_TOKENS]; 4] {
+    let mut out = [[0f32; WIDE_TOKENS]; 4];
+    for p in 0..WIDE_TOKENS / 2 {
+        let two = f16::<4, 2>(w, rs, bs, [a[2 * p], a[2 * p + 1]]);
+        for r in 0..4 {
+            out[r][2 * p] = two[r][0];
+            out[r][2 * p + 1] = two[r][1];
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -75,7 +88,7 @@ mod tests {
     use super::super::{cpu, dot_float};
     use super::*;
 
-    /// Every entry of a 4 × 4 tile equals the per-row product bit for bit.
+    /// Every entry of a wide tile equals the per-row product bit for bit.
     #[test]
     fn tiles_equal_per_row_products() {
         if !cpu::has_avx512_vnni() {
@@ -85,17 +98,18 @@ mod tests {
         for chunks in [1, 3, 18] {
             let cols = 32 * chunks;
             let w: Vec<f16> = (0..4 * cols).map(val).collect();
-            let a: Vec<f16> = (0..4 * cols).map(|i| val(i + 17)).collect();
+            let a: Vec<f16> = (0..WIDE_TOKENS * cols).map(|i| val(i + 17)).collect();
             let wc: &[Chunk] = bytemuck::cast_slice(&w);
             let ac: &[Chunk] = bytemuck::cast_slice(&a);
-            let toks: [&[Chunk]; 4] = std::array::from_fn(|t| &ac[t * chunks..(t + 1) * chunks]);
+            let toks: [&[Chunk]; WIDE_TOKENS] =
+                std::array::from_fn(|t| &ac[t * chunks..(t + 1) * chunks]);
             // SAFETY: the CPU has AVX-512 (checked above).
             let got = unsafe { f16_wide(wc, chunks, 1, toks) };
             // SAFETY: as above.
             let one = unsafe { f16::<4, 1>(wc, chunks, 1, [toks[2]]) };
             for r in 0..4 {
                 assert_eq!(one[r][0].to_bits(), got[r][2].to_bits());
-                for t in 0..4 {
+                for t in 0..WIDE_TOKENS {
                     let want = dot_float::dot_f16(
                         &w[r * cols..(r + 1) * cols],
                         &a[t * cols..(t + 1) * cols],

@@ -91,10 +91,11 @@ pub fn vec_dot_q6_k_scalar(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use vnni::{q4_k, q6_k};
+pub use vnni::{q4_k, q4_k_wide, q6_k, q6_k_wide};
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
+    use super::super::tile::WIDE_TOKENS;
     use super::super::x86::hsum8;
     use super::{scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
     use std::arch::x86_64::*;
@@ -176,6 +177,31 @@ mod vnni {
         out
     }
 
+    /// `$tile` for 4 rows × [`WIDE_TOKENS`] tokens, as 4 × 4 tiles (the k-quant tiles keep a
+    /// 256-bit accumulator per pair; wider ones would not fit the registers).
+    macro_rules! wide {
+        ($name:ident, $tile:ident, $w:ty) => {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub fn $name(
+                w: &[$w],
+                rs: usize,
+                bs: usize,
+                a: [&[BlockQ8K]; WIDE_TOKENS],
+            ) -> [[f32; WIDE_TOKENS]; 4] {
+                let mut out = [[0f32; WIDE_TOKENS]; 4];
+                for q in 0..WIDE_TOKENS / 4 {
+                    let part = $tile::<4, 4>(w, rs, bs, std::array::from_fn(|t| a[4 * q + t]));
+                    for r in 0..4 {
+                        out[r][4 * q..4 * q + 4].copy_from_slice(&part[r]);
+                    }
+                }
+                out
+            }
+        };
+    }
+    wide!(q4_k_wide, q4_k, BlockQ4K);
+    wide!(q6_k_wide, q6_k, BlockQ6K);
+
     /// Q6_K rows × Q8_K tokens; block `b` of tile row `r` is `w[r * rs + b * bs]` (see `tile`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub fn q6_k<const R: usize, const T: usize>(
@@ -253,6 +279,8 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::super::test_blocks::{random, with_scales};
+    #[cfg(target_arch = "x86_64")]
+    use super::super::tile::WIDE_TOKENS;
     use super::super::{as_candle, cpu};
     use super::*;
     use candle_core::quantized::k_quants::GgmlType as _;
@@ -306,8 +334,8 @@ mod tests {
         }
     }
 
-    /// The tiles against the scalar references, and the 4 × 4 tile equal to four single-token
-    /// ones bit for bit, with rows given row-major and interleaved.
+    /// The tiles against the scalar references, and the wide tile equal to single-token ones bit
+    /// for bit, with rows given row-major and interleaved.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn tiles_match_scalar_references() {
@@ -315,8 +343,9 @@ mod tests {
             return;
         }
         for (nb, seed) in [(1, 4), (2, 5), (6, 6)] {
-            let a = acts(4 * nb, seed + 20);
-            let toks: [&[BlockQ8K]; 4] = std::array::from_fn(|t| &a[t * nb..(t + 1) * nb]);
+            let a = acts(WIDE_TOKENS * nb, seed + 20);
+            let toks: [&[BlockQ8K]; WIDE_TOKENS] =
+                std::array::from_fn(|t| &a[t * nb..(t + 1) * nb]);
             let w4: Vec<BlockQ4K> = with_scales(random(4 * nb, seed), &[0.02, 0.01]);
             let mut w6: Vec<BlockQ6K> = random(4 * nb, seed + 1);
             w6.iter_mut().for_each(|b| b.d = half::f16::from_f32(0.003));
@@ -329,20 +358,15 @@ mod tests {
                 .map(|(r, b)| w6[r * nb + b])
                 .collect();
             // SAFETY (each `unsafe` below): the CPU has AVX-512 VNNI (checked above).
-            let (t4, t6) = unsafe {
-                (
-                    q4_k::<4, 4>(&w4, nb, 1, toks),
-                    q6_k::<4, 4>(&w6, nb, 1, toks),
-                )
-            };
+            let (t4, t6) = unsafe { (q4_k_wide(&w4, nb, 1, toks), q6_k_wide(&w6, nb, 1, toks)) };
             let (i4, i6) = unsafe {
                 (
-                    q4_k::<4, 4>(&inter4, 1, 4, toks),
-                    q6_k::<4, 4>(&inter6, 1, 4, toks),
+                    q4_k_wide(&inter4, 1, 4, toks),
+                    q6_k_wide(&inter6, 1, 4, toks),
                 )
             };
             assert!(t4 == i4 && t6 == i6, "interleaved rows give other results");
-            for t in 0..4 {
+            for t in 0..WIDE_TOKENS {
                 let (s4, s6) = unsafe {
                     (
                         q4_k::<4, 1>(&w4, nb, 1, [toks[t]]),
