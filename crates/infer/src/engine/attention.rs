@@ -365,31 +365,19 @@ fn tiled_head(
                 tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
             }
             sum[t] = (f64::from(sum[t]) + tile_sum) as f32;
-            // Each run of 16 output values stays in registers over the tile's keys (the same
-            // multiply-adds in the same order per value as key after key over the whole row).
-            let (whole, rest) = acc.split_at_mut(dv / 16 * 16);
-            for (c, chunk) in whole.chunks_exact_mut(16).enumerate() {
-                let mut reg: [f32; 16] = std::array::from_fn(|i| chunk[i]);
-                for (j, &pj) in scores.iter().enumerate().take(len) {
-                    if pj == 0.0 {
-                        continue; // masked: adds nothing
+            // Runs of output values stay in registers over the tile's keys (the same multiply-adds
+            // in the same order per value as key after key over the whole row); runs of 128 keep 8
+            // independent chains of fused multiply-adds in flight.
+            let mut start = 0;
+            for width in [128, 64, 16, 1] {
+                while start + width <= dv {
+                    match width {
+                        128 => accumulate::<128>(acc, &scores[..len], &vals, dv, start),
+                        64 => accumulate::<64>(acc, &scores[..len], &vals, dv, start),
+                        16 => accumulate::<16>(acc, &scores[..len], &vals, dv, start),
+                        _ => accumulate::<1>(acc, &scores[..len], &vals, dv, start),
                     }
-                    let v: &[f32; 16] = vals[j * dv + 16 * c..][..16]
-                        .try_into()
-                        .unwrap_or(&[0.0; 16]);
-                    for (a, &x) in reg.iter_mut().zip(v) {
-                        *a = x.mul_add(pj, *a);
-                    }
-                }
-                chunk.copy_from_slice(&reg);
-            }
-            let tail = dv / 16 * 16;
-            for (j, &pj) in scores.iter().enumerate().take(len) {
-                if pj == 0.0 {
-                    continue;
-                }
-                for (a, &v) in rest.iter_mut().zip(&vals[j * dv + tail..(j + 1) * dv]) {
-                    *a = v.mul_add(pj, *a);
+                    start += width;
                 }
             }
         }
@@ -398,6 +386,31 @@ fn tiled_head(
         let inv = if sum[t] == 0.0 { 0.0 } else { 1.0 / sum[t] };
         acc.iter_mut().for_each(|a| *a *= inv);
     }
+}
+
+/// `acc[start..start + N] += Σ_j p_j · V_j[start..start + N]` over the tile's keys `j` (skipping
+/// masked ones, whose probability is 0), with the `N` values held in a fixed-size array the compiler
+/// keeps in vector registers.
+#[inline(always)]
+fn accumulate<const N: usize>(
+    acc: &mut [f32],
+    probs: &[f32],
+    vals: &[f32],
+    dv: usize,
+    start: usize,
+) {
+    let out = &mut acc[start..start + N];
+    let mut reg: [f32; N] = std::array::from_fn(|i| out[i]);
+    for (j, &pj) in probs.iter().enumerate() {
+        if pj == 0.0 {
+            continue; // masked: adds nothing
+        }
+        let v = &vals[j * dv + start..][..N];
+        for (a, &x) in reg.iter_mut().zip(v) {
+            *a = x.mul_add(pj, *a);
+        }
+    }
+    out.copy_from_slice(&reg);
 }
 
 #[cfg(test)]
