@@ -16,7 +16,7 @@
 //! Q4_1/Q5_1's `m_w·s_a` summed apart, llama.cpp's horizontal sum): a tile's results equal the
 //! per-row AVX2 products bit for bit, which the tests check.
 
-use super::x86::{hsum8, scale1};
+use super::x86::{hsum8, hsum8_tile, scale1};
 use shuku_quants::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
@@ -253,13 +253,7 @@ macro_rules! offset_tile {
                     }
                 }
             }
-            let mut out = [[0f32; T]; R];
-            for r in 0..R {
-                for t in 0..T {
-                    out[r][t] = hsum8(acc[r][t]);
-                }
-            }
-            out
+            hsum8_tile(acc)
         }
     };
 }
@@ -305,10 +299,10 @@ macro_rules! min_tile {
                     }
                 }
             }
-            let mut out = [[0f32; T]; R];
+            let mut out = hsum8_tile(acc);
             for r in 0..R {
                 for t in 0..T {
-                    out[r][t] = hsum8(acc[r][t]) + offsets[r][t];
+                    out[r][t] += offsets[r][t];
                 }
             }
             out

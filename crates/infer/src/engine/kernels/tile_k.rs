@@ -96,7 +96,7 @@ pub use vnni::{q4_k, q4_k_wide, q6_k, q6_k_wide};
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use super::super::tile::WIDE_TOKENS;
-    use super::super::x86::hsum8;
+    use super::super::x86::{hsum8, hsum8_tile};
     use super::{scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
     use std::arch::x86_64::*;
 
@@ -266,13 +266,7 @@ mod vnni {
                 }
             }
         }
-        let mut out = [[0f32; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                out[r][t] = hsum8(acc[r][t]);
-            }
-        }
-        out
+        hsum8_tile(acc)
     }
 }
 

@@ -27,3 +27,15 @@ pub fn hsum8(x: __m256) -> f32 {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     _mm_cvtss_f32(r)
 }
+
+/// [`hsum8`] of every accumulator of a tile: `[row][token]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn hsum8_tile<const R: usize, const T: usize>(acc: [[__m256; T]; R]) -> [[f32; T]; R] {
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum8(acc[r][t]);
+        }
+    }
+    out
+}
