@@ -63,7 +63,6 @@ impl PackedMatrix {
         }
         let block = m.ttype.type_size() as usize;
         let row_bytes = m.row_bytes();
-        let bpr = row_bytes / block;
         let len = padded_len(m.rows, row_bytes)?;
         let mut words = vec![0u64; len.div_ceil(8)];
         let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
@@ -74,7 +73,6 @@ impl PackedMatrix {
                 let src = r * row_bytes + b * block;
                 dst.copy_from_slice(&m.bytes[src..src + block]);
             }
-            debug_assert_eq!(group.len() / block, bpr * TILE_ROWS);
         }
         Some(PackedMatrix {
             words,
@@ -89,10 +87,5 @@ impl PackedMatrix {
     pub fn matrix(&self) -> Result<QMatrix<'_>, KernelError> {
         let bytes = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
         QMatrix::interleaved(bytes, self.ttype, self.rows, self.cols)
-    }
-
-    /// Bytes held.
-    pub fn size(&self) -> usize {
-        self.len
     }
 }
