@@ -1,5 +1,9 @@
 //! Training and distillation losses built only from differentiable candle primitives.
 //!
+//! Cross-entropy and forward KL, the two losses of nearly every run, use shuku-model's fused kernels
+//! (one pass per row, gradient written directly) on f32 CPU tensors ([`shuku_model::ops::fused_for`]);
+//! the composed versions below are their reference and run everywhere else.
+//!
 //! candle-nn 0.11 ships `loss::cross_entropy`/`nll`/`mse` but no KL, reverse-KL or JSD, no
 //! ignore-index, and its fused `ops::softmax_last_dim` is registered with `apply_op1_no_bwd`,
 //! i.e. it silently drops gradients. Everything here is therefore written with `exp`, `log`,
@@ -89,8 +93,8 @@ pub fn cross_entropy(
     targets: &Tensor,
     ignore_index: Option<u32>,
 ) -> Result<Tensor> {
-    let lp = log_softmax(&flatten_classes(logits)?)?;
-    let (n, c) = lp.dims2()?;
+    let flat = flatten_classes(logits)?;
+    let (n, c) = flat.dims2()?;
     let ids = targets
         .flatten_all()?
         .to_dtype(DType::U32)?
@@ -118,6 +122,15 @@ pub fn cross_entropy(
             });
         }
     }
+    if shuku_model::ops::fused_for(&flat) {
+        let targets: Vec<Option<u32>> = ids
+            .iter()
+            .zip(&mask)
+            .map(|(&id, &m)| (m > 0.0).then_some(id))
+            .collect();
+        return Ok(shuku_model::fused::cross_entropy(&flat, &targets)?);
+    }
+    let lp = log_softmax(&flat)?;
     let count = mask.iter().sum::<f64>().max(1.0);
     let dev = lp.device();
     let idx = Tensor::from_vec(safe, (n, 1), dev)?;
@@ -134,6 +147,9 @@ pub fn cross_entropy(
 pub fn forward_kl(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
     check_temperature(temperature)?;
     let (s, t) = paired(student, teacher)?;
+    if shuku_model::ops::fused_for(&s) {
+        return Ok(shuku_model::fused::forward_kl(&s, &t, temperature)?);
+    }
     let ls = log_softmax(&(s / temperature)?)?;
     let lt = log_softmax(&(t / temperature)?)?;
     let kl = kl_rows(&lt.exp()?, &lt, &ls)?;

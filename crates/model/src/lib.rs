@@ -33,6 +33,7 @@ mod config;
 mod error;
 mod evaluation;
 pub mod export;
+pub mod fused;
 mod gguf;
 mod hf;
 mod import;

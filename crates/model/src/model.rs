@@ -68,12 +68,11 @@ struct Block {
     sliding: bool,
 }
 
-/// RoPE tables `[seq, head_dim]` and the additive mask `[seq, offset + seq]` (`None` when nothing is
-/// masked) for one kind of layer.
+/// RoPE tables `[seq, head_dim]` and the sliding window (if any) for one kind of layer.
 struct AttentionTables {
     cos: Tensor,
     sin: Tensor,
-    mask: Option<Tensor>,
+    window: Option<usize>,
 }
 
 /// What every layer of one forward pass shares.
@@ -112,11 +111,7 @@ impl PassContext {
 
     /// The gated FFN activation `act(gate) * up`.
     fn gated(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-        let g = match self.act {
-            Activation::Silu => ops::silu(gate)?,
-            Activation::GeluTanh => ops::gelu_tanh(gate)?,
-        };
-        Ok((g * up)?)
+        ops::gated(gate, up, self.act)
     }
 }
 
@@ -313,39 +308,27 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, t, hd) = (ctx.batch, ctx.seq, ctx.head_dim);
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
+        // Token-major heads `[B, T, heads, D]`, as the projections lay them out (no copy).
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?) };
         let mut q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
         let mut k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
-        let v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
+        let mut v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = ctx.norm(&q, qn)?;
             k = ctx.norm(&k, kn)?;
         }
         let tables = ctx.tables(self.sliding);
         let q = ops::rope(&q, &tables.cos, &tables.sin)?;
-        let mut k = ops::rope(&k, &tables.cos, &tables.sin)?;
-        let mut v = v;
+        k = ops::rope(&k, &tables.cos, &tables.sin)?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+                k = Tensor::cat(&[pk, &k], 1)?;
+                v = Tensor::cat(&[pv, &v], 1)?;
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let rep = self.n_heads / self.n_kv_heads;
-        let k = ops::repeat_kv(&k, rep)?;
-        let v = ops::repeat_kv(&v, rep)?;
-        let mut att = (q.matmul(&k.t()?.contiguous()?)? * ctx.scale)?;
-        if let Some(m) = &tables.mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = ops::softmax_last_dim(&att)?;
-        Ok(att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b * t, self.n_heads * hd))?)
+        let o = ops::attention(&q, &k, &v, ctx.scale, tables.window)?;
+        Ok(o.reshape((b * t, self.n_heads * hd))?)
     }
 }
 
@@ -832,12 +815,7 @@ impl Llama {
         let tables = |scaling: &RopeScaling, theta: f64, window: Option<usize>| -> Result<_> {
             let (freqs, scale) = scaling.frequencies(hd, theta, end);
             let (cos, sin) = ops::rope_tables(&freqs, scale, offset, seq, &self.device)?;
-            // A single new position sees every cached one unless a window hides the oldest.
-            let needs_mask = seq > 1 || window.is_some_and(|w| end > w);
-            let mask = needs_mask
-                .then(|| ops::causal_mask(seq, offset, window, &self.device))
-                .transpose()?;
-            Ok(AttentionTables { cos, sin, mask })
+            Ok(AttentionTables { cos, sin, window })
         };
         let global = tables(&cfg.rope_scaling, cfg.rope_theta, None)?;
         let local = if cfg.layers.iter().any(|l| l.sliding) {

@@ -1,45 +1,71 @@
-//! Differentiable building blocks made only of basic candle ops.
+//! The model's building blocks, each in up to three implementations:
 //!
-//! candle's fused kernels (`candle_nn::ops::softmax_last_dim`, `candle_nn::ops::rms_norm`,
-//! `candle_nn::rotary_emb::rope`, `QMatMul`) have no backward pass: a model built on them trains silently
-//! nothing. Everything here is composed of element-wise ops, reductions, `narrow`/`cat` and `matmul`, all of
-//! which candle differentiates; `tests/gradients.rs` proves every parameter receives a gradient.
+//! * **fused** ([`crate::fused`]): one-pass CPU kernels with hand-written backward passes, used for f32
+//!   tensors on the CPU, with or without gradients;
+//! * **composed**: element-wise ops, reductions, `narrow`/`cat` and `matmul`, all of which candle
+//!   differentiates; used on other devices and dtypes, and everywhere inside [`composed_only`] (the
+//!   reference the fused kernels are tested against);
+//! * **candle-nn's fused kernels** (`candle_nn::ops::rms_norm`, `softmax_last_dim`, `rotary_emb::rope_thd`),
+//!   which have no backward pass: used off the CPU inside [`without_gradients`], for passes that never
+//!   call `backward` (calibration, pruning, quantization, evaluation).
 //!
-//! Passes that never call `backward` (calibration, pruning, quantization, evaluation) can run inside
-//! [`without_gradients`]: there RMSNorm, softmax and RoPE use candle-nn's fused kernels, which read and
-//! write each element once and spread rows over all cores, where the composed versions make several
-//! single-threaded passes over memory.
+//! `tests/gradients.rs` proves every parameter receives a gradient; `tests/fused.rs` checks the fused
+//! kernels' values and gradients against the composed ops and finite differences.
 
 use std::cell::Cell;
 
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::Result;
+use crate::fused;
 
 thread_local! {
-    static FUSED: Cell<bool> = const { Cell::new(false) };
+    static NO_GRADIENTS: Cell<bool> = const { Cell::new(false) };
+    static COMPOSED_ONLY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with the fused (forward-only) kernels for RMSNorm, softmax and RoPE on this thread. Anything
-/// computed inside has no gradient through those ops; use it only for passes that never call `backward`.
-pub fn without_gradients<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
+/// Sets `flag` for the duration of `f` on this thread, restoring it afterwards (also on panic).
+fn scoped<T>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            FUSED.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(FUSED.with(|c| c.replace(true)));
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
     f()
 }
 
-fn fused() -> bool {
-    FUSED.with(Cell::get)
+/// Runs `f` with candle-nn's forward-only kernels for RMSNorm, softmax and RoPE where the fused CPU
+/// kernels do not apply (other devices, other dtypes). Anything computed inside may have no gradient
+/// through those ops; use it only for passes that never call `backward`.
+pub fn without_gradients<T>(f: impl FnOnce() -> T) -> T {
+    scoped(&NO_GRADIENTS, f)
+}
+
+/// Runs `f` with the composed (basic candle op) versions of every block, the fused CPU kernels switched
+/// off: the reference implementation, for tests and comparisons.
+pub fn composed_only<T>(f: impl FnOnce() -> T) -> T {
+    scoped(&COMPOSED_ONLY, f)
+}
+
+/// Whether candle-nn's gradient-free kernels may be used.
+fn no_gradients() -> bool {
+    NO_GRADIENTS.with(Cell::get)
+}
+
+/// Whether the fused CPU kernels ([`crate::fused`]) take `t` here: f32 on the CPU, outside
+/// [`composed_only`]. Other crates' losses follow the same switch through this.
+pub fn fused_for(t: &Tensor) -> bool {
+    !COMPOSED_ONLY.with(Cell::get) && fused::applies(t)
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused() {
+    if fused_for(x) {
+        return Ok(fused::rms_norm(x, weight, eps)?);
+    }
+    if no_gradients() {
         return Ok(candle_nn::ops::rms_norm(
             &x.contiguous()?,
             weight,
@@ -53,7 +79,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// Softmax over the last dimension. The row maximum is subtracted for stability and detached: softmax is
 /// shift-invariant, so the gradient through it would be zero anyway.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if fused() {
+    if no_gradients() {
         return Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?);
     }
     let max = x.max_keepdim(D::Minus1)?.detach();
@@ -72,19 +98,30 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32); differentiable, for trainers and
 /// tests.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused_for(logits) {
+        let ids: Vec<Option<u32>> = targets.to_vec1::<u32>()?.into_iter().map(Some).collect();
+        return Ok(fused::cross_entropy(logits, &ids)?);
+    }
     let lp = log_softmax_last_dim(logits)?;
     let picked = lp.gather(&targets.unsqueeze(1)?, 1)?;
     Ok(picked.mean_all()?.neg()?)
 }
 
-/// SiLU (`x * sigmoid(x)`); candle-core's unary op, which has a backward pass.
-pub fn silu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.silu()?)
-}
-
-/// GELU with the tanh approximation (HF `gelu_pytorch_tanh`, Gemma's FFN gate); differentiable.
-pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    Ok(x.gelu()?)
+/// The gated FFN activation `act(gate) · up`: `silu` (llama) or `gelu_tanh` (HF `gelu_pytorch_tanh`,
+/// Gemma); differentiable.
+pub fn gated(gate: &Tensor, up: &Tensor, act: crate::Activation) -> Result<Tensor> {
+    use crate::Activation;
+    if fused_for(gate) {
+        return Ok(match act {
+            Activation::Silu => fused::silu_mul(gate, up)?,
+            Activation::GeluTanh => fused::gelu_tanh_mul(gate, up)?,
+        });
+    }
+    let a = match act {
+        Activation::Silu => gate.silu()?,
+        Activation::GeluTanh => gate.gelu()?,
+    };
+    Ok((a * up)?)
 }
 
 /// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len` and the `head_dim / 2`
@@ -114,23 +151,55 @@ pub fn rope_tables(
     ))
 }
 
-/// Applies HF rotate-half RoPE to `x` `[B, H, T, D]` with tables `[T, D]`:
-/// `x * cos + cat(-x₂, x₁) * sin`.
+/// Applies HF rotate-half RoPE to `x` `[B, T, H, D]` (token-major, as the projections produce it) with
+/// tables `[T, D]`: `x * cos + cat(-x₂, x₁) * sin`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if fused_for(x) {
+        return Ok(fused::rope(x, cos, sin)?);
+    }
     let d = x.dim(D::Minus1)?;
-    if fused() {
-        // The fused kernel takes the `head_dim/2` distinct frequencies of the rotate-half tables.
+    if no_gradients() {
+        // The forward-only kernel takes the `head_dim/2` distinct frequencies of the rotate-half tables.
         let half = |t: &Tensor| t.narrow(D::Minus1, 0, d / 2)?.contiguous();
-        return Ok(candle_nn::rotary_emb::rope(
+        return Ok(candle_nn::rotary_emb::rope_thd(
             &x.contiguous()?,
             &half(cos)?,
             &half(sin)?,
         )?);
     }
+    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+    Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+}
+
+/// Causal grouped-query attention of `q` `[B, T, H, D]` over `k`, `v` `[B, S, KV, D]` (the last `T` key
+/// positions are the queries' own, earlier ones cached): scores scaled by `scale`, query `i` seeing keys
+/// up to its own position and, with a `window`, only the last `window` of them. Returns `[B, T, H, D]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    if fused_for(q) {
+        return Ok(fused::attention(q, k, v, scale, window)?);
+    }
+    let (_, t, h, _) = q.dims4()?;
+    let (_, s, kv, _) = k.dims4()?;
+    let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous();
+    let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
+    let k = repeat_kv(&k, h / kv)?;
+    let v = repeat_kv(&v, h / kv)?;
+    let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+    // A single new position sees every cached one unless a window hides the oldest.
+    if t > 1 || window.is_some_and(|w| s > w) {
+        att = att.broadcast_add(&causal_mask(t, s - t, window, q.device())?)?;
+    }
+    let att = softmax_last_dim(&att)?;
+    Ok(att.matmul(&v)?.transpose(1, 2)?.contiguous()?)
 }
 
 /// Additive causal mask `[T, offset + T]`: query `i` (absolute position `offset + i`) sees keys
@@ -186,9 +255,9 @@ mod tests {
     }
 
     #[test]
-    fn fused_kernels_agree_with_the_composed_ops() {
+    fn default_kernels_agree_with_the_composed_ops() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 2.0, (2, 3, 5, 8), &dev).unwrap();
+        let x = Tensor::randn(0f32, 2.0, (2, 5, 3, 8), &dev).unwrap();
         let w = Tensor::randn(1f32, 0.1, 8, &dev).unwrap();
         let (cos, sin) = rope_tables(&[1.0, 0.1, 0.01, 0.001], 1.0, 3, 5, &dev).unwrap();
         let all = |x: &Tensor| -> [Tensor; 3] {
@@ -198,13 +267,13 @@ mod tests {
                 rope(x, &cos, &sin).unwrap(),
             ]
         };
-        let composed = all(&x);
-        let fused = without_gradients(|| all(&x));
+        let fused = all(&x);
+        let composed = composed_only(|| all(&x));
         for (a, b) in composed.iter().zip(&fused) {
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
         }
-        // The switch is scoped: outside it, the differentiable ops are back.
+        // The switch is scoped: outside it, the fused kernels are back, and they have gradients.
         let v = candle_core::Var::from_tensor(&x).unwrap();
         let g = rms_norm(v.as_tensor(), &w, 1e-5)
             .unwrap()
@@ -213,6 +282,7 @@ mod tests {
             .backward()
             .unwrap();
         assert!(g.get(v.as_tensor()).is_some());
+        assert!(!COMPOSED_ONLY.with(Cell::get));
     }
 
     #[test]

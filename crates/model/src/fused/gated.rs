@@ -1,0 +1,122 @@
+//! The gated FFN activation `act(gate) · up` in one pass, with its backward pass.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{cpu_tensor, f32s, with_f32s};
+
+/// Values per rayon task of the element-wise kernels.
+const TASK: usize = 16 * 1024;
+
+/// `silu(gate) · up`, differentiable in both.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    gated(gate, up, Act::Silu)
+}
+
+/// `gelu_tanh(gate) · up` (HF `gelu_pytorch_tanh`), differentiable in both.
+pub fn gelu_tanh_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    gated(gate, up, Act::GeluTanh)
+}
+
+fn gated(gate: &Tensor, up: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+    if gate.dims() != up.dims() {
+        candle_core::bail!(
+            "gated activation: gate {:?} and up {:?} differ",
+            gate.dims(),
+            up.dims()
+        );
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, Gated(act))
+}
+
+#[derive(Clone, Copy)]
+enum Act {
+    Silu,
+    GeluTanh,
+}
+
+/// `sqrt(2/π)`.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_A: f32 = 0.044_715;
+
+impl Act {
+    /// The activation and its derivative at `x`.
+    fn value_and_slope(self, x: f32) -> (f32, f32) {
+        match self {
+            Act::Silu => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                (x * s, s * (1.0 + x * (1.0 - s)))
+            }
+            Act::GeluTanh => {
+                let t = (GELU_C * x * (1.0 + GELU_A * x * x)).tanh();
+                let slope = 0.5 * (1.0 + t)
+                    + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+                (0.5 * x * (1.0 + t), slope)
+            }
+        }
+    }
+}
+
+struct Gated(Act);
+
+impl CustomOp2 for Gated {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Act::Silu => "shuku-silu-mul",
+            Act::GeluTanh => "shuku-gelu-tanh-mul",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let gate = f32s(s1, l1, self.name())?;
+        let up = f32s(s2, l2, self.name())?;
+        let mut y = vec![0f32; gate.len()];
+        y.par_chunks_mut(TASK)
+            .zip(gate.par_chunks(TASK).zip(up.par_chunks(TASK)))
+            .for_each(|(y, (g, u))| {
+                for ((y, g), u) in y.iter_mut().zip(g).zip(u) {
+                    *y = self.0.value_and_slope(*g).0 * u;
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (d_gate, d_up) = with_f32s([gate, up, grad], self.name(), |[g, u, dy]| {
+            let mut d_gate = vec![0f32; g.len()];
+            let mut d_up = vec![0f32; g.len()];
+            d_gate
+                .par_chunks_mut(TASK)
+                .zip(d_up.par_chunks_mut(TASK))
+                .zip(
+                    g.par_chunks(TASK)
+                        .zip(u.par_chunks(TASK))
+                        .zip(dy.par_chunks(TASK)),
+                )
+                .for_each(|((dg, du), ((g, u), dy))| {
+                    for i in 0..g.len() {
+                        let (a, slope) = self.0.value_and_slope(g[i]);
+                        dg[i] = dy[i] * u[i] * slope;
+                        du[i] = dy[i] * a;
+                    }
+                });
+            Ok((d_gate, d_up))
+        })?;
+        Ok((
+            Some(cpu_tensor(d_gate, gate.dims())?),
+            Some(cpu_tensor(d_up, up.dims())?),
+        ))
+    }
+}

@@ -1,0 +1,212 @@
+//! Losses from logits in one pass per row: cross-entropy against integer targets and the distillation
+//! KL divergence. The backward pass writes `softmax − target` directly, where the composed version keeps
+//! an `[N, V]` log-softmax and its intermediates alive and walks them several times.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
+
+/// Marks a position whose target is ignored.
+const IGNORED: u32 = u32::MAX;
+
+/// Mean cross-entropy of `logits` `[N, C]` against `targets` (one per row, each `< C` or `None` to
+/// ignore the row). The mean runs over the rows not ignored; with none left the loss is 0.
+/// Differentiable in `logits`.
+pub fn cross_entropy(logits: &Tensor, targets: &[Option<u32>]) -> candle_core::Result<Tensor> {
+    let (n, c) = logits.dims2()?;
+    if targets.len() != n {
+        candle_core::bail!("cross_entropy: {} targets for {n} rows", targets.len());
+    }
+    let mut ids = Vec::with_capacity(n);
+    for t in targets {
+        match *t {
+            Some(id) if (id as usize) < c => ids.push(id),
+            Some(id) => candle_core::bail!("cross_entropy: target {id} is outside {c} classes"),
+            None => ids.push(IGNORED),
+        }
+    }
+    let count = ids.iter().filter(|&&id| id != IGNORED).count().max(1);
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        targets: ids.into(),
+        count,
+    })
+}
+
+/// `T² · KL(softmax(teacher/T) ‖ softmax(student/T))`, averaged over the rows of `[N, C]` logits
+/// (Hinton's distillation loss). Differentiable in `student`; the teacher receives no gradient.
+pub fn forward_kl(
+    student: &Tensor,
+    teacher: &Tensor,
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
+    if student.dims() != teacher.dims() || student.rank() != 2 {
+        candle_core::bail!(
+            "forward_kl: student {:?} and teacher {:?} must be the same [N, C]",
+            student.dims(),
+            teacher.dims()
+        );
+    }
+    student.contiguous()?.apply_op2(
+        &teacher.detach().contiguous()?,
+        ForwardKl {
+            temperature: temperature as f32,
+        },
+    )
+}
+
+/// `(max, log Σ exp(x − max))` of one row scaled by `1/temperature`.
+fn log_sum_exp(row: &[f32], inv_t: f32) -> (f32, f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * inv_t;
+    let sum: f32 = row.iter().map(|x| (x * inv_t - max).exp()).sum();
+    (max, sum.ln())
+}
+
+/// Sums per-chunk partials of `f(row index, row)` over the rows of `x` (row length `c`) in a fixed
+/// order.
+fn sum_rows(x: &[f32], c: usize, f: impl Fn(usize, &[f32]) -> f64 + Sync) -> f64 {
+    let task = rows_per_task(c);
+    let partial: Vec<f64> = x
+        .par_chunks(task * c)
+        .enumerate()
+        .map(|(chunk, rows)| {
+            rows.chunks_exact(c)
+                .enumerate()
+                .map(|(r, row)| f(chunk * task + r, row))
+                .sum()
+        })
+        .collect();
+    partial.iter().sum()
+}
+
+fn scalar(value: f64) -> (CpuStorage, Shape) {
+    (CpuStorage::F32(vec![value as f32]), Shape::from(()))
+}
+
+struct CrossEntropy {
+    targets: Arc<[u32]>,
+    count: usize,
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "shuku-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, self.name())?;
+        let (_, c) = l.shape().dims2()?;
+        let total = sum_rows(x, c, |n, row| match self.targets[n] {
+            IGNORED => 0.0,
+            t => {
+                let (max, lse) = log_sum_exp(row, 1.0);
+                f64::from(max + lse - row[t as usize])
+            }
+        });
+        Ok(scalar(total / self.count as f64))
+    }
+
+    /// `d logits[n] = g / count · (softmax(logits[n]) − onehot(target[n]))`, zero on ignored rows.
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (_, c) = x.dims2()?;
+        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? / self.count as f32;
+        let dx = with_f32s([x], self.name(), |[x]| {
+            let mut dx = vec![0f32; x.len()];
+            let task = rows_per_task(c) * c;
+            dx.par_chunks_mut(task)
+                .zip(x.par_chunks(task))
+                .enumerate()
+                .for_each(|(chunk, (dx, x))| {
+                    for (r, (dx, x)) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+                        let t = self.targets[chunk * task / c + r];
+                        if t == IGNORED {
+                            continue;
+                        }
+                        let (max, lse) = log_sum_exp(x, 1.0);
+                        let shift = max + lse;
+                        for (d, v) in dx.iter_mut().zip(x) {
+                            *d = g * (v - shift).exp();
+                        }
+                        dx[t as usize] -= g;
+                    }
+                });
+            Ok(dx)
+        })?;
+        Ok(Some(cpu_tensor(dx, x.dims())?))
+    }
+}
+
+struct ForwardKl {
+    temperature: f32,
+}
+
+impl CustomOp2 for ForwardKl {
+    fn name(&self) -> &'static str {
+        "shuku-forward-kl"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (s, t) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let (n, c) = l1.shape().dims2()?;
+        let inv_t = 1.0 / self.temperature;
+        let total = sum_rows(s, c, |r, srow| {
+            let trow = &t[r * c..][..c];
+            let (ms, ls) = log_sum_exp(srow, inv_t);
+            let (mt, lt) = log_sum_exp(trow, inv_t);
+            let (zs, zt) = (ms + ls, mt + lt);
+            srow.iter()
+                .zip(trow)
+                .map(|(s, t)| {
+                    let log_pt = t * inv_t - zt;
+                    f64::from(log_pt.exp() * (log_pt - (s * inv_t - zs)))
+                })
+                .sum()
+        });
+        let t2 = f64::from(self.temperature).powi(2);
+        Ok(scalar(t2 * total / n.max(1) as f64))
+    }
+
+    /// `d student[n] = g · T / N · (softmax(student[n]/T) − softmax(teacher[n]/T))`.
+    fn bwd(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = student.dims2()?;
+        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let coef = g * self.temperature / n.max(1) as f32;
+        let inv_t = 1.0 / self.temperature;
+        let ds = with_f32s([student, teacher], self.name(), |[s, t]| {
+            let mut ds = vec![0f32; s.len()];
+            let task = rows_per_task(c) * c;
+            ds.par_chunks_mut(task)
+                .zip(s.par_chunks(task).zip(t.par_chunks(task)))
+                .for_each(|(ds, (s, t))| {
+                    for ((ds, s), t) in ds
+                        .chunks_exact_mut(c)
+                        .zip(s.chunks_exact(c))
+                        .zip(t.chunks_exact(c))
+                    {
+                        let (ms, ls) = log_sum_exp(s, inv_t);
+                        let (mt, lt) = log_sum_exp(t, inv_t);
+                        let (zs, zt) = (ms + ls, mt + lt);
+                        for ((d, s), t) in ds.iter_mut().zip(s).zip(t) {
+                            *d = coef * ((s * inv_t - zs).exp() - (t * inv_t - zt).exp());
+                        }
+                    }
+                });
+            Ok(ds)
+        })?;
+        Ok((Some(cpu_tensor(ds, student.dims())?), None))
+    }
+}

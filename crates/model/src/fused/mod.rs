@@ -1,0 +1,84 @@
+//! Fused, differentiable CPU kernels for the model's hot element-wise steps and its attention.
+//!
+//! candle differentiates its basic ops, so the model could be (and on other devices still is) built from
+//! them alone: RMSNorm as six passes over memory, softmax as five, RoPE as a `narrow`/`neg`/`cat` and two
+//! products, every one allocating a fresh tensor, and attention through `repeat_kv`, transposes and a
+//! dense mask. candle's own fused kernels (`candle_nn::ops::rms_norm`, `softmax_last_dim`,
+//! `rotary_emb::rope`) have no backward pass. The kernels here are candle [`CustomOp1`]-style ops with
+//! hand-written backward passes: one read and one write per element forward, one pass backward, work
+//! spread over rayon's pool (which sleeps when idle instead of spinning).
+//!
+//! * [`rms_norm`]: RMSNorm over the last dimension, gradients for the input and the gain.
+//! * [`rope`]: HF rotate-half RoPE on `[B, T, H, D]` with `[T, D]` tables.
+//! * [`attention`]: causal grouped-query attention (optional sliding window, any number of cached
+//!   positions), scores recomputed in the backward pass instead of stored; per-head products by `gemm`.
+//! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
+//! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
+//!   kept alive.
+//!
+//! Each applies to contiguous-able f32 tensors on the CPU ([`applies`]); callers keep the composed
+//! version for anything else. Every kernel is tested against the composed candle ops (values and
+//! gradients) and against finite differences (`tests/fused.rs`). Work is split in chunks whose size does
+//! not depend on the thread count, and partial sums are combined in a fixed order, so results are the
+//! same to the bit with any number of threads.
+
+mod attention;
+mod gated;
+mod loss;
+mod norm;
+mod rope;
+
+pub use attention::attention;
+pub use gated::{gelu_tanh_mul, silu_mul};
+pub use loss::{cross_entropy, forward_kl};
+pub use norm::rms_norm;
+pub use rope::rope;
+
+use candle_core::{bail, CpuStorage, DType, Layout, Storage, Tensor};
+
+/// Whether the fused kernels can run on `t`: f32 on the CPU.
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The values of f32 CPU storage under a contiguous `layout`.
+fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input is not contiguous"),
+    }
+}
+
+/// Runs `f` on the f32 values of `tensors` (made contiguous first), for backward passes, which receive
+/// tensors rather than storages.
+fn with_f32s<const N: usize, R>(
+    tensors: [&Tensor; N],
+    op: &str,
+    f: impl FnOnce([&[f32]; N]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let owned = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices: [&[f32]; N] = [&[]; N];
+    for (slot, (storage, layout)) in slices.iter_mut().zip(&guards) {
+        *slot = match &**storage {
+            Storage::Cpu(cpu) => f32s(cpu, layout, op)?,
+            _ => bail!("{op}: the fused kernels run on the CPU"),
+        };
+    }
+    f(slices)
+}
+
+/// A tensor on the CPU from `values` shaped `dims`.
+fn cpu_tensor(values: Vec<f32>, dims: &[usize]) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, dims, &candle_core::Device::Cpu)
+}
+
+/// Rows handed to one rayon task: enough work (about 16 k values) to pay for the hand-off, fixed so the
+/// split never depends on the thread count.
+fn rows_per_task(row_len: usize) -> usize {
+    (16 * 1024 / row_len.max(1)).max(1)
+}
