@@ -57,6 +57,7 @@
 //! For more control, build a [`TrainConfig`] and a [`DistillLoss`] and drive a [`Trainer`]
 //! directly (with checkpoints, logs and resumption).
 
+mod adamw_kernels;
 pub mod bpe;
 pub mod checkpoint;
 pub mod corpus;

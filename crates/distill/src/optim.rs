@@ -4,11 +4,14 @@
 //! resumed run would restart Adam's statistics), it decays every parameter alike (norm gains
 //! and biases should not be decayed), and candle-nn has no gradient clipping and no
 //! accumulation. This module keeps named parameters and their moments in the open so
-//! [`crate::checkpoint`] can save and restore them exactly.
+//! [`crate::checkpoint`] can save and restore them exactly. On f32 CPU tensors the update runs in
+//! place (the crate's `adamw_kernels`); elsewhere, and inside `shuku_model::ops::composed_only`, as
+//! tensor ops.
 
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::adamw_kernels::{MovingAverage, ParameterStep};
 use crate::error::{DistillError, Result};
 
 /// AdamW hyper-parameters (the learning rate comes from the schedule at each step).
@@ -169,6 +172,25 @@ impl AdamW {
         for (p, g) in self.params.iter_mut().zip(&grads.0) {
             let Some(g) = g else { continue };
             let g = g.to_dtype(p.var.dtype())?;
+            if shuku_model::ops::fused_for(p.var.as_tensor()) {
+                let g = g.contiguous()?;
+                let moment = |beta, squared| MovingAverage { beta, squared };
+                p.m.inplace_op2(&g, &moment(c.beta1, false))?;
+                p.v.inplace_op2(&g, &moment(c.beta2, true))?;
+                let decay = if p.decay { lr * c.weight_decay } else { 0.0 };
+                p.var.as_tensor().inplace_op3(
+                    &p.m,
+                    &p.v,
+                    &ParameterStep {
+                        lr,
+                        decay,
+                        bias_correction1: bc1,
+                        bias_correction2: bc2,
+                        eps: c.eps,
+                    },
+                )?;
+                continue;
+            }
             let m = ((&p.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&p.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let m_hat = (&m / bc1)?;

@@ -139,3 +139,47 @@ fn duplicate_names_rejected() {
     )
     .is_err());
 }
+
+/// The in-place f32 update equals the tensor-op update (run inside `composed_only`) to the bit, moments
+/// included, over steps with and without weight decay.
+#[test]
+fn in_place_update_equals_the_tensor_ops() {
+    let dev = Device::Cpu;
+    let run = |composed: bool| -> Vec<Vec<f32>> {
+        let w = Var::from_tensor(
+            &Tensor::arange(0f32, 12.0, &dev)
+                .unwrap()
+                .reshape((3, 4))
+                .unwrap(),
+        )
+        .unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[0.5f32, -0.5, 2.0], &dev).unwrap()).unwrap();
+        let params = vec![
+            ("l.weight".to_string(), w.clone()),
+            ("l.bias".to_string(), b.clone()),
+        ];
+        let mut opt = AdamW::new(params, AdamWConfig::default(), decay_matrices_only).unwrap();
+        for step in 0..3 {
+            let s = step as f32;
+            let gw = Tensor::arange(0f32, 12.0, &dev)
+                .unwrap()
+                .affine(0.1, -0.4 + f64::from(s))
+                .unwrap();
+            let gb = Tensor::new(&[1.0f32 - s, -2.0, 0.25 * s], &dev).unwrap();
+            let grads = Gradients(vec![Some(gw.reshape((3, 4)).unwrap()), Some(gb)]);
+            if composed {
+                shuku_model::ops::composed_only(|| opt.step(&grads, 0.01)).unwrap();
+            } else {
+                opt.step(&grads, 0.01).unwrap();
+            }
+        }
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut out = vec![flat(w.as_tensor()), flat(b.as_tensor())];
+        for p in opt.params() {
+            out.push(flat(&p.m));
+            out.push(flat(&p.v));
+        }
+        out
+    };
+    assert_eq!(run(false), run(true));
+}
