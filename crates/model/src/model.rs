@@ -34,7 +34,7 @@ struct Linear {
 impl Linear {
     /// `x` is `[N, in]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        let y = ops::linear(x, self.weight.as_tensor())?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b.as_tensor())?,
             None => y,
@@ -792,7 +792,7 @@ impl Llama {
             }
             None => self.embed_tokens.as_tensor(),
         };
-        let logits = x.matmul(&head.t()?)?;
+        let logits = ops::linear(&x, head)?;
         Ok(logits.reshape((batch, seq, self.config.vocab_size))?)
     }
 

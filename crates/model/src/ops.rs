@@ -60,6 +60,14 @@ pub fn fused_for(t: &Tensor) -> bool {
     !COMPOSED_ONLY.with(Cell::get) && fused::applies(t)
 }
 
+/// `x` `[N, in]` times a PyTorch-layout `weight` `[out, in]` transposed: `[N, out]`.
+pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if fused_for(x) {
+        return Ok(fused::linear(x, weight)?);
+    }
+    Ok(x.matmul(&weight.t()?)?)
+}
+
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if fused_for(x) {

@@ -228,3 +228,15 @@ fn forward_kl_matches_the_composed_formula() {
     let inputs = [det(&[5, 9], 9, 4.0), teacher];
     check_against("forward_kl", &f, &reference, &inputs, &[0], 1e-5);
 }
+
+#[test]
+fn linear_matches_the_composed_op() {
+    let f = |x: &[Tensor]| ops::linear(&x[0], &x[1]).unwrap();
+    check(
+        "linear",
+        &f,
+        &[det(&[7, 12], 40, 1.0), det(&[5, 12], 41, 1.0)],
+        &[0, 1],
+        1e-5,
+    );
+}

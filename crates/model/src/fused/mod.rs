@@ -12,6 +12,7 @@
 //! * [`rope`]: HF rotate-half RoPE on `[B, T, H, D]` with `[T, D]` tables.
 //! * [`attention`]: causal grouped-query attention (optional sliding window, any number of cached
 //!   positions), scores recomputed in the backward pass instead of stored; per-head products by `gemm`.
+//! * [`linear`]: `x · Wᵀ`, the weight's gradient written in its own layout.
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
@@ -24,12 +25,14 @@
 
 mod attention;
 mod gated;
+mod linear;
 mod loss;
 mod norm;
 mod rope;
 
 pub use attention::attention;
 pub use gated::{gelu_tanh_mul, silu_mul};
+pub use linear::linear;
 pub use loss::{cross_entropy, forward_kl};
 pub use norm::rms_norm;
 pub use rope::rope;
