@@ -81,7 +81,7 @@ struct Args {
     /// Only the KD run (for large teachers where one run is all the time allows).
     #[arg(long)]
     kd_only: bool,
-    /// Compute threads for candle (sets CANDLE_NUM_THREADS/RAYON_NUM_THREADS).
+    /// Compute threads (every pool: `shuku::model::threads::init`).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -160,10 +160,7 @@ fn run(
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(n) = a.threads {
-        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    shuku::model::threads::init(a.threads);
     let device = Device::Cpu;
     let teacher = Llama::from_hf_dir(&a.teacher, &device)
         .with_context(|| format!("loading teacher {}", a.teacher.display()))?;

@@ -86,12 +86,10 @@ pub fn prepare_out_dir(out: &Path, default: &str, overwrite: bool) -> Result<Pat
     Ok(out.to_path_buf())
 }
 
-/// Sets candle's thread count (read once, at its first use); 0 leaves the default (every core).
+/// Sets the compute threads of every pool (`shuku::model::threads::init`); 0 leaves the default
+/// (every core).
 pub fn set_threads(threads: usize) {
-    if threads > 0 {
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    }
+    shuku::model::threads::init((threads > 0).then_some(threads));
 }
 
 /// A progress bar on stderr (drawn only on a terminal).

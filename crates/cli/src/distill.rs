@@ -331,6 +331,8 @@ pub fn run(args: Args) -> Result<()> {
     let source = check_args(&args)?;
     check_output(&args.output, args.overwrite)?;
     check_inputs(&args)?;
+    // Candle's own (spinning) pool stays out of the way; everything runs in this one.
+    shuku_model::threads::init(None);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;

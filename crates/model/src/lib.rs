@@ -45,6 +45,7 @@ mod rng;
 mod safetensors_dir;
 mod staged_dir;
 mod surgery;
+pub mod threads;
 mod tokenizer;
 pub use calibration::{Calibration, CalibrationOptions, LinearStats};
 pub use config::{Activation, LayerDims, LlamaConfig, ModelType, RopeScaling};
