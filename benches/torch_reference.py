@@ -3,7 +3,8 @@
 
 Times the same training step as `cargo run --release --example train_base -- --bench-steps N`:
 a llama with 4 layers, hidden 256, FFN 768 (SwiGLU), 4 heads x 64 with 2 KV heads, RMSNorm,
-rotate-half RoPE, tied 4096-token embedding; batch 8 x 128 tokens; cross-entropy, backward,
+rotate-half RoPE, tied 4096-token embedding (other shapes: --layers, --hidden, as train_base's);
+batch 8 x 128 tokens (--batch-size, --seq-len); cross-entropy, backward,
 global-norm clipping to 1.0, AdamW (0.9/0.95, weight decay 0.1). Plain eager PyTorch on CPU,
 float32, no compile, random tokens (throughput does not depend on the data).
 
@@ -101,12 +102,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=256,
+                    help="hidden width (heads of 64, half as many KV heads, FFN 3x), as train_base --hidden")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = Llama(layers=a.layers)
+    model = Llama(hidden=a.hidden, ffn=3 * a.hidden, layers=a.layers,
+                  heads=a.hidden // 64, kv_heads=a.hidden // 128)
     decay = [p for p in model.parameters() if p.dim() == 2]
     other = [p for p in model.parameters() if p.dim() != 2]
     opt = torch.optim.AdamW(
