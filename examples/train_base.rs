@@ -11,9 +11,6 @@
 //! so llama.cpp's K-quants apply to every matrix without fallback. Same flags and seed give the
 //! same tokenizer, the same batches and the same weights.
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
