@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::exp::{exp, lane_max, lane_sum};
 use super::{cpu_tensor, f32s, with_f32s};
 
 /// Query rows per block: the unit of the causal column cut.
@@ -159,17 +160,11 @@ impl Attention {
         for (r, row) in p[..m * cols].chunks_exact_mut(cols).enumerate() {
             let (lo, hi) = self.row_range(dims, rows.start + r);
             let (lo, hi) = (lo - vis.first, hi - vis.first);
-            let max = row[lo..hi]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for x in &mut row[lo..hi] {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            row[lo..hi].iter_mut().for_each(|x| *x *= inv);
+            let visible = &mut row[lo..hi];
+            let max = lane_max(visible);
+            visible.iter_mut().for_each(|x| *x = exp(*x - max));
+            let inv = 1.0 / lane_sum(visible, visible, |x, _| x);
+            visible.iter_mut().for_each(|x| *x *= inv);
             row[..lo].fill(0.0);
             row[hi..].fill(0.0);
         }

@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::exp;
 use super::{cpu_tensor, f32s, with_f32s};
 
 /// Values per rayon task of the element-wise kernels.
@@ -44,7 +45,7 @@ impl Act {
     fn value_and_slope(self, x: f32) -> (f32, f32) {
         match self {
             Act::Silu => {
-                let s = 1.0 / (1.0 + (-x).exp());
+                let s = 1.0 / (1.0 + exp(-x));
                 (x * s, s * (1.0 + x * (1.0 - s)))
             }
             Act::GeluTanh => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::{exp, lane_max, lane_sum};
 use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
 
 /// Marks a position whose target is ignored.
@@ -59,8 +60,8 @@ pub fn forward_kl(
 
 /// `(max, log Σ exp(x − max))` of one row scaled by `1/temperature`.
 fn log_sum_exp(row: &[f32], inv_t: f32) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * inv_t;
-    let sum: f32 = row.iter().map(|x| (x * inv_t - max).exp()).sum();
+    let max = lane_max(row) * inv_t;
+    let sum = lane_sum(row, row, |x, _| exp(x * inv_t - max));
     (max, sum.ln())
 }
 
@@ -127,7 +128,7 @@ impl CustomOp1 for CrossEntropy {
                         let (max, lse) = log_sum_exp(x, 1.0);
                         let shift = max + lse;
                         for (d, v) in dx.iter_mut().zip(x) {
-                            *d = g * (v - shift).exp();
+                            *d = g * exp(v - shift);
                         }
                         dx[t as usize] -= g;
                     }
@@ -162,13 +163,11 @@ impl CustomOp2 for ForwardKl {
             let (ms, ls) = log_sum_exp(srow, inv_t);
             let (mt, lt) = log_sum_exp(trow, inv_t);
             let (zs, zt) = (ms + ls, mt + lt);
-            srow.iter()
-                .zip(trow)
-                .map(|(s, t)| {
-                    let log_pt = t * inv_t - zt;
-                    f64::from(log_pt.exp() * (log_pt - (s * inv_t - zs)))
-                })
-                .sum()
+            let kl = lane_sum(srow, trow, |s, t| {
+                let log_pt = t * inv_t - zt;
+                exp(log_pt) * (log_pt - (s * inv_t - zs))
+            });
+            f64::from(kl)
         });
         let t2 = f64::from(self.temperature).powi(2);
         Ok(scalar(t2 * total / n.max(1) as f64))
@@ -201,7 +200,7 @@ impl CustomOp2 for ForwardKl {
                         let (mt, lt) = log_sum_exp(t, inv_t);
                         let (zs, zt) = (ms + ls, mt + lt);
                         for ((d, s), t) in ds.iter_mut().zip(s).zip(t) {
-                            *d = coef * ((s * inv_t - zs).exp() - (t * inv_t - zt).exp());
+                            *d = coef * (exp(s * inv_t - zs) - exp(t * inv_t - zt));
                         }
                     }
                 });

@@ -24,6 +24,7 @@
 //! same to the bit with any number of threads.
 
 mod attention;
+mod exp;
 mod gated;
 mod linear;
 mod loss;
