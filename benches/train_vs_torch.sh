@@ -12,6 +12,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${1:-3}
 shift || true
 STEPS=${STEPS:-12}
+# The 40M shape takes seconds per step: fewer of them.
+STEPS_40M=${STEPS_40M:-6}
 TORCH_PY=${TORCH_PY:-$HOME/.cache/shuku-torch/bin/python}
 WORK=${WORK:-$ROOT/target/bench-train}
 mkdir -p "$WORK"
@@ -40,16 +42,18 @@ measure() {
   echo "$rate $rss"
 }
 
-echo "training tokens/s, shuku (train_base --bench-steps $STEPS) / PyTorch eager (benches/torch_reference.py --steps $STEPS), $ROUNDS alternating rounds"
+echo "training tokens/s (median step after the first), shuku (train_base --bench-steps N) / PyTorch eager (benches/torch_reference.py --steps N), N = $STEPS (40m: $STEPS_40M), $ROUNDS alternating rounds"
 echo "| case | shuku tokens/s | PyTorch tokens/s | ratio (median, min–max) | peak RSS shuku / PyTorch (MiB) |"
 echo "|---|---|---|---|---|"
 for c in "${CASES[@]}"; do
   t=${c##*-t}
   read -r -a S <<< "$(shape "$c")"
+  n=$STEPS
+  case $c in 40m-*) n=$STEPS_40M ;; esac
   : > "$WORK/$c"
   for r in $(seq "$ROUNDS"); do
-    a=$(measure "$SHUKU" --bench-steps "$STEPS" --threads "$t" "${S[@]}")
-    b=$(measure "$TORCH_PY" benches/torch_reference.py --steps "$STEPS" --threads "$t" "${S[@]}")
+    a=$(measure "$SHUKU" --bench-steps "$n" --threads "$t" "${S[@]}")
+    b=$(measure "$TORCH_PY" benches/torch_reference.py --steps "$n" --threads "$t" "${S[@]}")
     echo "$a $b" >> "$WORK/$c"
   done
   python3 - "$WORK/$c" "$c" <<'PY'
