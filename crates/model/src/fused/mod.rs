@@ -4,7 +4,7 @@
 //! them alone: RMSNorm as six passes over memory, softmax as five, RoPE as a `narrow`/`neg`/`cat` and two
 //! products, every one allocating a fresh tensor, and attention through `repeat_kv`, transposes and a
 //! dense mask. candle's own fused kernels (`candle_nn::ops::rms_norm`, `softmax_last_dim`,
-//! `rotary_emb::rope`) have no backward pass. The kernels here are candle [`CustomOp1`]-style ops with
+//! `rotary_emb::rope`) have no backward pass. The kernels here are candle custom ops (`CustomOp1`..`3`) with
 //! hand-written backward passes: one read and one write per element forward, one pass backward, work
 //! spread over rayon's pool (which sleeps when idle instead of spinning).
 //!
