@@ -6,7 +6,8 @@
 //! the KL term). Every distillation or recovery run is steps of exactly this, and the `train` line
 //! is the step `benches/torch_reference.py` times in PyTorch (same shapes, weight decay 0.1).
 //!
-//! Threads: candle's CPU pool (`RAYON_NUM_THREADS`, default one per core).
+//! Threads: rayon's pool (`RAYON_NUM_THREADS`, default one per core), which the model's fused kernels
+//! and their matrix products use.
 //!
 //! `cargo bench --bench train_step`
 
