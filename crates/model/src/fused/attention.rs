@@ -7,11 +7,11 @@
 //! about half the work of a dense one).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::exp::{exp, lane_max, lane_sum};
-use super::{cpu_tensor, f32s, with_f32s};
+use super::{cpu_tensor, f32s, product, with_f32s, Operand};
 
 /// Query rows per block: the unit of the causal column cut.
 const ROW_BLOCK: usize = 64;
@@ -135,24 +135,13 @@ impl Attention {
         // `rows` of head `h` (stride H·D) and the key rows `first..end` of group `g` (stride KV·D) lie
         // inside `q` and `k`, whose lengths the op's shape checks fixed.
         unsafe {
-            gemm(
-                m,
-                cols,
-                dims.d,
+            product(
                 p.as_mut_ptr(),
-                1,
-                cols as isize,
-                false,
-                q[q0..].as_ptr(),
-                1,
-                (dims.h * dims.d) as isize,
-                k[k0..].as_ptr(),
-                (dims.kv * dims.d) as isize,
-                1,
-                0.0,
+                cols,
+                (m, cols, dims.d),
+                Operand::of(q, q0, (dims.h * dims.d, 1)),
+                Operand::of(k, k0, (1, dims.kv * dims.d)),
                 self.scale,
-                false,
-                false,
                 false,
                 Parallelism::None,
             );
@@ -227,24 +216,13 @@ impl CustomOp3 for Attention {
                 // SAFETY: this task alone writes head `h` of sequence `b` (rows `rows`, stride H·D) of
                 // `out`; `p` is `rows × cols`, the value rows `first..end` of group `g` lie inside `v`.
                 unsafe {
-                    gemm(
-                        rows.len(),
-                        dims.d,
-                        cols,
+                    product(
                         dst.at(o0),
-                        1,
-                        (dims.h * dims.d) as isize,
-                        false,
-                        p.as_ptr(),
-                        1,
-                        cols as isize,
-                        v[v0..].as_ptr(),
-                        1,
-                        (dims.kv * dims.d) as isize,
-                        0.0,
+                        dims.h * dims.d,
+                        (rows.len(), dims.d, cols),
+                        Operand::of(&p, 0, (cols, 1)),
+                        Operand::of(v, v0, (dims.kv * dims.d, 1)),
                         1.0,
-                        false,
-                        false,
                         false,
                         Parallelism::None,
                     );
@@ -276,7 +254,7 @@ impl CustomOp3 for Attention {
                 SharedOut(dv.as_mut_ptr()),
             );
             let rep = dims.h / dims.kv;
-            let (hd, kd) = ((dims.h * dims.d) as isize, (dims.kv * dims.d) as isize);
+            let (hd, kd) = (dims.h * dims.d, dims.kv * dims.d);
             (0..dims.b * dims.kv).into_par_iter().for_each(|bg| {
                 let (b, g) = (bg / dims.kv, bg % dims.kv);
                 let (mut p, mut ds) = (Vec::new(), Vec::new());
@@ -298,24 +276,13 @@ impl CustomOp3 for Attention {
                         // `dq`.
                         unsafe {
                             // dP = dO · Vᵀ
-                            gemm(
-                                m,
-                                cols,
-                                dims.d,
+                            product(
                                 ds.as_mut_ptr(),
-                                1,
-                                cols as isize,
-                                false,
-                                d_o[q0..].as_ptr(),
-                                1,
-                                hd,
-                                v[k0..].as_ptr(),
-                                kd,
-                                1,
-                                0.0,
+                                cols,
+                                (m, cols, dims.d),
+                                Operand::of(d_o, q0, (hd, 1)),
+                                Operand::of(v, k0, (1, kd)),
                                 1.0,
-                                false,
-                                false,
                                 false,
                                 Parallelism::None,
                             );
@@ -337,69 +304,36 @@ impl CustomOp3 for Attention {
                         }
                         unsafe {
                             // dQ = scale · dS · K
-                            gemm(
-                                m,
-                                dims.d,
-                                cols,
+                            product(
                                 dq_p.at(q0),
-                                1,
                                 hd,
-                                false,
-                                ds.as_ptr(),
-                                1,
-                                cols as isize,
-                                k[k0..].as_ptr(),
-                                1,
-                                kd,
-                                0.0,
+                                (m, dims.d, cols),
+                                Operand::of(&ds, 0, (cols, 1)),
+                                Operand::of(k, k0, (kd, 1)),
                                 self.scale,
-                                false,
-                                false,
                                 false,
                                 Parallelism::None,
                             );
                             // dK += scale · dSᵀ · Q
-                            gemm(
-                                cols,
-                                dims.d,
-                                m,
+                            product(
                                 dk_p.at(k0),
-                                1,
                                 kd,
-                                true,
-                                ds.as_ptr(),
-                                cols as isize,
-                                1,
-                                q[q0..].as_ptr(),
-                                1,
-                                hd,
-                                1.0,
+                                (cols, dims.d, m),
+                                Operand::of(&ds, 0, (1, cols)),
+                                Operand::of(q, q0, (hd, 1)),
                                 self.scale,
-                                false,
-                                false,
-                                false,
+                                true,
                                 Parallelism::None,
                             );
                             // dV += Pᵀ · dO
-                            gemm(
-                                cols,
-                                dims.d,
-                                m,
+                            product(
                                 dv_p.at(k0),
-                                1,
                                 kd,
+                                (cols, dims.d, m),
+                                Operand::of(&p, 0, (1, cols)),
+                                Operand::of(d_o, q0, (hd, 1)),
+                                1.0,
                                 true,
-                                p.as_ptr(),
-                                cols as isize,
-                                1,
-                                d_o[q0..].as_ptr(),
-                                1,
-                                hd,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
                                 Parallelism::None,
                             );
                         }

@@ -6,9 +6,9 @@
 //! one `gemm` each, read and written contiguously.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 
-use super::{cpu_tensor, f32s, with_f32s};
+use super::{cpu_tensor, f32s, product, with_f32s, Operand};
 
 /// `x` `[N, in]` times `weight` `[out, in]` transposed: `[N, out]`; differentiable in both.
 pub fn linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
@@ -34,40 +34,32 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// `dst[m × n] = lhs · rhs` with explicit strides (row, column) for both operands; `dst` is row-major.
-#[allow(clippy::too_many_arguments)]
-fn product(
+/// `dst[m × n] = lhs · rhs` with explicit (row, column) strides for both operands; `dst` row-major.
+fn checked_product(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
+    (lhs, lhs_strides): (&[f32], (usize, usize)),
+    (rhs, rhs_strides): (&[f32], (usize, usize)),
 ) {
+    let reach =
+        |(rs, cs): (usize, usize), rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if m == 0 || n == 0 || k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
     assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the assertions above keep every element `gemm` reads (`lhs[i·rs + p·cs]`,
-    // `rhs[p·rs + j·cs]`) and writes (`dst[i·n + j]`) inside the slices.
+    assert!(lhs.len() > reach(lhs_strides, m, k));
+    assert!(rhs.len() > reach(rhs_strides, k, n));
+    // SAFETY: the assertions above keep every element `gemm` reads and writes inside the slices;
+    // `dst` is borrowed mutably.
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
+        product(
             dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
+            n,
+            (m, n, k),
+            Operand::of(lhs, 0, lhs_strides),
+            Operand::of(rhs, 0, rhs_strides),
             1.0,
-            false,
-            false,
             false,
             parallelism(),
         );
@@ -90,7 +82,7 @@ impl CustomOp2 for Linear {
         let (n, k) = l1.shape().dims2()?;
         let (out, _) = l2.shape().dims2()?;
         let mut y = vec![0f32; n * out];
-        product(&mut y, (n, out, k), x, (k, 1), w, (1, k));
+        checked_product(&mut y, (n, out, k), (x, (k, 1)), (w, (1, k)));
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
@@ -106,9 +98,9 @@ impl CustomOp2 for Linear {
         let (out, _) = weight.dims2()?;
         let (dx, dw) = with_f32s([x, weight, grad], self.name(), |[x, w, g]| {
             let mut dx = vec![0f32; n * k];
-            product(&mut dx, (n, k, out), g, (out, 1), w, (k, 1));
+            checked_product(&mut dx, (n, k, out), (g, (out, 1)), (w, (k, 1)));
             let mut dw = vec![0f32; out * k];
-            product(&mut dw, (out, k, n), g, (1, out), x, (k, 1));
+            checked_product(&mut dw, (out, k, n), (g, (1, out)), (x, (k, 1)));
             Ok((dx, dw))
         })?;
         Ok((

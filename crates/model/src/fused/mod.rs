@@ -39,6 +39,7 @@ pub use norm::rms_norm;
 pub use rope::rope;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Storage, Tensor};
+use gemm::Parallelism;
 
 /// Whether the fused kernels can run on `t`: f32 on the CPU.
 pub fn applies(t: &Tensor) -> bool {
@@ -85,4 +86,66 @@ fn cpu_tensor(values: Vec<f32>, dims: &[usize]) -> candle_core::Result<Tensor> {
 /// split never depends on the thread count.
 fn rows_per_task(row_len: usize) -> usize {
     (16 * 1024 / row_len.max(1)).max(1)
+}
+
+/// One operand of [`product`]: its first element and its row and column strides (in values).
+#[derive(Clone, Copy)]
+struct Operand {
+    start: *const f32,
+    row: usize,
+    col: usize,
+}
+
+impl Operand {
+    /// The matrix starting at `values[offset]` with strides `(row, col)`.
+    fn of(values: &[f32], offset: usize, (row, col): (usize, usize)) -> Self {
+        Self {
+            start: values[offset..].as_ptr(),
+            row,
+            col,
+        }
+    }
+}
+
+/// `dst = scale · lhs · rhs` (`m × k` times `k × n`), or `dst += …` with `accumulate`; `dst` has row
+/// stride `dst_row` and unit column stride. `gemm` on this thread, or spread over rayon's pool.
+///
+/// # Safety
+/// Every element the strides address (`lhs`: `m × k`, `rhs`: `k × n`, `dst`: `m × n`) must lie inside
+/// a live buffer, and no one else may touch `dst`'s elements during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    dst: *mut f32,
+    dst_row: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    scale: f32,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    // SAFETY: the caller keeps every addressed element in bounds and `dst` exclusive.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row as isize,
+            accumulate,
+            lhs.start,
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.start,
+            rhs.col as isize,
+            rhs.row as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
