@@ -107,7 +107,8 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// tests.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused_for(logits) {
-        let ids: Vec<Option<u32>> = targets.to_vec1::<u32>()?.into_iter().map(Some).collect();
+        let ids = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let ids: Vec<Option<u32>> = ids.into_iter().map(Some).collect();
         return Ok(fused::cross_entropy(logits, &ids)?);
     }
     let lp = log_softmax_last_dim(logits)?;
