@@ -214,6 +214,10 @@ impl AdamW {
 pub fn global_norm(grads: &Gradients) -> Result<f64> {
     let mut sq = 0f64;
     for g in grads.0.iter().flatten() {
+        if shuku_model::ops::fused_for(g) {
+            sq += shuku_model::fused::sum_of_squares(g)?;
+            continue;
+        }
         sq += g
             .to_dtype(DType::F64)?
             .sqr()?

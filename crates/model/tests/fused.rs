@@ -240,3 +240,24 @@ fn linear_matches_the_composed_op() {
         1e-5,
     );
 }
+
+#[test]
+fn sum_of_squares_matches_the_composed_sum() {
+    let x = det(&[300, 700], 50, 3.0);
+    let fused = fused::sum_of_squares(&x).unwrap();
+    let composed = x
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(
+        (fused - composed).abs() <= 1e-12 * composed,
+        "{fused} vs {composed}"
+    );
+    let strided = x.t().unwrap();
+    assert!((fused::sum_of_squares(&strided).unwrap() - composed).abs() <= 1e-12 * composed);
+}

@@ -16,6 +16,7 @@
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
+//! * [`sum_of_squares`]: the gradient norm's reduction, in f64, without copies.
 //!
 //! Each applies to contiguous-able f32 tensors on the CPU ([`applies`]); callers keep the composed
 //! version for anything else. Every kernel is tested against the composed candle ops (values and
@@ -29,6 +30,7 @@ mod gated;
 mod linear;
 mod loss;
 mod norm;
+mod reduce;
 mod rope;
 
 pub use attention::attention;
@@ -36,6 +38,7 @@ pub use gated::{gelu_tanh_mul, silu_mul};
 pub use linear::linear;
 pub use loss::{cross_entropy, forward_kl};
 pub use norm::rms_norm;
+pub use reduce::sum_of_squares;
 pub use rope::rope;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Storage, Tensor};
