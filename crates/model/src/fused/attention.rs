@@ -89,9 +89,9 @@ impl Dims {
     }
 }
 
-/// Which key columns one block of query rows can see, and each row's visible range.
+/// The key columns one block of query rows multiplies: from its first row's first visible key to its
+/// last row's last, `[first, end)`.
 struct Visible {
-    /// Column range the block multiplies: `[first, end)`.
     first: usize,
     end: usize,
 }
@@ -130,7 +130,10 @@ impl Attention {
         let g = h / (dims.h / dims.kv);
         let q0 = dims.q_at(b, h) + rows.start * dims.h * dims.d;
         let k0 = dims.kv_at(b, g) + vis.first * dims.kv * dims.d;
-        debug_assert!(p.len() >= m * cols);
+        assert!(
+            p.len() >= m * cols,
+            "attention: probability buffer too small"
+        );
         // SAFETY: `p` holds `m × cols` values written with row stride `cols`; the query rows
         // `rows` of head `h` (stride H·D) and the key rows `first..end` of group `g` (stride KV·D) lie
         // inside `q` and `k`, whose lengths the op's shape checks fixed.
