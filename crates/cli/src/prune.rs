@@ -258,6 +258,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.bench_tokens > 0 && args.gguf.is_none() {
         bail!("--bench-tokens measures the GGUF files: pass --gguf too");
     }
+    // Candle's own (spinning) pool stays out of the way; everything runs in this one.
+    shuku_model::threads::init(None);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
