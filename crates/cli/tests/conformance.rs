@@ -371,18 +371,19 @@ fn the_embedded_base_model_runs_in_llama_cpp_with_the_same_greedy_tokens() {
     assert_llama_cpp_agrees(&hf, "ROMEO:", 32);
 }
 
+/// The engine on `gguf` as these checks run it: 2 threads, a 512-token context.
+fn test_engine(gguf: &Path) -> shuku_infer::Engine {
+    let options = shuku_infer::EngineOptions {
+        threads: 2,
+        context: 512,
+        ..Default::default()
+    };
+    shuku_infer::Engine::load(gguf, options).unwrap()
+}
+
 /// The engine's prompt ids and greedy continuation (stopping at end of generation, as llama-simple).
 fn engine_greedy_ids(gguf: &Path, prompt: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
-    use shuku_infer::{Engine, EngineOptions};
-    let engine = Engine::load(
-        gguf,
-        EngineOptions {
-            threads: 2,
-            context: 512,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let engine = test_engine(gguf);
     let ids = engine.tokenizer().encode(prompt, true, true).unwrap();
     let generated = engine.generate_greedy(&ids, n).unwrap();
     (ids, generated)

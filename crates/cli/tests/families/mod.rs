@@ -14,7 +14,7 @@ use shuku_model::Llama;
 
 use shuku_testkit::run;
 
-use super::{convert, engine_greedy_ids, engine_greedy_text, llama_simple};
+use super::{convert, engine_greedy_ids, engine_greedy_text, llama_simple, test_engine};
 
 mod peer;
 
@@ -458,17 +458,8 @@ fn family_gemma3_with_an_attention_scale_llama_cpp_cannot_hold_is_refused() {
 /// difference (llama.cpp's top-2 margin there at most twice the largest |Δ logit| over its ten most
 /// likely tokens, the rule of crates/infer/tests/common/parity.rs); `Err` with the numbers otherwise.
 fn greedy_agrees_up_to_a_tie(gguf: &Path, prompt: &str, n: usize) -> Result<usize, String> {
-    use shuku_infer::{Engine, EngineOptions};
     let theirs = peer::logits_dump(gguf, prompt, n);
-    let engine = Engine::load(
-        gguf,
-        EngineOptions {
-            threads: 2,
-            context: 512,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let engine = test_engine(gguf);
     let mut session = engine.new_session_with_context(theirs.prompt.len() + theirs.steps.len());
     for (s, step) in theirs.steps.iter().enumerate() {
         let input = match s {
