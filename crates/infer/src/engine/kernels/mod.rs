@@ -4,7 +4,10 @@
 //! matrix over the mapped bytes, its activation quantizers and the matmul dispatch), and the
 //! submodules hold the dot products written here, each with an AVX2 path beside the scalar
 //! reference it is tested against (`dot_q4`, `dot_q5`, `dot_q8_0`, `dot_float`), the AVX2 pieces
-//! they share (`x86`) and the run-time CPU check that picks the path (`cpu`).
+//! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). Where the CPU has
+//! AVX-512 VNNI, matrices are packed at load ([`repack`]) for the tiled products (`tile`,
+//! `tile_k`, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, for the lane kernels ([`lanes`],
+//! `lanes_x86`).
 //!
 //! The block layouts are `shuku_quants`' plain-old-data structs ([`shuku_quants::blocks`]): the
 //! file's bytes are viewed as blocks with [`bytemuck::try_cast_slice`], which checks size,
@@ -42,6 +45,9 @@ pub(crate) mod dot_float;
 mod dot_q4;
 mod dot_q5;
 mod dot_q8_0;
+pub mod lanes;
+#[cfg(target_arch = "x86_64")]
+mod lanes_x86;
 pub mod repack;
 #[cfg(test)]
 mod test_blocks;
@@ -94,6 +100,35 @@ macro_rules! tiles {
         t
     }};
 }
+
+/// The lane kernels for group blocks `G` against activation blocks `A`: `wide` for
+/// [`lanes::LANE_TOKENS`] tokens of a batch, `narrow` for one. Built only where
+/// `cpu::has_avx512_vnni()` holds; elsewhere `lanes::reference` computes the same numbers.
+struct LaneKernels<G, A> {
+    wide: LaneFn<G, A, { lanes::LANE_TOKENS }>,
+    narrow: LaneFn<G, A, 1>,
+}
+
+/// A lane kernel over `T` tokens: one group's blocks, the tokens' activations and their terms.
+type LaneFn<G, A, const T: usize> =
+    unsafe fn(&[G], [&[A]; T], [&[lanes::ActTerms]; T]) -> [[f32; lanes::LANE_ROWS]; T];
+
+/// `Some(LaneKernels)` of `lanes_x86::$name` where the CPU runs them, else `None`.
+macro_rules! lane_kernels {
+    ($name:ident) => {{
+        #[cfg(target_arch = "x86_64")]
+        let k = cpu::has_avx512_vnni().then(|| LaneKernels {
+            wide: lanes_x86::$name::<{ lanes::LANE_TOKENS }>,
+            narrow: lanes_x86::$name::<1>,
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let k = None;
+        k
+    }};
+}
+
+// A task's rows are whole lane groups.
+const _: () = assert!(ROWS_PER_TASK.is_multiple_of(lanes::LANE_ROWS));
 
 /// Views `bytes` as blocks of `T`, or `None` when `T` is not ggml's `ggml_type_size` bytes or the
 /// bytes are misaligned for `T` or not a whole number of blocks.
@@ -154,11 +189,33 @@ pub struct QMatrix<'a> {
     ttype: GgmlType,
     rows: usize,
     cols: usize,
-    /// Rows interleaved by tile groups ([`repack`]) instead of one after another.
-    interleaved: bool,
+    /// How the rows are laid out.
+    layout: Layout,
     /// Compute on the calling thread: a view made by [`QMatrix::rows_view`] for one task of a
     /// parallel loop that already spans several matrices.
     serial: bool,
+}
+
+/// How a matrix's rows lie in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Row after row, as the file stores them.
+    Rows,
+    /// Block `b` of [`TILE_ROWS`] rows together, the blocks unchanged ([`repack`]).
+    Interleaved,
+    /// [`lanes::LANE_ROWS`] rows per group, one row per lane ([`lanes`]).
+    Lanes,
+}
+
+impl Layout {
+    /// Rows of one group (1 for row-major).
+    fn group_rows(self) -> usize {
+        match self {
+            Layout::Rows => 1,
+            Layout::Interleaved => TILE_ROWS,
+            Layout::Lanes => lanes::LANE_ROWS,
+        }
+    }
 }
 
 /// Activations already converted to a weight type's vec-dot type, one row per token.
@@ -169,10 +226,10 @@ pub enum QActs {
     F16(Vec<f16>),
     /// For BF16 weights.
     Bf16(Vec<bf16>),
-    /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights).
-    Q8_0(Vec<BlockQ8_0>),
-    /// Q8_1 blocks (for Q4_1 and Q5_1 weights).
-    Q8_1(Vec<BlockQ8_1>),
+    /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights) and their terms for the lane kernels.
+    Q8_0(Vec<BlockQ8_0>, Vec<lanes::ActTerms>),
+    /// Q8_1 blocks (for Q4_1 and Q5_1 weights) and their terms for the lane kernels.
+    Q8_1(Vec<BlockQ8_1>, Vec<lanes::ActTerms>),
     /// Q8_K blocks (for the k-quants).
     Q8K(Vec<BlockQ8K>),
 }
@@ -230,15 +287,16 @@ impl<'a> QMatrix<'a> {
             ttype,
             rows,
             cols,
-            interleaved: false,
+            layout: Layout::Rows,
             serial: false,
         }
         .checked()
     }
 
-    /// A matrix whose rows are interleaved by groups of [`TILE_ROWS`] (see [`repack`]): `bytes`
-    /// hold `rows` rounded up to whole groups.
-    pub fn interleaved(
+    /// A matrix packed by [`repack`] for the tiles: rows interleaved by groups of [`TILE_ROWS`],
+    /// or, for the 32-value block types, in the lane layout ([`lanes`]); `bytes` hold `rows` rounded up
+    /// to whole groups.
+    pub fn packed(
         bytes: &'a [u8],
         ttype: GgmlType,
         rows: usize,
@@ -253,10 +311,16 @@ impl<'a> QMatrix<'a> {
                 "row length {cols} is not a multiple of the {ttype} block size {bs}"
             )));
         }
+        let layout = if repack::in_lanes(ttype) {
+            Layout::Lanes
+        } else {
+            Layout::Interleaved
+        };
+        let group = layout.group_rows();
         let row_bytes = (cols / bs).checked_mul(ttype.type_size() as usize);
-        if row_bytes.and_then(|rb| repack::padded_len(rows, rb)) != Some(bytes.len()) {
+        if row_bytes.and_then(|rb| repack::padded_len(rows, group, rb)) != Some(bytes.len()) {
             return Err(KernelError::BadLayout(format!(
-                "{} bytes for {rows}×{cols} {ttype} in groups of {TILE_ROWS} rows",
+                "{} bytes for {rows}×{cols} {ttype} in groups of {group} rows",
                 bytes.len()
             )));
         }
@@ -265,7 +329,7 @@ impl<'a> QMatrix<'a> {
             ttype,
             rows,
             cols,
-            interleaved: true,
+            layout,
             serial: false,
         }
         .checked()
@@ -290,7 +354,7 @@ impl<'a> QMatrix<'a> {
             ttype: GgmlType::F32,
             rows: 0,
             cols: 0,
-            interleaved: false,
+            layout: Layout::Rows,
             serial: false,
         }
     }
@@ -342,20 +406,25 @@ impl<'a> QMatrix<'a> {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
         let gathered;
-        let bytes = if self.interleaved {
-            // Block b of row r sits at ((r / TILE_ROWS) · blocks per row + b) · TILE_ROWS + r % TILE_ROWS.
-            let ts = self.ttype.type_size() as usize;
-            let group = &self.bytes[r / TILE_ROWS * TILE_ROWS * rb..][..TILE_ROWS * rb];
-            gathered = group
-                .chunks_exact(ts)
-                .skip(r % TILE_ROWS)
-                .step_by(TILE_ROWS)
-                .flatten()
-                .copied()
-                .collect::<Vec<u8>>();
-            &gathered[..]
-        } else {
-            &self.bytes[r * rb..(r + 1) * rb]
+        let bytes = match self.layout {
+            Layout::Rows => &self.bytes[r * rb..(r + 1) * rb],
+            Layout::Interleaved => {
+                // Block b of row r sits at ((r / TILE_ROWS) · blocks per row + b) · TILE_ROWS + r % TILE_ROWS.
+                let ts = self.ttype.type_size() as usize;
+                let group = &self.bytes[r / TILE_ROWS * TILE_ROWS * rb..][..TILE_ROWS * rb];
+                gathered = group
+                    .chunks_exact(ts)
+                    .skip(r % TILE_ROWS)
+                    .step_by(TILE_ROWS)
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<u8>>();
+                &gathered[..]
+            }
+            Layout::Lanes => {
+                gathered = self.lane_row(r);
+                &gathered[..]
+            }
         };
         let ts = self.ttype.type_size() as usize;
         fn deq<T: BlockFormat>(bytes: &[u8], ts: usize, out: &mut [f32]) {
@@ -403,12 +472,16 @@ impl<'a> QMatrix<'a> {
             GgmlType::F16 => QActs::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-                QActs::Q8_0(x.chunks_exact(QK).map(acts::quantize_q8_0).collect())
+                let blocks = per_block(x, QK, acts::quantize_q8_0);
+                let terms = per_block(&blocks, 1, |b| lanes::terms_q8_0(&b[0]));
+                QActs::Q8_0(blocks, terms)
             }
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                QActs::Q8_1(x.chunks_exact(QK).map(acts::quantize_q8_1).collect())
+                let blocks = per_block(x, QK, acts::quantize_q8_1);
+                let terms = per_block(&blocks, 1, |b| lanes::terms_q8_1(&b[0]));
+                QActs::Q8_1(blocks, terms)
             }
-            _ => QActs::Q8K(x.chunks_exact(QK_K).map(acts::quantize_q8_k).collect()),
+            _ => QActs::Q8K(per_block(x, QK_K, acts::quantize_q8_k)),
         }
     }
 
@@ -459,35 +532,50 @@ impl<'a> QMatrix<'a> {
             (GgmlType::BF16, QActs::Bf16(a)) => self.run_rows(n, out, |r, t| {
                 dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
             }),
-            (GgmlType::Q4_0, QActs::Q8_0(a)) => self.legacy(
+            (GgmlType::Q4_0, QActs::Q8_0(a, terms)) if self.layout == Layout::Lanes => {
+                self.run_lanes::<lanes::Q4_0x16, _>(a, terms, n, out, lane_kernels!(q4_0))
+            }
+            (GgmlType::Q8_0, QActs::Q8_0(a, terms)) if self.layout == Layout::Lanes => {
+                self.run_lanes::<lanes::Q8_0x16, _>(a, terms, n, out, lane_kernels!(q8_0))
+            }
+            (GgmlType::Q4_1, QActs::Q8_1(a, terms)) if self.layout == Layout::Lanes => {
+                self.run_lanes::<lanes::Q4_1x16, _>(a, terms, n, out, lane_kernels!(q4_1))
+            }
+            (GgmlType::Q5_0, QActs::Q8_0(a, terms)) if self.layout == Layout::Lanes => {
+                self.run_lanes::<lanes::Q5_0x16, _>(a, terms, n, out, lane_kernels!(q5_0))
+            }
+            (GgmlType::Q5_1, QActs::Q8_1(a, terms)) if self.layout == Layout::Lanes => {
+                self.run_lanes::<lanes::Q5_1x16, _>(a, terms, n, out, lane_kernels!(q5_1))
+            }
+            (GgmlType::Q4_0, QActs::Q8_0(a, _)) => self.legacy(
                 a,
                 n,
                 out,
                 tiles!(tile::q4_0::<TILE_ROWS, 1>, tile::q4_0_wide),
                 dot_q4::vec_dot_q4_0_q8_0,
             ),
-            (GgmlType::Q5_0, QActs::Q8_0(a)) => self.legacy(
+            (GgmlType::Q5_0, QActs::Q8_0(a, _)) => self.legacy(
                 a,
                 n,
                 out,
                 tiles!(tile::q5_0::<TILE_ROWS, 1>, tile::q5_0_wide),
                 dot_q5::vec_dot_q5_0_q8_0,
             ),
-            (GgmlType::Q8_0, QActs::Q8_0(a)) => self.legacy(
+            (GgmlType::Q8_0, QActs::Q8_0(a, _)) => self.legacy(
                 a,
                 n,
                 out,
                 tiles!(tile::q8_0::<TILE_ROWS, 1>, tile::q8_0_wide),
                 dot_q8_0::vec_dot_q8_0_q8_0,
             ),
-            (GgmlType::Q4_1, QActs::Q8_1(a)) => self.legacy(
+            (GgmlType::Q4_1, QActs::Q8_1(a, _)) => self.legacy(
                 a,
                 n,
                 out,
                 tiles!(tile::q4_1::<TILE_ROWS, 1>, tile::q4_1_wide),
                 dot_q4::vec_dot_q4_1_q8_1,
             ),
-            (GgmlType::Q5_1, QActs::Q8_1(a)) => self.legacy(
+            (GgmlType::Q5_1, QActs::Q8_1(a, _)) => self.legacy(
                 a,
                 n,
                 out,
@@ -515,20 +603,39 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Rows `r0..r1` as a matrix computed on the calling thread (`r0` a multiple of
-    /// [`TILE_ROWS`], so interleaved groups stay whole).
+    /// [`ROWS_PER_TASK`], so packed groups stay whole).
     fn rows_view(&self, r0: usize, r1: usize) -> QMatrix<'a> {
-        debug_assert!(r0.is_multiple_of(TILE_ROWS) && r0 <= r1 && r1 <= self.rows);
+        let group = self.layout.group_rows();
+        debug_assert!(r0.is_multiple_of(group) && r0 <= r1 && r1 <= self.rows);
         let rb = self.row_bytes();
-        let end = if self.interleaved {
-            r0 + (r1 - r0).div_ceil(TILE_ROWS) * TILE_ROWS
-        } else {
-            r1
-        };
+        let end = r0 + (r1 - r0).div_ceil(group) * group;
         QMatrix {
             bytes: &self.bytes[r0 * rb..end * rb],
             rows: r1 - r0,
             serial: true,
             ..*self
+        }
+    }
+
+    /// Row `r` of a matrix in the lane layout, as the file's bytes.
+    fn lane_row(&self, r: usize) -> Vec<u8> {
+        fn row<G: lanes::LaneGroup>(bytes: &[u8], ts: usize, bpr: usize, r: usize) -> Vec<u8> {
+            let Some(groups) = view::<G>(bytes, lanes::LANE_ROWS * ts) else {
+                return Vec::new();
+            };
+            groups[r / lanes::LANE_ROWS * bpr..][..bpr]
+                .iter()
+                .flat_map(|g| bytemuck::bytes_of(&g.block(r % lanes::LANE_ROWS)).to_vec())
+                .collect()
+        }
+        let (ts, bpr) = (self.ttype.type_size() as usize, self.cols / QK);
+        match self.ttype {
+            GgmlType::Q4_0 => row::<lanes::Q4_0x16>(self.bytes, ts, bpr, r),
+            GgmlType::Q4_1 => row::<lanes::Q4_1x16>(self.bytes, ts, bpr, r),
+            GgmlType::Q5_0 => row::<lanes::Q5_0x16>(self.bytes, ts, bpr, r),
+            GgmlType::Q5_1 => row::<lanes::Q5_1x16>(self.bytes, ts, bpr, r),
+            GgmlType::Q8_0 => row::<lanes::Q8_0x16>(self.bytes, ts, bpr, r),
+            _ => Vec::new(),
         }
     }
 
@@ -554,8 +661,8 @@ impl<'a> QMatrix<'a> {
         if let Some(tiles) = tiles {
             return self.run_tiled(w, acts, bpr, n, out, &tiles);
         }
-        if self.interleaved {
-            // Packed only where the tiles run: unreachable, but never read interleaved rows as
+        if self.layout != Layout::Rows {
+            // Packed only where the tiles run: unreachable, but never read packed rows as
             // row-major ones.
             return out.fill(0.0);
         }
@@ -581,7 +688,7 @@ impl<'a> QMatrix<'a> {
         if let Some(tiles) = tiles {
             return self.run_tiled(w, acts, self.cols / QK_K, n, out, &tiles);
         }
-        if self.interleaved {
+        if self.layout != Layout::Rows {
             // Packed only where the tiles run.
             return out.fill(0.0);
         }
@@ -594,6 +701,65 @@ impl<'a> QMatrix<'a> {
                 &w[r * bpr..(r + 1) * bpr],
                 &acts[t * bpr..(t + 1) * bpr],
             )
+        });
+    }
+
+    /// A matrix in the lane layout (group blocks `G`) against activation blocks `A` and their
+    /// terms: every group of [`lanes::LANE_ROWS`] rows × [`lanes::LANE_TOKENS`] tokens with the
+    /// wide kernel, the batch's last tokens one at a time, groups in parallel.
+    fn run_lanes<G: lanes::LaneCodes + Sync, A: lanes::ActCodes + Sync>(
+        &self,
+        acts: &[A],
+        terms: &[lanes::ActTerms],
+        n: usize,
+        out: &mut [f32],
+        kernels: Option<LaneKernels<G, A>>,
+    ) {
+        use lanes::{LANE_ROWS, LANE_TOKENS};
+        let ts = self.ttype.type_size() as usize;
+        let Some(w) = view::<G>(self.bytes, LANE_ROWS * ts) else {
+            return out.fill(0.0);
+        };
+        let bpr = self.cols / QK;
+        let acts_of = |t: usize| &acts[t * bpr..][..bpr];
+        let terms_of = |t: usize| &terms[t * bpr..][..bpr];
+        self.by_row_ranges(n, out, |r0, r1, dst| {
+            let len = r1 - r0;
+            for g in (r0..r1).step_by(LANE_ROWS) {
+                let wg = &w[g / LANE_ROWS * bpr..][..bpr];
+                let live = LANE_ROWS.min(r1 - g);
+                let mut put = |t: usize, v: &[f32; LANE_ROWS]| {
+                    let to = &mut dst[t * len + (g - r0)..];
+                    if live == LANE_ROWS {
+                        to[..LANE_ROWS].copy_from_slice(v); // a fixed-size copy, no call
+                    } else {
+                        to[..live].copy_from_slice(&v[..live]);
+                    }
+                };
+                let Some(k) = &kernels else {
+                    for t in 0..n {
+                        put(t, &lanes::reference(wg, acts_of(t), terms_of(t)));
+                    }
+                    continue;
+                };
+                let mut t0 = 0;
+                while n - t0 >= LANE_TOKENS {
+                    let a = std::array::from_fn(|j| acts_of(t0 + j));
+                    let tm = std::array::from_fn(|j| terms_of(t0 + j));
+                    // SAFETY: `LaneKernels` are built only where `cpu::has_avx512_vnni()` holds,
+                    // the features the kernels are compiled for.
+                    let v = unsafe { (k.wide)(wg, a, tm) };
+                    for (j, v) in v.iter().enumerate() {
+                        put(t0 + j, v);
+                    }
+                    t0 += LANE_TOKENS;
+                }
+                for t in t0..n {
+                    // SAFETY: as above.
+                    let v = unsafe { (k.narrow)(wg, [acts_of(t)], [terms_of(t)]) };
+                    put(t, &v[0]);
+                }
+            }
         });
     }
 
@@ -611,7 +777,7 @@ impl<'a> QMatrix<'a> {
 
     /// Runs `tiles` over every group of [`TILE_ROWS`] rows and [`TILE_TOKENS`] tokens (the last
     /// tokens of a batch, and single tokens, one at a time), rows in parallel. `w` holds `bpr`
-    /// blocks per row, row after row or interleaved (`self.interleaved`), `acts` as many per
+    /// blocks per row, row after row or interleaved ([`Layout`]), `acts` as many per
     /// token. A short last row group of row-major weights is copied interleaved with its last row
     /// repeated; the extra results are dropped.
     fn run_tiled<W: Copy + Sync, A: Sync>(
@@ -632,7 +798,7 @@ impl<'a> QMatrix<'a> {
             while t0 < n {
                 let wide = n - t0 >= TILE_TOKENS;
                 for g in (r0..r1).step_by(TILE_ROWS) {
-                    let (ws, rs, bs) = if self.interleaved {
+                    let (ws, rs, bs) = if self.layout == Layout::Interleaved {
                         (&w[g * bpr..(g + TILE_ROWS) * bpr], 1, TILE_ROWS)
                     } else if g + TILE_ROWS <= rows {
                         (&w[g * bpr..(g + TILE_ROWS) * bpr], bpr, 1)
@@ -700,13 +866,26 @@ impl<'a> QMatrix<'a> {
                 (r0, tile)
             })
             .collect();
-        for (r0, tile) in tiles {
-            let len = tile.len() / n;
-            for t in 0..n {
-                out[t * rows + r0..t * rows + r0 + len]
-                    .copy_from_slice(&tile[t * len..(t + 1) * len]);
+        out.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
+            for (r0, tile) in &tiles {
+                let len = tile.len() / n;
+                out[*r0..r0 + len].copy_from_slice(&tile[t * len..(t + 1) * len]);
             }
-        }
+        });
+    }
+}
+
+/// Items from which a conversion of a batch is split over the rayon pool: below it, one thread's
+/// work is shorter than waking the others.
+const PARALLEL_ITEMS: usize = 1 << 14;
+
+/// `f` of each `len`-item chunk of `x`, in order; in parallel for large inputs (each chunk is
+/// independent, so the result is the same either way).
+fn per_block<T: Sync, B: Send>(x: &[T], len: usize, f: impl Fn(&[T]) -> B + Sync + Send) -> Vec<B> {
+    if x.len() >= PARALLEL_ITEMS {
+        x.par_chunks_exact(len).map(f).collect()
+    } else {
+        x.chunks_exact(len).map(f).collect()
     }
 }
 
@@ -793,8 +972,9 @@ mod tests {
     }
 
     /// The engine's matmul against the scalar reference (dequantize the weights, f32 dot) for every
-    /// type, over several tokens. The tolerance covers the activation quantization (8-bit for the
-    /// block types, f16/bf16 for the float types).
+    /// type, over several tokens, on the file's layout and on the packed copy where this CPU packs
+    /// the type (37 rows: a short last group). The tolerance covers the activation quantization
+    /// (8-bit for the block types, f16/bf16 for the float types).
     #[test]
     fn matmul_matches_dequantized_reference_for_every_type() {
         let (rows, cols, n) = (37, 1536, 21);
@@ -803,32 +983,42 @@ mod tests {
         for &t in SUPPORTED_TYPES {
             let bytes = quantize_for_tests(t, &w).unwrap();
             let store = aligned(&bytes);
-            let m = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();
-            let mut out = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut out);
-            let mut row = vec![0f32; cols];
-            let mut max_err = 0f32;
-            let mut max_ref = 0f32;
-            for r in 0..rows {
-                m.dequantize_row(r, &mut row);
-                for tok in 0..n {
-                    let xr = &x[tok * cols..(tok + 1) * cols];
-                    let reference: f32 = row.iter().zip(xr).map(|(a, b)| a * b).sum();
-                    max_err = max_err.max((out[tok * rows + r] - reference).abs());
-                    max_ref = max_ref.max(reference.abs());
-                }
+            let plain = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();
+            let packed = repack::PackedMatrix::pack(&plain);
+            let packed = packed.as_ref().map(|p| p.matrix().unwrap());
+            for m in std::iter::once(plain).chain(packed) {
+                check_against_dequantized(&m, &x, n);
             }
-            let tol = match t {
-                GgmlType::F32 => 1e-4,
-                GgmlType::F16 => 2e-2,
-                GgmlType::BF16 => 0.15,
-                _ => 0.25,
-            };
-            assert!(
-                max_err < tol,
-                "{t}: max error {max_err} (largest |ref| {max_ref})"
-            );
         }
+    }
+
+    fn check_against_dequantized(m: &QMatrix, x: &[f32], n: usize) {
+        let (t, rows, cols) = (m.ttype, m.rows, m.cols);
+        let mut out = vec![0f32; n * rows];
+        m.matmul(x, n, &mut out);
+        let mut row = vec![0f32; cols];
+        let mut max_err = 0f32;
+        let mut max_ref = 0f32;
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            for tok in 0..n {
+                let xr = &x[tok * cols..(tok + 1) * cols];
+                let reference: f32 = row.iter().zip(xr).map(|(a, b)| a * b).sum();
+                max_err = max_err.max((out[tok * rows + r] - reference).abs());
+                max_ref = max_ref.max(reference.abs());
+            }
+        }
+        let tol = match t {
+            GgmlType::F32 => 1e-4,
+            GgmlType::F16 => 2e-2,
+            GgmlType::BF16 => 0.15,
+            _ => 0.25,
+        };
+        assert!(
+            max_err < tol,
+            "{t} ({:?}): max error {max_err} (largest |ref| {max_ref})",
+            m.layout
+        );
     }
 
     /// Dequantized weights stay close to the originals (checks the block casts read the right
@@ -853,8 +1043,9 @@ mod tests {
     }
 
     /// `matmul_many` (one parallel loop over row ranges of several matrices, each range a
-    /// `rows_view`) equals one `matmul` per matrix bit for bit, for row-major and packed matrices
-    /// whose row counts are not multiples of the tile.
+    /// `rows_view`) equals one `matmul` per matrix bit for bit, for packed matrices (where this
+    /// CPU packs the type) whose row counts are not multiples of the group; and interleaving rows
+    /// by [`TILE_ROWS`] changes no bit of the products.
     #[test]
     fn matmul_many_equals_separate_products() {
         let cols = 512;
@@ -883,14 +1074,15 @@ mod tests {
                 .map(|(m, p)| p.as_ref().map_or(*m, |p| p.matrix().unwrap()))
                 .collect();
             let acts = mats[0].quantize_acts(&x, 1);
-            let want: Vec<Vec<f32>> = plain
-                .iter()
-                .map(|m| {
-                    let mut out = vec![0f32; m.rows()];
-                    m.matmul_q(&acts, 1, &mut out);
-                    out
-                })
-                .collect();
+            let product = |m: &QMatrix| {
+                let mut out = vec![0f32; m.rows()];
+                m.matmul_q(&acts, 1, &mut out);
+                out
+            };
+            let want: Vec<Vec<f32>> = mats.iter().map(product).collect();
+            if mats[0].layout == Layout::Interleaved {
+                assert_eq!(want, plain.iter().map(product).collect::<Vec<_>>(), "{t}");
+            }
             let mut got: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
             matmul_many(
                 mats.iter()

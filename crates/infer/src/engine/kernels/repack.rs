@@ -7,14 +7,22 @@
 //! of the arithmetic. On SmolLM2 Q4_0 this is what separates a decoding loop that waits on memory
 //! from one that does not (llama.cpp's `--repack` measures the same effect on its own layouts).
 //!
-//! The blocks themselves are unchanged (same structs, same bytes), so every product over a packed
-//! matrix equals the one over the file's bytes bit for bit. Only types with tiles are packed, and
-//! only where the CPU runs the tiles; the caller releases the file pages of a packed tensor, so the
-//! weights are held once.
+//! Two layouts:
+//! * Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 go to the lane layout of [`lanes`] (16 rows per group, one row per 32-bit
+//!   lane), whose kernels sum each block exactly in integers for 16 rows at once; their products
+//!   differ from the per-row ones in the last bits (see [`lanes`]).
+//! * The other tiled types (Q4_K, Q6_K) are interleaved by [`TILE_ROWS`] with the
+//!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
+//!   the file's bytes bit for bit.
+//!
+//! Only types with tiles are packed, and only where the CPU runs the tiles; a packed matrix has the
+//! size of its rows (rounded up to whole groups), and the caller releases the file pages of a
+//! packed tensor, so the weights are held once.
 
 use shuku_gguf::GgmlType;
+use shuku_quants::blocks::QK;
 
-use super::{cpu, KernelError, QMatrix, TILE_ROWS};
+use super::{cpu, lanes, KernelError, QMatrix, TILE_ROWS};
 
 /// A matrix's blocks interleaved by groups of [`TILE_ROWS`] rows; a short last group repeats the
 /// last row.
@@ -47,10 +55,18 @@ pub(super) fn has_tiles(t: GgmlType) -> bool {
     )
 }
 
-/// Bytes of `rows` rows padded to whole tile groups.
-pub(super) fn padded_len(rows: usize, row_bytes: usize) -> Option<usize> {
-    rows.div_ceil(TILE_ROWS)
-        .checked_mul(TILE_ROWS)?
+/// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].
+pub(super) fn in_lanes(t: GgmlType) -> bool {
+    matches!(
+        t,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+    )
+}
+
+/// Bytes of `rows` rows padded to whole groups of `group` rows.
+pub(super) fn padded_len(rows: usize, group: usize, row_bytes: usize) -> Option<usize> {
+    rows.div_ceil(group)
+        .checked_mul(group)?
         .checked_mul(row_bytes)
 }
 
@@ -58,12 +74,29 @@ impl PackedMatrix {
     /// `m`'s rows interleaved, or `None` when its type is not packed on this CPU or `m` is
     /// already interleaved.
     pub fn pack(m: &QMatrix<'_>) -> Option<PackedMatrix> {
-        if !packs(m.ttype) || m.interleaved || m.rows == 0 {
+        if !packs(m.ttype) || m.layout != super::Layout::Rows || m.rows == 0 {
             return None;
         }
         let block = m.ttype.type_size() as usize;
         let row_bytes = m.row_bytes();
-        let len = padded_len(m.rows, row_bytes)?;
+        if in_lanes(m.ttype) {
+            let bpr = m.cols / QK;
+            let groups = match m.ttype {
+                GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
+                GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
+                GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
+                GgmlType::Q5_1 => lane_words::<lanes::Q5_1x16>(m.bytes, bpr)?,
+                _ => lane_words::<lanes::Q8_0x16>(m.bytes, bpr)?,
+            };
+            return Some(PackedMatrix {
+                len: padded_len(m.rows, lanes::LANE_ROWS, row_bytes)?,
+                words: groups,
+                ttype: m.ttype,
+                rows: m.rows,
+                cols: m.cols,
+            });
+        }
+        let len = padded_len(m.rows, TILE_ROWS, row_bytes)?;
         let mut words = vec![0u64; len.div_ceil(8)];
         let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
         for (g, group) in out.chunks_exact_mut(TILE_ROWS * row_bytes).enumerate() {
@@ -86,6 +119,16 @@ impl PackedMatrix {
     /// The packed matrix for the kernels.
     pub fn matrix(&self) -> Result<QMatrix<'_>, KernelError> {
         let bytes = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
-        QMatrix::interleaved(bytes, self.ttype, self.rows, self.cols)
+        QMatrix::packed(bytes, self.ttype, self.rows, self.cols)
     }
+}
+
+/// The rows in `bytes` (`bpr` blocks each) as lane group blocks, in 8-byte words.
+fn lane_words<G: lanes::LaneGroup>(bytes: &[u8], bpr: usize) -> Option<Vec<u64>> {
+    let rows = bytemuck::try_cast_slice::<u8, G::Block>(bytes).ok()?;
+    let len = (rows.len() / bpr).div_ceil(lanes::LANE_ROWS) * bpr * size_of::<G>();
+    let mut words = vec![0u64; len.div_ceil(8)];
+    let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+    lanes::gather_rows::<G>(rows, bpr, bytemuck::try_cast_slice_mut(out).ok()?);
+    Some(words)
 }

@@ -1,0 +1,312 @@
+//! AVX-512 VNNI kernels for the lane layout (`lanes`): one group of 16 rows × `T` tokens.
+//!
+//! Per group block: the eight code vectors (row `i` in lane `i`, four codes a lane) are unpacked
+//! once for the `T` tokens; per token, eight `vpdpbusd` against the token's four-byte chunks
+//! broadcast to every lane give the 16 rows' exact integer block sums (started from
+//! `−offset · Σa`), and one conversion and one fused multiply-add by `d_w · d_a` accumulate them —
+//! the arithmetic of `lanes::reference`, which the tests check bit for bit.
+
+use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
+use half::f16;
+use shuku_quants::blocks::{BlockQ8_0, BlockQ8_1, QK};
+use std::arch::x86_64::*;
+
+/// Activation codes `4c … 4c + 3` as one 32-bit word in every lane.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn chunk(qs: &[i8; QK], c: usize) -> __m512i {
+    let b = &qs[4 * c..4 * c + 4];
+    _mm512_set1_epi32(i32::from_le_bytes([
+        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
+    ]))
+}
+
+/// 16 f16 as f32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn widen(h: &[f16; LANE_ROWS]) -> __m512 {
+    // SAFETY: `h` is 16 f16 (32 bytes), one unaligned 256-bit load.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(h.as_ptr().cast()) })
+}
+
+/// 64 bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load(q: &[u8; 4 * LANE_ROWS]) -> __m512i {
+    // SAFETY: `q` is 64 bytes, one unaligned 512-bit load.
+    unsafe { _mm512_loadu_si512(q.as_ptr().cast()) }
+}
+
+/// The eight code vectors of a 4-bit group block: vector `c` pairs with activation chunk `c`
+/// (low nibbles are values 0…15, high nibbles 16…31).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn nibble_codes(qs: &[[u8; 4 * LANE_ROWS]; 4]) -> [__m512i; 8] {
+    let mask = _mm512_set1_epi8(0x0f);
+    let mut out = [_mm512_setzero_si512(); 8];
+    for c in 0..4 {
+        let q = load(&qs[c]);
+        out[c] = _mm512_and_si512(q, mask);
+        out[c + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), mask);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_codes(g: &Q4_0x16) -> [__m512i; 8] {
+    nibble_codes(&g.qs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1_codes(g: &Q4_1x16) -> [__m512i; 8] {
+    nibble_codes(&g.qs)
+}
+
+/// A 5-bit group block's code vectors: the nibbles with each chunk's high bits (stored in
+/// `lanes::spread_high_bits` order, row `i` in lane `i`) moved to bit 4.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn codes5(qh: &[u32; LANE_ROWS], qs: &[[u8; 4 * LANE_ROWS]; 4]) -> [__m512i; 8] {
+    // SAFETY: `qh` is 16 u32 (64 bytes), one unaligned 512-bit load.
+    let w = unsafe { _mm512_loadu_si512(qh.as_ptr().cast()) };
+    let mask = _mm512_set1_epi32(0x1010_1010);
+    let high = [
+        _mm512_slli_epi32::<4>(w),
+        _mm512_slli_epi32::<3>(w),
+        _mm512_slli_epi32::<2>(w),
+        _mm512_slli_epi32::<1>(w),
+        w,
+        _mm512_srli_epi32::<1>(w),
+        _mm512_srli_epi32::<2>(w),
+        _mm512_srli_epi32::<3>(w),
+    ];
+    let mut codes = nibble_codes(qs);
+    for (c, h) in codes.iter_mut().zip(high) {
+        *c = _mm512_or_si512(*c, _mm512_and_si512(h, mask));
+    }
+    codes
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_codes(g: &Q5_0x16) -> [__m512i; 8] {
+    codes5(&g.qh, &g.qs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_codes(g: &Q5_1x16) -> [__m512i; 8] {
+    codes5(&g.qh, &g.qs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_mins(g: &Q5_1x16) -> __m512 {
+    widen(&g.m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_codes(g: &Q8_0x16) -> [__m512i; 8] {
+    std::array::from_fn(|c| load(&g.qs[c]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1_mins(g: &Q4_1x16) -> __m512 {
+    widen(&g.m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn no_mins<G>(_: &G) -> __m512 {
+    _mm512_setzero_ps()
+}
+
+/// A kernel over group blocks `$w` and activation blocks `$a`: `$codes` unpacks a group block,
+/// `$offset` is its codes' offset, `$mins` its minima (added as `m · s` when `$has_min`).
+macro_rules! lane_kernel {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $a:ty, $codes:ident, $offset:literal, $mins:ident, $has_min:literal) => {
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub fn $name<const T: usize>(
+            w: &[$w],
+            a: [&[$a]; T],
+            terms: [&[ActTerms]; T],
+        ) -> [[f32; LANE_ROWS]; T] {
+            let blocks = w.len();
+            let a = a.map(|a| &a[..blocks]);
+            let terms = terms.map(|t| &t[..blocks]);
+            let mut acc = [_mm512_setzero_ps(); T];
+            for (b, g) in w.iter().enumerate() {
+                let codes = $codes(g);
+                let dw = widen(&g.d);
+                let mw = $mins(g);
+                for t in 0..T {
+                    let (qa, tm) = (a[t][b].codes(), &terms[t][b]);
+                    let mut sum = _mm512_set1_epi32(-$offset * tm.sum);
+                    for (c, &code) in codes.iter().enumerate() {
+                        sum = _mm512_dpbusd_epi32(sum, code, chunk(qa, c));
+                    }
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(tm.d));
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[t]);
+                    if $has_min {
+                        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(tm.s), acc[t]);
+                    }
+                }
+            }
+            acc.map(|v| {
+                let mut out = [0f32; LANE_ROWS];
+                // SAFETY: `out` is 16 f32 (64 bytes), one unaligned 512-bit store.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+                out
+            })
+        }
+    };
+}
+
+lane_kernel!(
+    /// Q4_0 group blocks × Q8_0 tokens.
+    q4_0, Q4_0x16, BlockQ8_0, q4_0_codes, 8, no_mins, false
+);
+lane_kernel!(
+    /// Q4_1 group blocks × Q8_1 tokens.
+    q4_1, Q4_1x16, BlockQ8_1, q4_1_codes, 0, q4_1_mins, true
+);
+lane_kernel!(
+    /// Q5_0 group blocks × Q8_0 tokens.
+    q5_0, Q5_0x16, BlockQ8_0, q5_0_codes, 16, no_mins, false
+);
+lane_kernel!(
+    /// Q5_1 group blocks × Q8_1 tokens.
+    q5_1, Q5_1x16, BlockQ8_1, q5_1_codes, 0, q5_1_mins, true
+);
+lane_kernel!(
+    /// Q8_0 group blocks × Q8_0 tokens.
+    q8_0, Q8_0x16, BlockQ8_0, q8_0_codes, 128, no_mins, false
+);
+
+#[cfg(test)]
+mod tests {
+    use super::super::lanes::{self, gather_rows, LaneCodes, LaneGroup};
+    use super::super::test_blocks::{random, with_scales};
+    use super::super::{acts, cpu};
+    use super::*;
+
+    type Kernel<G, A, const T: usize> =
+        unsafe fn(&[G], [&[A]; T], [&[ActTerms]; T]) -> [[f32; LANE_ROWS]; T];
+
+    /// The kernel over `T` tokens equals the scalar reference for every row and token, bit for bit.
+    fn check<G: LaneCodes, A: lanes::ActCodes, const T: usize>(
+        groups: &[G],
+        acts: &[Vec<A>],
+        terms: &[Vec<ActTerms>],
+        kernel: Kernel<G, A, T>,
+        what: &str,
+    ) {
+        let got = (0..acts.len() / T).flat_map(|k| {
+            let a: [&[A]; T] = std::array::from_fn(|t| &acts[k * T + t][..]);
+            let tm: [&[ActTerms]; T] = std::array::from_fn(|t| &terms[k * T + t][..]);
+            // SAFETY: called only after `cpu::has_avx512_vnni()`.
+            unsafe { kernel(groups, a, tm) }
+        });
+        for (t, got) in got.enumerate() {
+            let want = lanes::reference(groups, &acts[t], &terms[t]);
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{what} token {t}"
+            );
+        }
+    }
+
+    /// Real activation blocks of `tokens` rows of `bpr` blocks (quantized from seeded values,
+    /// one row all zeros), and their terms.
+    fn tokens_q8_0(
+        tokens: usize,
+        bpr: usize,
+        seed: u64,
+    ) -> (Vec<Vec<BlockQ8_0>>, Vec<Vec<ActTerms>>) {
+        let blocks: Vec<Vec<BlockQ8_0>> = (0..tokens)
+            .map(|t| {
+                let x = values(bpr * QK, seed + t as u64, t == 1);
+                x.chunks_exact(QK).map(acts::quantize_q8_0).collect()
+            })
+            .collect();
+        let terms = blocks
+            .iter()
+            .map(|r| r.iter().map(lanes::terms_q8_0).collect())
+            .collect();
+        (blocks, terms)
+    }
+
+    fn tokens_q8_1(
+        tokens: usize,
+        bpr: usize,
+        seed: u64,
+    ) -> (Vec<Vec<BlockQ8_1>>, Vec<Vec<ActTerms>>) {
+        let blocks: Vec<Vec<BlockQ8_1>> = (0..tokens)
+            .map(|t| {
+                let x = values(bpr * QK, seed + t as u64, t == 1);
+                x.chunks_exact(QK).map(acts::quantize_q8_1).collect()
+            })
+            .collect();
+        let terms = blocks
+            .iter()
+            .map(|r| r.iter().map(lanes::terms_q8_1).collect())
+            .collect();
+        (blocks, terms)
+    }
+
+    /// Seeded values in ±4, with extremes (±127 codes after quantization) in every block, or zeros.
+    fn values(n: usize, seed: u64, zero: bool) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let v = ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * 4.0;
+                match (zero, i % 32) {
+                    (true, _) => 0.0,
+                    (false, 5) => 4.0,
+                    (false, 17) => -4.0,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    fn groups<G: LaneGroup>(rows: usize, bpr: usize, seed: u64, scales: &[f32]) -> Vec<G> {
+        let mut out = vec![G::zeroed(); rows.div_ceil(16) * bpr];
+        gather_rows::<G>(
+            &with_scales(random::<G::Block>(rows * bpr, seed), scales),
+            bpr,
+            &mut out,
+        );
+        out
+    }
+
+    /// Every kernel, for one token and for a batch tile, on random codes (every bit pattern) under
+    /// ordinary, tiny and huge scales, against real activation blocks (including an all-zero one).
+    #[test]
+    fn kernels_equal_the_scalar_reference() {
+        if !cpu::has_avx512_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the scalar reference runs instead)");
+            return;
+        }
+        let bpr = 7;
+        for (k, scales) in [[0.01f32, -0.003], [6.0e-8, 1.0e-7], [30000.0, -30000.0]]
+            .iter()
+            .enumerate()
+        {
+            let seed = 100 + k as u64;
+            let (a0, t0) = tokens_q8_0(8, bpr, seed);
+            let (a1, t1) = tokens_q8_1(8, bpr, seed);
+            let g = groups::<Q4_0x16>(16, bpr, seed, &scales[..1]);
+            check::<_, _, 1>(&g, &a0, &t0, q4_0::<1>, "Q4_0");
+            check::<_, _, 8>(&g, &a0, &t0, q4_0::<8>, "Q4_0");
+            let g = groups::<Q8_0x16>(16, bpr, seed, &scales[..1]);
+            check::<_, _, 1>(&g, &a0, &t0, q8_0::<1>, "Q8_0");
+            check::<_, _, 8>(&g, &a0, &t0, q8_0::<8>, "Q8_0");
+            let g = groups::<Q4_1x16>(16, bpr, seed, scales);
+            check::<_, _, 1>(&g, &a1, &t1, q4_1::<1>, "Q4_1");
+            check::<_, _, 8>(&g, &a1, &t1, q4_1::<8>, "Q4_1");
+            let g = groups::<Q5_0x16>(16, bpr, seed, &scales[..1]);
+            check::<_, _, 1>(&g, &a0, &t0, q5_0::<1>, "Q5_0");
+            check::<_, _, 8>(&g, &a0, &t0, q5_0::<8>, "Q5_0");
+            let g = groups::<Q5_1x16>(16, bpr, seed, scales);
+            check::<_, _, 1>(&g, &a1, &t1, q5_1::<1>, "Q5_1");
+            check::<_, _, 8>(&g, &a1, &t1, q5_1::<8>, "Q5_1");
+        }
+    }
+}
