@@ -235,16 +235,18 @@ fn attend_tiled(
                     return head_out;
                 }
             }
-            tiled_head(cache, q, pos0, s, h, n, &mut head_out);
+            tiled_head::<false>(cache, q, pos0, s, h, n, &mut head_out);
             head_out
         })
         .collect();
-    for (h, head_out) in heads.iter().enumerate() {
-        for t in 0..n {
-            out[(t * s.n_head + h) * s.head_dim_v..][..s.head_dim_v]
-                .copy_from_slice(&head_out[t * s.head_dim_v..][..s.head_dim_v]);
-        }
-    }
+    let dv = s.head_dim_v;
+    out.par_chunks_mut(s.n_head * dv)
+        .enumerate()
+        .for_each(|(t, out)| {
+            for (o, head_out) in out.chunks_exact_mut(dv).zip(&heads) {
+                o.copy_from_slice(&head_out[t * dv..(t + 1) * dv]);
+            }
+        });
 }
 
 /// [`tiled_head`] compiled with FMA (and AVX2 for the vector loops): the same operations, so the
@@ -263,7 +265,7 @@ unsafe fn tiled_head_fma(
     n: usize,
     out: &mut [f32],
 ) {
-    tiled_head(cache, q, pos0, s, h, n, out)
+    tiled_head::<false>(cache, q, pos0, s, h, n, out)
 }
 
 /// [`tiled_head`] compiled for AVX-512 F as well: the vector loops (each lane its own key or
@@ -283,12 +285,13 @@ unsafe fn tiled_head_avx512(
     n: usize,
     out: &mut [f32],
 ) {
-    tiled_head(cache, q, pos0, s, h, n, out)
+    tiled_head::<true>(cache, q, pos0, s, h, n, out)
 }
 
 /// One query head over the batch's `n` rows, in llama.cpp's tiled order; `out` is `n × head_dim_v`.
+/// `AVX512`: the scores are computed with AVX-512 registers (only from [`tiled_head_avx512`]).
 #[inline(always)]
-fn tiled_head(
+fn tiled_head<const AVX512: bool>(
     cache: &LayerCache,
     q: &[f32],
     pos0: usize,
@@ -305,7 +308,6 @@ fn tiled_head(
     // The tile's keys transposed (`hd × TILE_KV`, keys contiguous) and values (`TILE_KV × dv`).
     let mut keys = vec![0f32; hd * TILE_KV];
     let mut vals = vec![0f32; TILE_KV * dv];
-    let mut scores = [0f32; TILE_KV];
     // Keys before the earliest row's window are masked for every row (and may be gone from a
     // sliding-window ring): tiles before it are skipped.
     let first_needed = s.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
@@ -322,63 +324,22 @@ fn tiled_head(
                 *o = x.to_f32();
             }
         }
-        for t in 0..n {
-            let p = pos0 + t;
-            let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
-            if start > p || start + len <= first {
-                continue; // every key of the tile is masked for this row
-            }
-            // Scores: a sequential chain of fused multiply-adds over the head dimension.
-            let qh = &q[(t * s.n_head + h) * hd..][..hd];
-            scores.fill(0.0);
-            for (d, &qd) in qh.iter().enumerate() {
-                let row = &keys[d * TILE_KV..(d + 1) * TILE_KV];
-                for (sc, &k) in scores.iter_mut().zip(row) {
-                    *sc = k.mul_add(qd, *sc);
-                }
-            }
-            let mut tile_max = f32::NEG_INFINITY;
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let key = start + j;
-                *sc = if j < len && key <= p && key >= first {
-                    *sc * s.scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-                tile_max = tile_max.max(*sc);
-            }
-            let new_max = max[t].max(tile_max);
-            let acc = &mut out[t * dv..(t + 1) * dv];
-            if new_max > max[t] {
-                let ms = (max[t] - new_max).exp();
-                acc.iter_mut().for_each(|a| *a *= ms);
-                sum[t] *= ms;
-            }
-            max[t] = new_max;
-            // Probabilities, summed 8 at a time (each group pairwise) into an f64.
-            let mut tile_sum = 0f64;
-            for group in scores.chunks_exact_mut(8) {
-                for sc in group.iter_mut() {
-                    *sc = (*sc - new_max).exp();
-                }
-                let a: [f32; 4] = std::array::from_fn(|l| group[l + 4] + group[l]);
-                tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
-            }
-            sum[t] = (f64::from(sum[t]) + tile_sum) as f32;
-            // Runs of output values stay in registers over the tile's keys (the same multiply-adds
-            // in the same order per value as key after key over the whole row); runs of 128 keep 8
-            // independent chains of fused multiply-adds in flight.
-            let mut start = 0;
-            for width in [128, 64, 16, 1] {
-                while start + width <= dv {
-                    match width {
-                        128 => accumulate::<128>(acc, &scores[..len], &vals, dv, start),
-                        64 => accumulate::<64>(acc, &scores[..len], &vals, dv, start),
-                        16 => accumulate::<16>(acc, &scores[..len], &vals, dv, start),
-                        _ => accumulate::<1>(acc, &scores[..len], &vals, dv, start),
-                    }
-                    start += width;
-                }
+        // Two query rows at a time: twice the independent chains of fused multiply-adds for the
+        // scores and the values, each row's own operations in the same order as alone.
+        let tile = KeyTile {
+            keys: &keys,
+            vals: &vals,
+            start,
+            len,
+        };
+        let mut t = 0;
+        while t < n {
+            if t + 1 < n {
+                tile_rows::<2, AVX512>(&tile, q, pos0, s, h, t, &mut max, &mut sum, out);
+                t += 2;
+            } else {
+                tile_rows::<1, AVX512>(&tile, q, pos0, s, h, t, &mut max, &mut sum, out);
+                t += 1;
             }
         }
     }
@@ -388,29 +349,183 @@ fn tiled_head(
     }
 }
 
-/// `acc[start..start + N] += Σ_j p_j · V_j[start..start + N]` over the tile's keys `j` (skipping
-/// masked ones, whose probability is 0), with the `N` values held in a fixed-size array the compiler
-/// keeps in vector registers.
-#[inline(always)]
-fn accumulate<const N: usize>(
-    acc: &mut [f32],
-    probs: &[f32],
-    vals: &[f32],
-    dv: usize,
+/// One key tile of [`tiled_head`]: its keys transposed (`head_dim × TILE_KV`), its values
+/// (`TILE_KV × head_dim_v`), its first position and its number of keys.
+struct KeyTile<'a> {
+    keys: &'a [f32],
+    vals: &'a [f32],
     start: usize,
+    len: usize,
+}
+
+/// Query rows `t..t + R` of head `h` over one key tile: scores, the online softmax update of each
+/// row's `max` and `sum`, and the values accumulated into the rows of `out` (`n × head_dim_v`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile_rows<const R: usize, const AVX512: bool>(
+    tile: &KeyTile<'_>,
+    q: &[f32],
+    pos0: usize,
+    s: AttnShape,
+    h: usize,
+    t: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    out: &mut [f32],
 ) {
-    let out = &mut acc[start..start + N];
-    let mut reg: [f32; N] = std::array::from_fn(|i| out[i]);
-    for (j, &pj) in probs.iter().enumerate() {
-        if pj == 0.0 {
-            continue; // masked: adds nothing
+    let (hd, dv) = (s.head_dim, s.head_dim_v);
+    let (start, len) = (tile.start, tile.len);
+    let first = |i: usize| s.window.map_or(0, |w| (pos0 + t + i + 1).saturating_sub(w));
+    // A row sees none of the tile's keys when they all lie after it or before its window.
+    let live: [bool; R] = std::array::from_fn(|i| start <= pos0 + t + i && start + len > first(i));
+    if !live.contains(&true) {
+        return;
+    }
+    let qh: [&[f32]; R] = std::array::from_fn(|i| &q[((t + i) * s.n_head + h) * hd..][..hd]);
+    let keys = &tile.keys[..hd * TILE_KV];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `AVX512` is set only by `tiled_head_avx512`, which runs where the CPU has AVX-512 F.
+    let mut scores = if AVX512 {
+        unsafe { scores_avx512::<R>(keys, qh) }
+    } else {
+        scores::<R>(keys, qh)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut scores = scores::<R>(keys, qh);
+    let mut rows = out[t * dv..(t + R) * dv].chunks_exact_mut(dv);
+    let mut acc: [&mut [f32]; R] = std::array::from_fn(|_| rows.next().unwrap_or_default());
+    for i in 0..R {
+        let (p, first) = (pos0 + t + i, first(i));
+        let scores = &mut scores[i];
+        if !live[i] {
+            scores.fill(0.0); // adds nothing below
+            continue;
         }
-        let v = &vals[j * dv + start..][..N];
-        for (a, &x) in reg.iter_mut().zip(v) {
-            *a = x.mul_add(pj, *a);
+        let mut tile_max = f32::NEG_INFINITY;
+        for (j, sc) in scores.iter_mut().enumerate() {
+            let key = start + j;
+            *sc = if j < len && key <= p && key >= first {
+                *sc * s.scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            tile_max = tile_max.max(*sc);
+        }
+        let row = t + i;
+        let new_max = max[row].max(tile_max);
+        if new_max > max[row] {
+            let ms = (max[row] - new_max).exp();
+            acc[i].iter_mut().for_each(|a| *a *= ms);
+            sum[row] *= ms;
+        }
+        max[row] = new_max;
+        // Probabilities, summed 8 at a time (each group pairwise) into an f64.
+        let mut tile_sum = 0f64;
+        for group in scores.chunks_exact_mut(8) {
+            for sc in group.iter_mut() {
+                *sc = (*sc - new_max).exp();
+            }
+            let a: [f32; 4] = std::array::from_fn(|l| group[l + 4] + group[l]);
+            tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
+        }
+        sum[row] = (f64::from(sum[row]) + tile_sum) as f32;
+    }
+    // Runs of output values stay in registers over the tile's keys (the same multiply-adds in the
+    // same order per value as key after key over the whole row); runs of 128 keep 8 independent
+    // chains of fused multiply-adds in flight per row.
+    let mut at = 0;
+    for width in [128, 64, 16, 1] {
+        while at + width <= dv {
+            let probs = &scores;
+            match width {
+                128 => accumulate::<128, R>(&mut acc, probs, len, tile.vals, dv, at),
+                64 => accumulate::<64, R>(&mut acc, probs, len, tile.vals, dv, at),
+                16 => accumulate::<16, R>(&mut acc, probs, len, tile.vals, dv, at),
+                _ => accumulate::<1, R>(&mut acc, probs, len, tile.vals, dv, at),
+            }
+            at += width;
         }
     }
-    out.copy_from_slice(&reg);
+}
+
+/// Scores of `R` query rows against a key tile (`keys`: `head_dim × TILE_KV`, keys contiguous): per
+/// row and key a sequential chain of fused multiply-adds over the head dimension.
+#[inline(always)]
+fn scores<const R: usize>(keys: &[f32], qh: [&[f32]; R]) -> [[f32; TILE_KV]; R] {
+    let mut scores = [[0f32; TILE_KV]; R];
+    for (d, row) in keys.chunks_exact(TILE_KV).enumerate() {
+        for (sc, qh) in scores.iter_mut().zip(qh) {
+            let qd = qh[d];
+            for (sc, &k) in sc.iter_mut().zip(row) {
+                *sc = k.mul_add(qd, *sc);
+            }
+        }
+    }
+    scores
+}
+
+/// [`scores`] with the `R × TILE_KV` accumulators held in AVX-512 registers (the compiler keeps
+/// the plain version's array in memory, a store and a load per multiply-add): the same fused
+/// multiply-adds in the same order, so the same results.
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn scores_avx512<const R: usize>(keys: &[f32], qh: [&[f32]; R]) -> [[f32; TILE_KV]; R] {
+    use std::arch::x86_64::*;
+    const V: usize = TILE_KV / 16;
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for (d, row) in keys.chunks_exact(TILE_KV).enumerate() {
+        // SAFETY: `row` is TILE_KV f32, read as V unaligned 512-bit loads.
+        let k: [__m512; V] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_ps(row[16 * v..].as_ptr()) });
+        for (acc, qh) in acc.iter_mut().zip(qh) {
+            let qd = _mm512_set1_ps(qh[d]);
+            for (a, &k) in acc.iter_mut().zip(&k) {
+                *a = _mm512_fmadd_ps(k, qd, *a);
+            }
+        }
+    }
+    let mut out = [[0f32; TILE_KV]; R];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: `o[16v..16v + 16]` is in bounds (TILE_KV = 16 · V), one unaligned store.
+            unsafe { _mm512_storeu_ps(o[16 * v..].as_mut_ptr(), *a) };
+        }
+    }
+    out
+}
+
+/// `acc[i][at..at + N] += Σ_j p_ij · V_j[at..at + N]` over the tile's first `len` keys `j`
+/// (skipping keys masked for every row, whose probabilities are 0), with the `R × N` values held
+/// in fixed-size arrays the compiler keeps in vector registers.
+#[inline(always)]
+fn accumulate<const N: usize, const R: usize>(
+    acc: &mut [&mut [f32]; R],
+    probs: &[[f32; TILE_KV]; R],
+    len: usize,
+    vals: &[f32],
+    dv: usize,
+    at: usize,
+) {
+    let mut reg: [[f32; N]; R] = std::array::from_fn(|i| std::array::from_fn(|k| acc[i][at + k]));
+    for j in 0..len {
+        if probs.iter().all(|p| p[j] == 0.0) {
+            continue; // masked for every row: adds nothing
+        }
+        let v = &vals[j * dv + at..][..N];
+        for (reg, p) in reg.iter_mut().zip(probs) {
+            let pj = p[j];
+            for (a, &x) in reg.iter_mut().zip(v) {
+                *a = x.mul_add(pj, *a);
+            }
+        }
+    }
+    for (acc, reg) in acc.iter_mut().zip(&reg) {
+        acc[at..at + N].copy_from_slice(reg);
+    }
 }
 
 #[cfg(test)]
@@ -467,19 +582,20 @@ mod tests {
     }
 
     /// The tiled f32 path (batches of 64 rows or more) against a direct f64 softmax over the
-    /// f16-stored keys and values, with GQA, a sliding window and a cached prefix; and its FMA
-    /// build equal bit for bit to the plain one.
+    /// f16-stored keys and values, with GQA, a sliding window and a cached prefix, over an odd
+    /// number of rows (pairs and a last single row); and its FMA and AVX-512 builds equal bit for
+    /// bit to the plain one.
     #[test]
     fn tiled_path_matches_reference_and_its_plain_build() {
-        let (n_head, n_kv, hd, pos0, n) = (4, 2, 16, 57, 70);
+        let (n_head, n_kv, hd, pos0, n) = (4, 2, 16, 57, 71);
         let total = pos0 + n;
         let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 9.0;
         let k: Vec<f32> = (0..total * n_kv * hd).map(val).collect();
         let v: Vec<f32> = (0..total * n_kv * hd).map(|i| val(i + 5)).collect();
         let q: Vec<f32> = (0..n * n_head * hd).map(|i| val(i + 11)).collect();
         for window in [None, Some(40)] {
-            // With the window, a ring of 40 + 70 − 1 = 109 rows: positions 109..127 overwrite
-            // 0..18, which no query row attends to.
+            // With the window, a ring of 40 + 71 − 1 = 110 rows: positions 110..127 overwrite
+            // 0..17, which no query row attends to.
             let mut cache = LayerCache::new(total, n_kv * hd, n_kv * hd, window.map(|w| (w, n)));
             cache.store(0, &k[..pos0 * n_kv * hd], &v[..pos0 * n_kv * hd]);
             cache.store(pos0, &k[pos0 * n_kv * hd..], &v[pos0 * n_kv * hd..]);
@@ -520,12 +636,18 @@ mod tests {
             }
             for h in 0..n_head {
                 let mut plain = vec![0f32; n * hd];
-                tiled_head(&cache, &q, pos0, s, h, n, &mut plain);
+                tiled_head::<false>(&cache, &q, pos0, s, h, n, &mut plain);
                 if crate::engine::kernels::cpu::has_avx2_fma_f16c() {
                     let mut fused = vec![0f32; n * hd];
                     // SAFETY: AVX2 and FMA are available (checked just above).
                     unsafe { tiled_head_fma(&cache, &q, pos0, s, h, n, &mut fused) };
                     assert_eq!(plain, fused, "head {h}");
+                }
+                if crate::engine::kernels::cpu::has_avx512f() {
+                    let mut wide = vec![0f32; n * hd];
+                    // SAFETY: AVX-512 F, AVX2 and FMA are available (checked just above).
+                    unsafe { tiled_head_avx512(&cache, &q, pos0, s, h, n, &mut wide) };
+                    assert_eq!(plain, wide, "head {h}");
                 }
             }
         }

@@ -371,20 +371,10 @@ impl Engine {
             if let Some(ropes) = rope {
                 let (qw, kw) = (lc.n_head * cfg.head_dim, lc.n_head_kv * cfg.head_dim);
                 for (rope, span) in ropes.iter().zip(&spans) {
-                    for (i, t) in span.clone().enumerate() {
-                        rope.apply(
-                            &mut q[t * qw..(t + 1) * qw],
-                            i,
-                            cfg.head_dim,
-                            cfg.rope_style,
-                        );
-                        rope.apply(
-                            &mut k[t * kw..(t + 1) * kw],
-                            i,
-                            cfg.head_dim,
-                            cfg.rope_style,
-                        );
-                    }
+                    let (a, b) = (span.start, span.end);
+                    let (hd, style) = (cfg.head_dim, cfg.rope_style);
+                    rope.apply_rows(&mut q[a * qw..b * qw], qw, hd, style);
+                    rope.apply_rows(&mut k[a * kw..b * kw], kw, hd, style);
                 }
             }
             // Gemma and Phi-3 scale Q before attention (llama.cpp's graphs do the same, then attend

@@ -2,22 +2,52 @@
 //! backend computes it, so rounding differences stay at the level of summation order.
 
 use half::f16;
+use rayon::prelude::*;
 
 use super::config::RopeStyle;
+
+/// Values from which these operations split over the rayon pool (a prompt's batch); below it, one
+/// thread's work is shorter than waking the others. Every value is computed as alone either way.
+const PARALLEL_FROM: usize = 1 << 15;
+
+/// Values per task of the element-wise operations.
+const CHUNK: usize = 1 << 12;
+
+/// `f` on each `width`-wide row of `x`, rows in parallel for large inputs.
+fn each_row(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if x.len() >= PARALLEL_FROM {
+        x.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        x.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// `f` on matching chunks of `x` and `y`, in parallel for large inputs.
+fn each_pair(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if x.len() >= PARALLEL_FROM {
+        x.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK))
+            .for_each(|(a, b)| f(a, b));
+    } else {
+        f(x, y);
+    }
+}
 
 /// RMSNorm of each `w.len()`-wide row of `x`, in place, times `w`.
 ///
 /// ggml accumulates the squares in double and takes `1/sqrt(mean + eps)` in float.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
-    for row in x.chunks_exact_mut(n) {
+    each_row(x, n, |_, row| {
         let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         for (v, &wi) in row.iter_mut().zip(w) {
             *v = (*v * scale) * wi;
         }
-    }
+    });
 }
 
 /// `x[i] += b[i % b.len()]` for every row.
@@ -31,16 +61,20 @@ pub fn add_bias(x: &mut [f32], b: &[f32]) {
 
 /// `x += y`.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+    each_pair(x, y, |x, y| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    });
 }
 
 /// `gate ← silu(gate) · up` (llama, qwen2).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    each_pair(gate, up, |gate, up| {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    });
 }
 
 /// GELU (tanh approximation) in f32, as `ggml_gelu_f32`.
@@ -55,17 +89,19 @@ fn gelu_f32(x: f32) -> f32 {
 /// The table is built once (65 536 entries, 128 KiB), as ggml's `ggml_table_gelu_f16`.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
     let table = gelu_table();
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        let y = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x
-        } else {
-            f16::from_bits(table[usize::from(f16::from_f32(x).to_bits())]).to_f32()
-        };
-        *g = y * u;
-    }
+    each_pair(gate, up, |gate, up| {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            let x = *g;
+            let y = if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x
+            } else {
+                f16::from_bits(table[usize::from(f16::from_f32(x).to_bits())]).to_f32()
+            };
+            *g = y * u;
+        }
+    });
 }
 
 /// `fp16(gelu(h))` for every f16 bit pattern `h`.
@@ -116,6 +152,11 @@ impl Rope {
             }
         }
         Rope { half, cos, sin }
+    }
+
+    /// [`Rope::apply`] to each `width`-wide row of `x`, row `i` at the table's position `i`.
+    pub fn apply_rows(&self, x: &mut [f32], width: usize, head_dim: usize, style: RopeStyle) {
+        each_row(x, width, |i, row| self.apply(row, i, head_dim, style));
     }
 
     /// Rotates the first `2·half` dimensions of every head of token `t` (`x` holds that token's
