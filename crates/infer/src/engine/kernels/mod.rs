@@ -39,6 +39,8 @@ use shuku_quants::blocks::{
 };
 use shuku_quants::{BlockFormat, QuantType};
 
+use out::{RowsOut, SharedOut};
+
 mod acts;
 pub(crate) mod cpu;
 pub(crate) mod dot_float;
@@ -48,6 +50,7 @@ mod dot_q8_0;
 pub mod lanes;
 #[cfg(target_arch = "x86_64")]
 mod lanes_x86;
+mod out;
 pub mod repack;
 #[cfg(test)]
 mod test_blocks;
@@ -472,13 +475,21 @@ impl<'a> QMatrix<'a> {
             GgmlType::F16 => QActs::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-                let blocks = per_block(x, QK, acts::quantize_q8_0);
-                let terms = per_block(&blocks, 1, |b| lanes::terms_q8_0(&b[0]));
+                let (blocks, terms) = per_block(x, QK, |x| {
+                    let b = acts::quantize_q8_0(x);
+                    (b, lanes::terms_q8_0(&b))
+                })
+                .into_iter()
+                .unzip();
                 QActs::Q8_0(blocks, terms)
             }
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                let blocks = per_block(x, QK, acts::quantize_q8_1);
-                let terms = per_block(&blocks, 1, |b| lanes::terms_q8_1(&b[0]));
+                let (blocks, terms) = per_block(x, QK, |x| {
+                    let b = acts::quantize_q8_1(x);
+                    (b, lanes::terms_q8_1(&b))
+                })
+                .into_iter()
+                .unzip();
                 QActs::Q8_1(blocks, terms)
             }
             _ => QActs::Q8K(per_block(x, QK_K, acts::quantize_q8_k)),
@@ -724,12 +735,11 @@ impl<'a> QMatrix<'a> {
         let acts_of = |t: usize| &acts[t * bpr..][..bpr];
         let terms_of = |t: usize| &terms[t * bpr..][..bpr];
         self.by_row_ranges(n, out, |r0, r1, dst| {
-            let len = r1 - r0;
             for g in (r0..r1).step_by(LANE_ROWS) {
                 let wg = &w[g / LANE_ROWS * bpr..][..bpr];
                 let live = LANE_ROWS.min(r1 - g);
                 let mut put = |t: usize, v: &[f32; LANE_ROWS]| {
-                    let to = &mut dst[t * len + (g - r0)..];
+                    let to = &mut dst.token(t)[g - r0..];
                     if live == LANE_ROWS {
                         to[..LANE_ROWS].copy_from_slice(v); // a fixed-size copy, no call
                     } else {
@@ -766,10 +776,9 @@ impl<'a> QMatrix<'a> {
     /// Runs `dot(row, token)` for every row and token, rows in parallel, writing `out[t*rows + r]`.
     fn run_rows(&self, n: usize, out: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
         self.by_row_ranges(n, out, |r0, r1, dst| {
-            let len = r1 - r0;
-            for r in r0..r1 {
-                for t in 0..n {
-                    dst[t * len + (r - r0)] = dot(r, t);
+            for t in 0..n {
+                for (r, o) in (r0..r1).zip(dst.token(t)) {
+                    *o = dot(r, t);
                 }
             }
         });
@@ -792,7 +801,6 @@ impl<'a> QMatrix<'a> {
         let rows = self.rows;
         let token = |t: usize| &acts[t * bpr..][..bpr];
         self.by_row_ranges(n, out, |r0, r1, dst| {
-            let len = r1 - r0;
             let mut t0 = 0;
             let mut padded = Vec::new();
             while t0 < n {
@@ -815,16 +823,18 @@ impl<'a> QMatrix<'a> {
                         // SAFETY: `Tiles` are built only where `cpu::has_avx512_vnni()` holds, the
                         // features the tile functions are compiled for.
                         let v = unsafe { (tiles.wide)(ws, rs, bs, ts) };
-                        for (i, vr) in v.iter().enumerate().take(live) {
-                            for (j, &x) in vr.iter().enumerate() {
-                                dst[(t0 + j) * len + (g - r0) + i] = x;
+                        for j in 0..TILE_TOKENS {
+                            let row = &mut dst.token(t0 + j)[g - r0..];
+                            for (o, vr) in row.iter_mut().zip(&v[..live]) {
+                                *o = vr[j];
                             }
                         }
                     } else {
                         // SAFETY: as above.
                         let v = unsafe { (tiles.narrow)(ws, rs, bs, [token(t0)]) };
-                        for (i, vr) in v.iter().enumerate().take(live) {
-                            dst[t0 * len + (g - r0) + i] = vr[0];
+                        let row = &mut dst.token(t0)[g - r0..];
+                        for (o, vr) in row.iter_mut().zip(&v[..live]) {
+                            *o = vr[0];
                         }
                     }
                 }
@@ -833,45 +843,37 @@ impl<'a> QMatrix<'a> {
         });
     }
 
-    /// Splits the rows into ranges of [`ROWS_PER_TASK`], runs `fill(r0, r1, dst)` for each in
-    /// parallel, where `dst` is the `n × (r1 − r0)` block of results (token-major), and writes
-    /// the blocks into `out` (`n × rows`).
+    /// Splits the rows into ranges of [`ROWS_PER_TASK`] and runs `fill(r0, r1, dst)` for each in
+    /// parallel, where `dst` is the view of `out` (`n × rows`, token-major) holding rows `r0..r1`
+    /// of every token.
     fn by_row_ranges(
         &self,
         n: usize,
         out: &mut [f32],
-        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+        fill: impl Fn(usize, usize, &mut RowsOut) + Sync,
     ) {
         let rows = self.rows;
         if self.serial {
-            return fill(0, rows, out);
+            return fill(0, rows, &mut RowsOut::tokens(out, n));
         }
         if n == 1 {
             out.par_chunks_mut(ROWS_PER_TASK)
                 .enumerate()
                 .for_each(|(ci, chunk)| {
                     let r0 = ci * ROWS_PER_TASK;
-                    fill(r0, r0 + chunk.len(), chunk);
+                    fill(r0, r0 + chunk.len(), &mut RowsOut::whole(chunk));
                 });
             return;
         }
-        // Batched: each task owns a row range and writes a `n × len` tile, scattered afterwards.
-        let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
+        let shared = SharedOut::new(out, n, rows);
+        (0..rows.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
-            .map(|ci| {
+            .for_each(|ci| {
                 let r0 = ci * ROWS_PER_TASK;
                 let r1 = (r0 + ROWS_PER_TASK).min(rows);
-                let mut tile = vec![0f32; n * (r1 - r0)];
-                fill(r0, r1, &mut tile);
-                (r0, tile)
-            })
-            .collect();
-        out.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
-            for (r0, tile) in &tiles {
-                let len = tile.len() / n;
-                out[*r0..r0 + len].copy_from_slice(&tile[t * len..(t + 1) * len]);
-            }
-        });
+                // SAFETY: each task takes its own range `r0..r1`; the ranges are disjoint.
+                fill(r0, r1, &mut unsafe { shared.rows(r0, r1) });
+            });
     }
 }
 
