@@ -1,4 +1,5 @@
-//! AVX-512 VNNI kernels for the lane layout (`lanes`): one group of 16 rows × `T` tokens.
+//! AVX-512 VNNI kernels for the lane layouts (`lanes`, `lanes_k`): one group of 16 rows × `T`
+//! tokens.
 //!
 //! Per group block: the eight code vectors (row `i` in lane `i`, four codes a lane) are unpacked
 //! once for the `T` tokens; per token, eight `vpdpbusd` against the token's four-byte chunks
@@ -7,13 +8,14 @@
 //! the arithmetic of `lanes::reference`, which the tests check bit for bit.
 
 use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
+use super::lanes_k::Q6Kx16;
 use half::f16;
-use shuku_quants::blocks::{BlockQ8_0, BlockQ8_1, QK};
+use shuku_quants::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
 /// Activation codes `4c … 4c + 3` as one 32-bit word in every lane.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn chunk(qs: &[i8; QK], c: usize) -> __m512i {
+fn chunk(qs: &[i8], c: usize) -> __m512i {
     let b = &qs[4 * c..4 * c + 4];
     _mm512_set1_epi32(i32::from_le_bytes([
         b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
@@ -175,12 +177,78 @@ lane_kernel!(
     q8_0, Q8_0x16, BlockQ8_0, q8_0_codes, 128, no_mins, false
 );
 
+/// Q6_K group super-blocks × Q8_K tokens (`lanes_k`): per pair of sub-blocks `p` and `p + 8`
+/// (their codes' low bits share four `ql` vectors), four `vpdpbusd` per sub-block and token from
+/// `−32 · bsum`, then the sub-block's scales multiplied in (`vpmulld`) and summed in integers;
+/// one conversion and fused multiply-add per super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn q6_k<const T: usize>(
+    w: &[Q6Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    let blocks = w.len();
+    let a = a.map(|a| &a[..blocks]);
+    let terms = terms.map(|t| &t[..blocks]);
+    let low = _mm512_set1_epi8(0x0f);
+    let top = _mm512_set1_epi32(0x3030_3030);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, g) in w.iter().enumerate() {
+        let mut sums = [_mm512_setzero_si512(); T];
+        for p in 0..8 {
+            let ql: [__m512i; 4] = std::array::from_fn(|j| load(&g.ql[4 * p + j]));
+            for (s, high) in [(p, false), (p + 8, true)] {
+                // SAFETY: `g.qh[s]` is 16 u32 (64 bytes), one unaligned 512-bit load.
+                let h = unsafe { _mm512_loadu_si512(g.qh[s].as_ptr().cast()) };
+                let tops = [
+                    _mm512_slli_epi32::<4>(h),
+                    _mm512_slli_epi32::<2>(h),
+                    h,
+                    _mm512_srli_epi32::<2>(h),
+                ];
+                let codes: [__m512i; 4] = std::array::from_fn(|j| {
+                    let nib = if high {
+                        _mm512_srli_epi16::<4>(ql[j])
+                    } else {
+                        ql[j]
+                    };
+                    _mm512_or_si512(_mm512_and_si512(nib, low), _mm512_and_si512(tops[j], top))
+                });
+                // SAFETY: `g.scales[s]` is 16 bytes, one unaligned 128-bit load.
+                let sc =
+                    _mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(g.scales[s].as_ptr().cast()) });
+                for t in 0..T {
+                    let qa = &a[t][b].qs[16 * s..16 * (s + 1)];
+                    let mut dot = _mm512_set1_epi32(-32 * i32::from(a[t][b].bsums[s]));
+                    for (j, &code) in codes.iter().enumerate() {
+                        dot = _mm512_dpbusd_epi32(dot, code, chunk(qa, j));
+                    }
+                    sums[t] = _mm512_add_epi32(sums[t], _mm512_mullo_epi32(dot, sc));
+                }
+            }
+        }
+        let dw = widen(&g.d);
+        for t in 0..T {
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(terms[t][b].d));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), scale, acc[t]);
+        }
+    }
+    acc.map(|v| {
+        let mut out = [0f32; LANE_ROWS];
+        // SAFETY: `out` is 16 f32 (64 bytes), one unaligned 512-bit store.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::lanes::{self, gather_rows, LaneCodes, LaneGroup};
     use super::super::test_blocks::{random, with_scales};
     use super::super::{acts, cpu};
     use super::*;
+    use bytemuck::Zeroable;
+    use shuku_quants::blocks::QK;
 
     type Kernel<G, A, const T: usize> =
         unsafe fn(&[G], [&[A]; T], [&[ActTerms]; T]) -> [[f32; LANE_ROWS]; T];
@@ -274,6 +342,49 @@ mod tests {
             &mut out,
         );
         out
+    }
+
+    /// The Q6_K kernel equals its scalar reference bit for bit, for one token and a batch tile, on
+    /// random codes and scales (every bit pattern) under ordinary, tiny and huge super-block scales,
+    /// against real activation blocks (one all zeros).
+    #[test]
+    fn q6_k_equals_the_scalar_reference() {
+        if !cpu::has_avx512_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the scalar reference runs instead)");
+            return;
+        }
+        use super::super::lanes_k::{reference, terms_q8_k};
+        use shuku_quants::blocks::{BlockQ6K, QK_K};
+        let bpr = 3;
+        for (k, d) in [0.01f32, 6.0e-8, 30000.0].into_iter().enumerate() {
+            let mut blocks = random::<BlockQ6K>(16 * bpr, 40 + k as u64);
+            for (i, b) in blocks.iter_mut().enumerate() {
+                b.d = f16::from_f32(d * (1.0 + (i % 7) as f32 / 7.0));
+            }
+            let mut g = vec![Q6Kx16::zeroed(); bpr];
+            gather_rows(&blocks, bpr, &mut g);
+            let acts: Vec<Vec<BlockQ8K>> = (0..8)
+                .map(|t| {
+                    let x = values(bpr * QK_K, 60 + t as u64, t == 1);
+                    x.chunks_exact(QK_K).map(acts::quantize_q8_k).collect()
+                })
+                .collect();
+            let terms: Vec<Vec<ActTerms>> = acts
+                .iter()
+                .map(|r| r.iter().map(terms_q8_k).collect())
+                .collect();
+            let a: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &acts[t][..]);
+            let tm: [&[ActTerms]; 8] = std::array::from_fn(|t| &terms[t][..]);
+            // SAFETY: called only after `cpu::has_avx512_vnni()`.
+            let wide = unsafe { q6_k::<8>(&g, a, tm) };
+            for t in 0..8 {
+                // SAFETY: as above.
+                let one = unsafe { q6_k::<1>(&g, [a[t]], [tm[t]]) }[0];
+                let want = reference(&g, a[t], tm[t]).map(f32::to_bits);
+                assert_eq!(wide[t].map(f32::to_bits), want, "scale {d} token {t}");
+                assert_eq!(one.map(f32::to_bits), want, "scale {d} token {t}");
+            }
+        }
     }
 
     /// Every kernel, for one token and for a batch tile, on random codes (every bit pattern) under

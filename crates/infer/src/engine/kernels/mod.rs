@@ -48,6 +48,7 @@ mod dot_q4;
 mod dot_q5;
 mod dot_q8_0;
 pub mod lanes;
+pub mod lanes_k;
 #[cfg(target_arch = "x86_64")]
 mod lanes_x86;
 mod out;
@@ -115,6 +116,9 @@ struct LaneKernels<G, A> {
 /// A lane kernel over `T` tokens: one group's blocks, the tokens' activations and their terms.
 type LaneFn<G, A, const T: usize> =
     unsafe fn(&[G], [&[A]; T], [&[lanes::ActTerms]; T]) -> [[f32; lanes::LANE_ROWS]; T];
+
+/// The scalar reference a lane kernel equals: one group × one token.
+type LaneReference<G, A> = fn(&[G], &[A], &[lanes::ActTerms]) -> [f32; lanes::LANE_ROWS];
 
 /// `Some(LaneKernels)` of `lanes_x86::$name` where the CPU runs them, else `None`.
 macro_rules! lane_kernels {
@@ -233,8 +237,8 @@ pub enum QActs {
     Q8_0(Vec<BlockQ8_0>, Vec<lanes::ActTerms>),
     /// Q8_1 blocks (for Q4_1 and Q5_1 weights) and their terms for the lane kernels.
     Q8_1(Vec<BlockQ8_1>, Vec<lanes::ActTerms>),
-    /// Q8_K blocks (for the k-quants).
-    Q8K(Vec<BlockQ8K>),
+    /// Q8_K blocks (for the k-quants) and their terms for the lane kernels.
+    Q8K(Vec<BlockQ8K>, Vec<lanes::ActTerms>),
 }
 
 /// Whether the engine has a kernel for `t`.
@@ -492,7 +496,15 @@ impl<'a> QMatrix<'a> {
                 .unzip();
                 QActs::Q8_1(blocks, terms)
             }
-            _ => QActs::Q8K(per_block(x, QK_K, acts::quantize_q8_k)),
+            _ => {
+                let (blocks, terms) = per_block(x, QK_K, |x| {
+                    let b = acts::quantize_q8_k(x);
+                    (b, lanes_k::terms_q8_k(&b))
+                })
+                .into_iter()
+                .unzip();
+                QActs::Q8K(blocks, terms)
+            }
         }
     }
 
@@ -558,6 +570,10 @@ impl<'a> QMatrix<'a> {
             (GgmlType::Q5_1, QActs::Q8_1(a, terms)) if self.layout == Layout::Lanes => {
                 self.run_lanes::<lanes::Q5_1x16, _>(a, terms, n, out, lane_kernels!(q5_1))
             }
+            (GgmlType::Q6_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
+                let k = lane_kernels!(q6_k);
+                self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k::reference)
+            }
             (GgmlType::Q4_0, QActs::Q8_0(a, _)) => self.legacy(
                 a,
                 n,
@@ -593,16 +609,16 @@ impl<'a> QMatrix<'a> {
                 tiles!(tile::q5_1::<TILE_ROWS, 1>, tile::q5_1_wide),
                 dot_q5::vec_dot_q5_1_q8_1,
             ),
-            (GgmlType::Q2_K, QActs::Q8K(a)) => self.k_quant::<BlockQ2K>(a, n, out, None),
-            (GgmlType::Q3_K, QActs::Q8K(a)) => self.k_quant::<BlockQ3K>(a, n, out, None),
-            (GgmlType::Q4_K, QActs::Q8K(a)) => self.k_quant::<BlockQ4K>(
+            (GgmlType::Q2_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ2K>(a, n, out, None),
+            (GgmlType::Q3_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ3K>(a, n, out, None),
+            (GgmlType::Q4_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ4K>(
                 a,
                 n,
                 out,
                 tiles!(tile_k::q4_k::<TILE_ROWS, 1>, tile_k::q4_k_wide),
             ),
-            (GgmlType::Q5_K, QActs::Q8K(a)) => self.k_quant::<BlockQ5K>(a, n, out, None),
-            (GgmlType::Q6_K, QActs::Q8K(a)) => self.k_quant::<BlockQ6K>(
+            (GgmlType::Q5_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ5K>(a, n, out, None),
+            (GgmlType::Q6_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ6K>(
                 a,
                 n,
                 out,
@@ -646,6 +662,7 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q5_0 => row::<lanes::Q5_0x16>(self.bytes, ts, bpr, r),
             GgmlType::Q5_1 => row::<lanes::Q5_1x16>(self.bytes, ts, bpr, r),
             GgmlType::Q8_0 => row::<lanes::Q8_0x16>(self.bytes, ts, bpr, r),
+            GgmlType::Q6_K => row::<lanes_k::Q6Kx16>(self.bytes, ts, self.cols / QK_K, r),
             _ => Vec::new(),
         }
     }
@@ -726,12 +743,28 @@ impl<'a> QMatrix<'a> {
         out: &mut [f32],
         kernels: Option<LaneKernels<G, A>>,
     ) {
+        self.run_lanes_with(acts, terms, QK, n, out, kernels, lanes::reference::<G, A>);
+    }
+
+    /// [`QMatrix::run_lanes`] for any lane layout: `block` values per block, `reference` the
+    /// scalar product the kernels equal (and that runs where they cannot).
+    #[allow(clippy::too_many_arguments)]
+    fn run_lanes_with<G: Pod + Sync, A: Sync>(
+        &self,
+        acts: &[A],
+        terms: &[lanes::ActTerms],
+        block: usize,
+        n: usize,
+        out: &mut [f32],
+        kernels: Option<LaneKernels<G, A>>,
+        reference: LaneReference<G, A>,
+    ) {
         use lanes::{LANE_ROWS, LANE_TOKENS};
         let ts = self.ttype.type_size() as usize;
         let Some(w) = view::<G>(self.bytes, LANE_ROWS * ts) else {
             return out.fill(0.0);
         };
-        let bpr = self.cols / QK;
+        let bpr = self.cols / block;
         let acts_of = |t: usize| &acts[t * bpr..][..bpr];
         let terms_of = |t: usize| &terms[t * bpr..][..bpr];
         self.by_row_ranges(n, out, |r0, r1, dst| {
@@ -748,7 +781,7 @@ impl<'a> QMatrix<'a> {
                 };
                 let Some(k) = &kernels else {
                     for t in 0..n {
-                        put(t, &lanes::reference(wg, acts_of(t), terms_of(t)));
+                        put(t, &reference(wg, acts_of(t), terms_of(t)));
                     }
                     continue;
                 };

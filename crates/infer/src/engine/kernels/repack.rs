@@ -8,10 +8,10 @@
 //! from one that does not (llama.cpp's `--repack` measures the same effect on its own layouts).
 //!
 //! Two layouts:
-//! * Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 go to the lane layout of [`lanes`] (16 rows per group, one row per 32-bit
-//!   lane), whose kernels sum each block exactly in integers for 16 rows at once; their products
-//!   differ from the per-row ones in the last bits (see [`lanes`]).
-//! * The other tiled types (Q4_K, Q6_K) are interleaved by [`TILE_ROWS`] with the
+//! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q6_K go to the lane layouts of [`lanes`] and [`lanes_k`]
+//!   (16 rows per group, one row per 32-bit lane), whose kernels sum each block exactly in integers
+//!   for 16 rows at once; their products differ from the per-row ones in the last bits.
+//! * The other tiled type (Q4_K) is interleaved by [`TILE_ROWS`] with the
 //!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
 //!   the file's bytes bit for bit.
 //!
@@ -19,10 +19,8 @@
 //! size of its rows (rounded up to whole groups), and the caller releases the file pages of a
 //! packed tensor, so the weights are held once.
 
+use super::{cpu, lanes, lanes_k, KernelError, QMatrix, TILE_ROWS};
 use shuku_gguf::GgmlType;
-use shuku_quants::blocks::QK;
-
-use super::{cpu, lanes, KernelError, QMatrix, TILE_ROWS};
 
 /// A matrix's blocks interleaved by groups of [`TILE_ROWS`] rows; a short last group repeats the
 /// last row.
@@ -59,7 +57,12 @@ pub(super) fn has_tiles(t: GgmlType) -> bool {
 pub(super) fn in_lanes(t: GgmlType) -> bool {
     matches!(
         t,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q6_K
     )
 }
 
@@ -80,8 +83,9 @@ impl PackedMatrix {
         let block = m.ttype.type_size() as usize;
         let row_bytes = m.row_bytes();
         if in_lanes(m.ttype) {
-            let bpr = m.cols / QK;
+            let bpr = m.cols / m.ttype.block_size() as usize;
             let groups = match m.ttype {
+                GgmlType::Q6_K => lane_words::<lanes_k::Q6Kx16>(m.bytes, bpr)?,
                 GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
                 GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
                 GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
