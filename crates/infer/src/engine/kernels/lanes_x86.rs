@@ -9,6 +9,7 @@
 
 use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
 use super::lanes_k::Q6Kx16;
+use super::x86::lanes16;
 use half::f16;
 use shuku_quants::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
@@ -126,8 +127,9 @@ macro_rules! lane_kernel {
             terms: [&[ActTerms]; T],
         ) -> [[f32; LANE_ROWS]; T] {
             let blocks = w.len();
-            let a = a.map(|a| &a[..blocks]);
-            let terms = terms.map(|t| &t[..blocks]);
+            for t in 0..T {
+                assert!(a[t].len() >= blocks && terms[t].len() >= blocks);
+            }
             let mut acc = [_mm512_setzero_ps(); T];
             for (b, g) in w.iter().enumerate() {
                 let codes = $codes(g);
@@ -146,12 +148,7 @@ macro_rules! lane_kernel {
                     }
                 }
             }
-            acc.map(|v| {
-                let mut out = [0f32; LANE_ROWS];
-                // SAFETY: `out` is 16 f32 (64 bytes), one unaligned 512-bit store.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
-                out
-            })
+            lanes16(&acc)
         }
     };
 }
@@ -188,8 +185,9 @@ pub fn q6_k<const T: usize>(
     terms: [&[ActTerms]; T],
 ) -> [[f32; LANE_ROWS]; T] {
     let blocks = w.len();
-    let a = a.map(|a| &a[..blocks]);
-    let terms = terms.map(|t| &t[..blocks]);
+    for t in 0..T {
+        assert!(a[t].len() >= blocks && terms[t].len() >= blocks);
+    }
     let low = _mm512_set1_epi8(0x0f);
     let top = _mm512_set1_epi32(0x3030_3030);
     let mut acc = [_mm512_setzero_ps(); T];
@@ -233,12 +231,7 @@ pub fn q6_k<const T: usize>(
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), scale, acc[t]);
         }
     }
-    acc.map(|v| {
-        let mut out = [0f32; LANE_ROWS];
-        // SAFETY: `out` is 16 f32 (64 bytes), one unaligned 512-bit store.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
-        out
-    })
+    lanes16(&acc)
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ pub(crate) mod dot_float;
 mod dot_q4;
 mod dot_q5;
 mod dot_q8_0;
+mod gemm_f16;
 pub mod lanes;
 pub mod lanes_k;
 #[cfg(target_arch = "x86_64")]
@@ -229,8 +230,9 @@ impl Layout {
 pub enum QActs {
     /// For F32 weights.
     F32(Vec<f32>),
-    /// For F16 weights: activations rounded to f16.
-    F16(Vec<f16>),
+    /// For F16 weights: activations rounded to f16, and the same values as f32 (for the batch
+    /// kernels of `gemm_f16`).
+    F16(Vec<f16>, Vec<f32>),
     /// For BF16 weights.
     Bf16(Vec<bf16>),
     /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights) and their terms for the lane kernels.
@@ -476,7 +478,10 @@ impl<'a> QMatrix<'a> {
         debug_assert_eq!(x.len(), n * cols);
         match self.ttype {
             GgmlType::F32 => QActs::F32(x.to_vec()),
-            GgmlType::F16 => QActs::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
+            GgmlType::F16 => {
+                let (h, r) = round_to_f16(x);
+                QActs::F16(h, r)
+            }
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
                 let (blocks, terms) = per_block(x, QK, |x| {
@@ -532,10 +537,14 @@ impl<'a> QMatrix<'a> {
                     dot_float::dot_f32(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
                 })
             }
-            (GgmlType::F16, QActs::F16(a)) => {
+            (GgmlType::F16, QActs::F16(a, rounded)) => {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
+                #[cfg(target_arch = "x86_64")]
+                if n >= gemm_f16::MIN_TOKENS && cpu::has_avx512f() {
+                    return self.run_f16_batch(w, rounded, n, out);
+                }
                 #[cfg(target_arch = "x86_64")]
                 if self.cols.is_multiple_of(32) {
                     let tiles = tiles!(tile_f16::f16::<TILE_ROWS, 1>, tile_f16::f16_wide);
@@ -806,6 +815,52 @@ impl<'a> QMatrix<'a> {
         });
     }
 
+    /// F16 weights (`w`, row-major) × a batch of f16-rounded tokens (as f32) with `gemm_f16`'s AVX-512 kernels:
+    /// the tokens packed by passes of 16 and each group of 16 rows transposed once, then every
+    /// pass, and the last tokens by 4 and 1.
+    #[cfg(target_arch = "x86_64")]
+    fn run_f16_batch(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) {
+        use gemm_f16::{GROUP, TOKENS};
+        let (rows, cols) = (self.rows, self.cols);
+        let token = |t: usize| &acts[t * cols..(t + 1) * cols];
+        let passes = n / TOKENS;
+        let mut packed = vec![0f32; passes * TOKENS * cols];
+        packed
+            .par_chunks_mut(TOKENS * cols)
+            .enumerate()
+            .for_each(|(p, pass)| {
+                gemm_f16::pack_tokens(&acts[p * TOKENS * cols..][..TOKENS * cols], cols, pass)
+            });
+        self.by_row_ranges(n, out, |r0, r1, dst| {
+            let mut group = vec![0f32; cols * GROUP];
+            for g in (r0..r1).step_by(GROUP) {
+                gemm_f16::transpose_group(w, rows, cols, g, &mut group);
+                let live = GROUP.min(r1 - g);
+                let mut put = |t0: usize, v: &[[f32; GROUP]]| {
+                    for (j, v) in v.iter().enumerate() {
+                        dst.token(t0 + j)[g - r0..][..live].copy_from_slice(&v[..live]);
+                    }
+                    t0 + v.len()
+                };
+                for (p, pass) in packed.chunks_exact(TOKENS * cols).enumerate() {
+                    // SAFETY: `run_f16_batch` runs only where `cpu::has_avx512f()` holds, the
+                    // features the kernels are compiled for.
+                    put(p * TOKENS, &unsafe { gemm_f16::tile_packed(&group, pass) });
+                }
+                let mut t0 = passes * TOKENS;
+                while t0 < n {
+                    // SAFETY (both): as above.
+                    t0 = if n - t0 >= 4 {
+                        let ts = std::array::from_fn(|j| token(t0 + j));
+                        put(t0, &unsafe { gemm_f16::tile::<4>(&group, ts) })
+                    } else {
+                        put(t0, &unsafe { gemm_f16::tile::<1>(&group, [token(t0)]) })
+                    };
+                }
+            }
+        });
+    }
+
     /// Runs `dot(row, token)` for every row and token, rows in parallel, writing `out[t*rows + r]`.
     fn run_rows(&self, n: usize, out: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
         self.by_row_ranges(n, out, |r0, r1, dst| {
@@ -922,6 +977,29 @@ fn per_block<T: Sync, B: Send>(x: &[T], len: usize, f: impl Fn(&[T]) -> B + Sync
     } else {
         x.chunks_exact(len).map(f).collect()
     }
+}
+
+/// `x` rounded to f16, and the rounded values back as f32; in parallel for large inputs, with
+/// `half`'s vectorised slice conversions.
+fn round_to_f16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
+    use half::slice::HalfFloatSliceExt;
+    let mut h = vec![f16::ZERO; x.len()];
+    let mut r = vec![0f32; x.len()];
+    let convert = |(x, (h, r)): (&[f32], (&mut [f16], &mut [f32]))| {
+        h.convert_from_f32_slice(x);
+        h.convert_to_f32_slice(r);
+    };
+    if x.len() >= PARALLEL_ITEMS {
+        x.par_chunks(PARALLEL_ITEMS)
+            .zip(
+                h.par_chunks_mut(PARALLEL_ITEMS)
+                    .zip(r.par_chunks_mut(PARALLEL_ITEMS)),
+            )
+            .for_each(convert);
+    } else {
+        convert((x, (&mut h, &mut r)));
+    }
+    (h, r)
 }
 
 /// Several matrix × one-token products in one parallel loop: `out_j = W_j · x` for each job

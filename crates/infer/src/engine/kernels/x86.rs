@@ -39,3 +39,15 @@ pub fn hsum8_tile<const R: usize, const T: usize>(acc: [[__m256; T]; R]) -> [[f3
     }
     out
 }
+
+/// Each 512-bit accumulator's 16 lanes, in a plain loop (`array::map` with a closure is not
+/// always inlined into the kernels, and then passes every vector through memory).
+#[target_feature(enable = "avx512f")]
+pub fn lanes16<const T: usize>(acc: &[__m512; T]) -> [[f32; 16]; T] {
+    let mut out = [[0f32; 16]; T];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: `o` is 16 f32 (64 bytes), one unaligned 512-bit store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *v) };
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! F16 weights × a batch of tokens: each group of [`GROUP`] rows is widened to f32 and transposed
+//! once per product (one column's 16 values side by side), then passes of `T` tokens keep one
+//! 512-bit accumulator per token holding the group's 16 rows.
+//!
+//! Why: the F16 tiles of `tile_f16` keep llama.cpp's per-row order (two 512-bit accumulators per
+//! (row, token) pair and a reduction across lanes at the end), so a tile of 4 rows × 8 tokens needs
+//! 64 accumulators, twice the registers there are, and converts every weight chunk again for each
+//! token pair. Here a column of the group is one load and each (column, token) one fused
+//! multiply-add with the token's value broadcast from memory: the loop runs at the multiply-add
+//! rate, and the conversion and transposition cost one pass over the weights per product.
+//!
+//! The arithmetic, which [`reference`] computes and the tests check bit for bit: per (row, token) a
+//! sequential chain of fused multiply-adds over the columns, of the weights and the f16-rounded
+//! activations, from 0. (llama.cpp's batched F16 products, tinyBLAS, use yet another order.)
+//! Decoding keeps the per-row product.
+
+use half::f16;
+
+/// Rows of one group: the 16 lanes of a 512-bit vector.
+pub const GROUP: usize = 16;
+
+/// Batches below this many tokens keep the per-row tiles (the transposition would not pay).
+pub const MIN_TOKENS: usize = 8;
+
+/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
+/// the last row), transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`.
+pub fn transpose_group(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), cols * GROUP);
+    for i in 0..GROUP {
+        let r = (r0 + i).min(rows - 1);
+        for (k, &x) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[k * GROUP + i] = x.to_f32();
+        }
+    }
+}
+
+/// The scalar reference the kernel is tested against: row `i` of a transposed group (`w`:
+/// `cols × 16`) times one token `a`.
+#[cfg(test)]
+pub fn reference(w: &[f32], i: usize, a: &[f32]) -> f32 {
+    w.chunks_exact(GROUP)
+        .zip(a)
+        .fold(0f32, |acc, (col, &x)| col[i].mul_add(x, acc))
+}
+
+/// Tokens of a packed pass ([`pack_tokens`], [`tile_packed`]).
+pub const TOKENS: usize = 16;
+
+/// The first `n / 16 · 16` tokens of `a` (`n × cols`, token-major) packed by passes of
+/// [`TOKENS`], column-major within a pass: `out[(p · cols + k) · 16 + t] = a[16p + t][k]`, so a
+/// pass reads one forward stream, 16 tokens' values of a column side by side.
+pub fn pack_tokens(a: &[f32], cols: usize, out: &mut [f32]) {
+    for (p, pass) in out.chunks_exact_mut(cols * TOKENS).enumerate() {
+        for (t, row) in a[p * TOKENS * cols..][..TOKENS * cols]
+            .chunks_exact(cols)
+            .enumerate()
+        {
+            for (k, &x) in row.iter().enumerate() {
+                pass[k * TOKENS + t] = x;
+            }
+        }
+    }
+}
+
+/// The group's 16 rows × one packed pass of 16 tokens (`a`: `cols × 16`) with AVX-512 F: the
+/// arithmetic of [`reference`], each token's value broadcast from the pass's stream.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub fn tile_packed(w: &[f32], a: &[f32]) -> [[f32; GROUP]; TOKENS] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); TOKENS];
+    for (col, at) in w.chunks_exact(GROUP).zip(a.chunks_exact(TOKENS)) {
+        // SAFETY: `col` is 16 f32, one unaligned 512-bit load.
+        let wv = unsafe { _mm512_loadu_ps(col.as_ptr()) };
+        for (acc, &x) in acc.iter_mut().zip(at) {
+            *acc = _mm512_fmadd_ps(wv, _mm512_set1_ps(x), *acc);
+        }
+    }
+    super::x86::lanes16(&acc)
+}
+
+/// The group's 16 rows × `T` tokens with AVX-512 F: the arithmetic of [`reference`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub fn tile<const T: usize>(w: &[f32], a: [&[f32]; T]) -> [[f32; GROUP]; T] {
+    use std::arch::x86_64::*;
+    let cols = w.len() / GROUP;
+    for a in &a {
+        assert!(a.len() >= cols);
+    }
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (k, col) in w.chunks_exact(GROUP).enumerate() {
+        // SAFETY: `col` is 16 f32, one unaligned 512-bit load.
+        let wv = unsafe { _mm512_loadu_ps(col.as_ptr()) };
+        for (acc, a) in acc.iter_mut().zip(&a) {
+            *acc = _mm512_fmadd_ps(wv, _mm512_set1_ps(a[k]), *acc);
+        }
+    }
+    super::x86::lanes16(&acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels equal the scalar reference bit for bit for a packed pass and for 16, 4 and 1
+    /// tokens, on a short last group and on values of every magnitude f16 holds.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tile_equals_the_scalar_reference() {
+        if !super::super::cpu::has_avx512f() {
+            eprintln!("skipped: this CPU has no AVX-512 F (the per-row products run instead)");
+            return;
+        }
+        let val = |i: usize| f16::from_f32(((i * 7919 % 2003) as f32 - 1001.0) * 60.0).to_f32();
+        let (rows, cols) = (21, 70);
+        let w: Vec<f16> = (0..rows * cols)
+            .map(|i| f16::from_f32(val(i) / 1e4))
+            .collect();
+        let a: Vec<f32> = (0..16 * cols).map(|i| val(i + 5)).collect();
+        let tokens: [&[f32]; 16] = std::array::from_fn(|t| &a[t * cols..(t + 1) * cols]);
+        for r0 in [0, 16] {
+            let mut g = vec![0f32; cols * GROUP];
+            transpose_group(&w, rows, cols, r0, &mut g);
+            // SAFETY: the CPU has AVX-512 F (checked above).
+            let wide = unsafe { tile::<16>(&g, tokens) };
+            let mut packed = vec![0f32; 16 * cols];
+            pack_tokens(&a, cols, &mut packed);
+            // SAFETY: as above.
+            let pass = unsafe { tile_packed(&g, &packed) };
+            assert_eq!(
+                pass.map(|r| r.map(f32::to_bits)),
+                wide.map(|r| r.map(f32::to_bits))
+            );
+            // SAFETY: as above.
+            let four = unsafe { tile::<4>(&g, [tokens[3], tokens[4], tokens[5], tokens[6]]) };
+            for t in 0..16 {
+                // SAFETY: as above.
+                let one = unsafe { tile::<1>(&g, [tokens[t]]) }[0];
+                for i in 0..GROUP {
+                    let want = reference(&g, i, tokens[t]).to_bits();
+                    assert_eq!(wide[t][i].to_bits(), want, "rows {r0}+{i}, token {t}");
+                    assert_eq!(one[i].to_bits(), want, "rows {r0}+{i}, token {t}");
+                    if (3..7).contains(&t) {
+                        assert_eq!(four[t - 3][i].to_bits(), want);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transposition reads every row's values, repeating the last row in a short group.
+    #[test]
+    fn transpose_reads_each_row() {
+        let (rows, cols) = (18, 3);
+        let w: Vec<f16> = (0..rows * cols).map(|i| f16::from_f32(i as f32)).collect();
+        let mut g = vec![0f32; cols * GROUP];
+        transpose_group(&w, rows, cols, 16, &mut g);
+        for k in 0..cols {
+            for i in 0..GROUP {
+                let r = (16 + i).min(rows - 1);
+                assert_eq!(g[k * GROUP + i], (r * cols + k) as f32);
+            }
+        }
+    }
+}
