@@ -54,6 +54,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command allocates its working memory afresh per step or forward pass: keep what it frees.
+    shuku_model::threads::keep_freed_memory();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),

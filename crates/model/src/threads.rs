@@ -35,10 +35,14 @@ pub fn init(threads: Option<usize>) -> bool {
     builder.build_global().is_ok()
 }
 
-/// glibc: never trim the heap's top below 4 GiB of slack, grow it 256 MiB at a time, and map blocks
-/// separately only from 32 MiB (the largest threshold glibc accepts; fixed, so it no longer adapts).
+/// With glibc, keeps the memory the process frees for its next allocations: never trim the heap's top
+/// below 4 GiB of slack, grow it 256 MiB at a time, and map blocks separately only from 32 MiB (the
+/// largest threshold glibc accepts; fixed, so it no longer adapts). Pages are committed only when
+/// touched, so the resident size is the high-water mark of what was in use. [`init`] calls it; an
+/// inference process (whose every forward pass allocates its activations afresh) calls it alone.
+/// Does nothing with other C libraries.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
+pub fn keep_freed_memory() {
     const SETTINGS: [(libc::c_int, libc::c_int); 3] = [
         (libc::M_TRIM_THRESHOLD, i32::MAX),
         (libc::M_TOP_PAD, 256 << 20),
@@ -54,5 +58,6 @@ fn keep_freed_memory() {
     }
 }
 
+/// See the glibc version: other C libraries keep their defaults.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
+pub fn keep_freed_memory() {}
