@@ -25,11 +25,14 @@ pub const MIN_TOKENS: usize = 8;
 /// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
 /// the last row), transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`.
 pub fn transpose_group(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
     debug_assert_eq!(out.len(), cols * GROUP);
+    let mut row = vec![0f32; cols];
     for i in 0..GROUP {
         let r = (r0 + i).min(rows - 1);
-        for (k, &x) in w[r * cols..(r + 1) * cols].iter().enumerate() {
-            out[k * GROUP + i] = x.to_f32();
+        w[r * cols..(r + 1) * cols].convert_to_f32_slice(&mut row);
+        for (k, &x) in row.iter().enumerate() {
+            out[k * GROUP + i] = x;
         }
     }
 }
