@@ -2,11 +2,13 @@
 //! scalar reference product against Q8_K.
 //!
 //! A group super-block holds the 16 rows' `d`, then their 256 six-bit codes as 64 chunks of four
-//! values (chunk `c` is values `4c … 4c + 3`, sub-block `c / 4`): the low four bits in
-//! `ql[c % 32]` (low nibbles for `c < 32`, high nibbles for the rest), the top two bits in
-//! `qh[c / 4]` with bits reordered so that one shift and a mask with `0x30303030` put chunk `c`'s
+//! values (chunk `c` is values `4c … 4c + 3`, sub-block `c / 4`): the low four bits in the vector
+//! `ql(c % 32)` (low nibbles for `c < 32`, high nibbles for the rest), the top two bits in
+//! `qh(c / 4)` with bits reordered so that one shift and a mask with `0x30303030` put chunk `c`'s
 //! at bits 4–5 of its four bytes ([`spread_top_bits`]), and the sixteen sub-block scales of the 16
-//! rows (`scales[k][i]`). Same size as the 16 blocks.
+//! rows (`scales(k)[i]`). They are stored by pairs of sub-blocks `p` and `p + 8`, which share
+//! their `ql` vectors, in the order the kernel reads them, so a product reads one forward stream.
+//! Same size as the 16 blocks.
 //!
 //! The arithmetic, which the SIMD kernel follows exactly and the tests check bit for bit: per
 //! (row, token) and super-block the exact integer `Σ_k sc_k · (Σ_{j ∈ k} q_j · a_j − 32 · bsum_k)`,
@@ -27,13 +29,36 @@ const SUBS: usize = QK_K / 16;
 pub struct Q6Kx16 {
     /// Each row's super-block scale.
     pub d: [f16; LANE_ROWS],
-    /// `qh[w][i]`: row `i`'s top bits of chunks `4w … 4w + 3`, in [`spread_top_bits`] order.
-    pub qh: [[u32; LANE_ROWS]; SUBS],
-    /// `ql[v][4i + k]`: row `i`'s low four bits of value `4v + k` (low nibble) and of value
-    /// `128 + 4v + k` (high nibble).
-    pub ql: [[u8; 4 * LANE_ROWS]; QK_K / 8],
-    /// `scales[k][i]`: row `i`'s scale of sub-block `k`.
-    pub scales: [[i8; LANE_ROWS]; SUBS],
+    /// Sub-blocks `p` and `p + 8`, for `p` in 0…8.
+    pub pairs: [Q6KPair; SUBS / 2],
+}
+
+/// Sub-blocks `p` and `p + 8` of a [`Q6Kx16`].
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct Q6KPair {
+    /// `ql[j][4i + k]`: row `i`'s low four bits of value `16p + 4j + k` (low nibble) and of value
+    /// `128 + 16p + 4j + k` (high nibble).
+    pub ql: [[u8; 4 * LANE_ROWS]; 4],
+    /// `qh[h][i]`: row `i`'s top bits of sub-block `p + 8h`, in [`spread_top_bits`] order.
+    pub qh: [[u32; LANE_ROWS]; 2],
+    /// `scales[h][i]`: row `i`'s scale of sub-block `p + 8h`.
+    pub scales: [[i8; LANE_ROWS]; 2],
+}
+
+impl Q6Kx16 {
+    /// Low-bit vector `v` (0…32): chunk `v` in the low nibbles, chunk `v + 32` in the high ones.
+    pub fn ql(&self, v: usize) -> &[u8; 4 * LANE_ROWS] {
+        &self.pairs[v / 4].ql[v % 4]
+    }
+    /// Top-bit words of sub-block `k` (chunks `4k … 4k + 3`).
+    pub fn qh(&self, k: usize) -> &[u32; LANE_ROWS] {
+        &self.pairs[k % 8].qh[k / 8]
+    }
+    /// Scales of sub-block `k`.
+    pub fn scales(&self, k: usize) -> &[i8; LANE_ROWS] {
+        &self.pairs[k % 8].scales[k / 8]
+    }
 }
 
 /// A Q6_K block's 256 codes (0…63) in value order, as ggml's `dequantize_row_q6_K` reads them.
@@ -90,22 +115,27 @@ impl LaneGroup for Q6Kx16 {
     type Block = BlockQ6K;
     fn gather(rows: &[BlockQ6K; LANE_ROWS]) -> Self {
         let q: [[u8; QK_K]; LANE_ROWS] = std::array::from_fn(|i| codes(&rows[i]));
+        let qh = |k: usize| -> [u32; LANE_ROWS] {
+            std::array::from_fn(|i| {
+                spread_top_bits(std::array::from_fn(|j| {
+                    std::array::from_fn(|b| q[i][4 * (4 * k + j) + b] >> 4)
+                }))
+            })
+        };
+        let ql = |v: usize| -> [u8; 4 * LANE_ROWS] {
+            std::array::from_fn(|b| {
+                let (i, k) = (b / 4, b % 4);
+                (q[i][4 * v + k] & 15) | (q[i][128 + 4 * v + k] & 15) << 4
+            })
+        };
+        let scales = |k: usize| -> [i8; LANE_ROWS] { std::array::from_fn(|i| rows[i].scales[k]) };
         Q6Kx16 {
             d: rows.map(|r| r.d),
-            qh: std::array::from_fn(|w| {
-                std::array::from_fn(|i| {
-                    spread_top_bits(std::array::from_fn(|j| {
-                        std::array::from_fn(|k| q[i][4 * (4 * w + j) + k] >> 4)
-                    }))
-                })
+            pairs: std::array::from_fn(|p| Q6KPair {
+                ql: std::array::from_fn(|j| ql(4 * p + j)),
+                qh: [qh(p), qh(p + 8)],
+                scales: [scales(p), scales(p + 8)],
             }),
-            ql: std::array::from_fn(|v| {
-                std::array::from_fn(|b| {
-                    let (i, k) = (b / 4, b % 4);
-                    (q[i][4 * v + k] & 15) | (q[i][128 + 4 * v + k] & 15) << 4
-                })
-            }),
-            scales: std::array::from_fn(|k| std::array::from_fn(|i| rows[i].scales[k])),
         }
     }
     fn block(&self, i: usize) -> BlockQ6K {
@@ -114,7 +144,7 @@ impl LaneGroup for Q6Kx16 {
         BlockQ6K {
             ql,
             qh,
-            scales: std::array::from_fn(|k| self.scales[k][i]),
+            scales: std::array::from_fn(|k| self.scales(k)[i]),
             d: self.d[i],
         }
     }
@@ -125,9 +155,9 @@ impl Q6Kx16 {
     fn codes(&self, i: usize) -> [u8; QK_K] {
         std::array::from_fn(|v| {
             let (c, k) = (v / 4, v % 4);
-            let byte = self.ql[c % 32][4 * i + k];
+            let byte = self.ql(c % 32)[4 * i + k];
             let low = if c < 32 { byte & 15 } else { byte >> 4 };
-            low | gather_top_bits(self.qh[c / 4][i])[c % 4][k] << 4
+            low | gather_top_bits(self.qh(c / 4)[i])[c % 4][k] << 4
         })
     }
 }
@@ -153,7 +183,7 @@ pub fn reference(w: &[Q6Kx16], a: &[BlockQ8K], terms: &[ActTerms]) -> [f32; LANE
                 let dot: i32 = (16 * k..16 * (k + 1))
                     .map(|v| i32::from(q[v]) * i32::from(a.qs[v]))
                     .sum();
-                sum += i32::from(g.scales[k][i]) * (dot - 32 * i32::from(a.bsums[k]));
+                sum += i32::from(g.scales(k)[i]) * (dot - 32 * i32::from(a.bsums[k]));
             }
             acc = (sum as f32).mul_add(g.d[i].to_f32() * t.d, acc);
         }

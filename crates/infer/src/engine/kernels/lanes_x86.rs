@@ -193,11 +193,12 @@ pub fn q6_k<const T: usize>(
     let mut acc = [_mm512_setzero_ps(); T];
     for (b, g) in w.iter().enumerate() {
         let mut sums = [_mm512_setzero_si512(); T];
-        for p in 0..8 {
-            let ql: [__m512i; 4] = std::array::from_fn(|j| load(&g.ql[4 * p + j]));
-            for (s, high) in [(p, false), (p + 8, true)] {
-                // SAFETY: `g.qh[s]` is 16 u32 (64 bytes), one unaligned 512-bit load.
-                let h = unsafe { _mm512_loadu_si512(g.qh[s].as_ptr().cast()) };
+        for (p, pair) in g.pairs.iter().enumerate() {
+            let ql: [__m512i; 4] = std::array::from_fn(|j| load(&pair.ql[j]));
+            for (half, s) in [p, p + 8].into_iter().enumerate() {
+                let high = half == 1;
+                // SAFETY: `pair.qh[half]` is 16 u32 (64 bytes), one unaligned 512-bit load.
+                let h = unsafe { _mm512_loadu_si512(pair.qh[half].as_ptr().cast()) };
                 let tops = [
                     _mm512_slli_epi32::<4>(h),
                     _mm512_slli_epi32::<2>(h),
@@ -212,9 +213,10 @@ pub fn q6_k<const T: usize>(
                     };
                     _mm512_or_si512(_mm512_and_si512(nib, low), _mm512_and_si512(tops[j], top))
                 });
-                // SAFETY: `g.scales[s]` is 16 bytes, one unaligned 128-bit load.
-                let sc =
-                    _mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(g.scales[s].as_ptr().cast()) });
+                // SAFETY: `pair.scales[half]` is 16 bytes, one unaligned 128-bit load.
+                let sc = _mm512_cvtepi8_epi32(unsafe {
+                    _mm_loadu_si128(pair.scales[half].as_ptr().cast())
+                });
                 for t in 0..T {
                     let qa = &a[t][b].qs[16 * s..16 * (s + 1)];
                     let mut dot = _mm512_set1_epi32(-32 * i32::from(a[t][b].bsums[s]));
