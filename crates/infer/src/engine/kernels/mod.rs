@@ -47,6 +47,7 @@ pub(crate) mod dot_float;
 mod dot_q4;
 mod dot_q5;
 mod dot_q8_0;
+#[cfg(target_arch = "x86_64")]
 mod gemm_f16;
 pub mod lanes;
 pub mod lanes_k;
@@ -541,9 +542,8 @@ impl<'a> QMatrix<'a> {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
-                #[cfg(target_arch = "x86_64")]
-                if n >= gemm_f16::MIN_TOKENS && cpu::has_avx512f() {
-                    return self.run_f16_batch(w, rounded, n, out);
+                if self.run_f16_batch(w, rounded, n, out) {
+                    return;
                 }
                 #[cfg(target_arch = "x86_64")]
                 if self.cols.is_multiple_of(32) {
@@ -818,9 +818,15 @@ impl<'a> QMatrix<'a> {
     /// F16 weights (`w`, row-major) × a batch of f16-rounded tokens (as f32) with `gemm_f16`'s AVX-512 kernels:
     /// the tokens packed by passes of 16 and each group of 16 rows transposed once, then every
     /// pass, and the last tokens by 4 and 1.
+    ///
+    /// Returns `false`, computing nothing, for batches of fewer than `gemm_f16::MIN_TOKENS` tokens
+    /// and where the CPU has no AVX-512 F.
     #[cfg(target_arch = "x86_64")]
-    fn run_f16_batch(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) {
+    fn run_f16_batch(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) -> bool {
         use gemm_f16::{GROUP, TOKENS};
+        if n < gemm_f16::MIN_TOKENS || !cpu::has_avx512f() {
+            return false;
+        }
         let (rows, cols) = (self.rows, self.cols);
         let token = |t: usize| &acts[t * cols..(t + 1) * cols];
         let passes = n / TOKENS;
@@ -859,6 +865,13 @@ impl<'a> QMatrix<'a> {
                 }
             }
         });
+        true
+    }
+
+    /// The F16 batch kernels are x86-64's: elsewhere the per-row products run.
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_f16_batch(&self, _: &[f16], _: &[f32], _: usize, _: &mut [f32]) -> bool {
+        false
     }
 
     /// Runs `dot(row, token)` for every row and token, rows in parallel, writing `out[t*rows + r]`.
