@@ -272,40 +272,24 @@ mod tests {
         }
     }
 
-    /// Real activation blocks of `tokens` rows of `bpr` blocks (quantized from seeded values,
-    /// one row all zeros), and their terms.
-    fn tokens_q8_0(
-        tokens: usize,
+    /// Real activation blocks of 8 tokens of `bpr` blocks of `len` values (quantized from seeded
+    /// values by `quantize`, token 1 all zeros), and their terms.
+    fn tokens<B>(
         bpr: usize,
+        len: usize,
         seed: u64,
-    ) -> (Vec<Vec<BlockQ8_0>>, Vec<Vec<ActTerms>>) {
-        let blocks: Vec<Vec<BlockQ8_0>> = (0..tokens)
+        quantize: fn(&[f32]) -> B,
+        terms: fn(&B) -> ActTerms,
+    ) -> (Vec<Vec<B>>, Vec<Vec<ActTerms>>) {
+        let blocks: Vec<Vec<B>> = (0..8)
             .map(|t| {
-                let x = values(bpr * QK, seed + t as u64, t == 1);
-                x.chunks_exact(QK).map(acts::quantize_q8_0).collect()
+                let x = values(bpr * len, seed + t as u64, t == 1);
+                x.chunks_exact(len).map(quantize).collect()
             })
             .collect();
         let terms = blocks
             .iter()
-            .map(|r| r.iter().map(lanes::terms_q8_0).collect())
-            .collect();
-        (blocks, terms)
-    }
-
-    fn tokens_q8_1(
-        tokens: usize,
-        bpr: usize,
-        seed: u64,
-    ) -> (Vec<Vec<BlockQ8_1>>, Vec<Vec<ActTerms>>) {
-        let blocks: Vec<Vec<BlockQ8_1>> = (0..tokens)
-            .map(|t| {
-                let x = values(bpr * QK, seed + t as u64, t == 1);
-                x.chunks_exact(QK).map(acts::quantize_q8_1).collect()
-            })
-            .collect();
-        let terms = blocks
-            .iter()
-            .map(|r| r.iter().map(lanes::terms_q8_1).collect())
+            .map(|r| r.iter().map(terms).collect())
             .collect();
         (blocks, terms)
     }
@@ -358,16 +342,7 @@ mod tests {
             }
             let mut g = vec![Q6Kx16::zeroed(); bpr];
             gather_rows(&blocks, bpr, &mut g);
-            let acts: Vec<Vec<BlockQ8K>> = (0..8)
-                .map(|t| {
-                    let x = values(bpr * QK_K, 60 + t as u64, t == 1);
-                    x.chunks_exact(QK_K).map(acts::quantize_q8_k).collect()
-                })
-                .collect();
-            let terms: Vec<Vec<ActTerms>> = acts
-                .iter()
-                .map(|r| r.iter().map(terms_q8_k).collect())
-                .collect();
+            let (acts, terms) = tokens(bpr, QK_K, 60, acts::quantize_q8_k, terms_q8_k);
             let a: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &acts[t][..]);
             let tm: [&[ActTerms]; 8] = std::array::from_fn(|t| &terms[t][..]);
             // SAFETY: called only after `cpu::has_avx512_vnni()`.
@@ -396,8 +371,8 @@ mod tests {
             .enumerate()
         {
             let seed = 100 + k as u64;
-            let (a0, t0) = tokens_q8_0(8, bpr, seed);
-            let (a1, t1) = tokens_q8_1(8, bpr, seed);
+            let (a0, t0) = tokens(bpr, QK, seed, acts::quantize_q8_0, lanes::terms_q8_0);
+            let (a1, t1) = tokens(bpr, QK, seed, acts::quantize_q8_1, lanes::terms_q8_1);
             let g = groups::<Q4_0x16>(16, bpr, seed, &scales[..1]);
             check::<_, _, 1>(&g, &a0, &t0, q4_0::<1>, "Q4_0");
             check::<_, _, 8>(&g, &a0, &t0, q4_0::<8>, "Q4_0");

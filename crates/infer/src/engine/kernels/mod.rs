@@ -485,30 +485,18 @@ impl<'a> QMatrix<'a> {
             }
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-                let (blocks, terms) = per_block(x, QK, |x| {
-                    let b = acts::quantize_q8_0(x);
-                    (b, lanes::terms_q8_0(&b))
-                })
-                .into_iter()
-                .unzip();
+                let (blocks, terms) =
+                    quantize_blocks(x, QK, acts::quantize_q8_0, lanes::terms_q8_0);
                 QActs::Q8_0(blocks, terms)
             }
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                let (blocks, terms) = per_block(x, QK, |x| {
-                    let b = acts::quantize_q8_1(x);
-                    (b, lanes::terms_q8_1(&b))
-                })
-                .into_iter()
-                .unzip();
+                let (blocks, terms) =
+                    quantize_blocks(x, QK, acts::quantize_q8_1, lanes::terms_q8_1);
                 QActs::Q8_1(blocks, terms)
             }
             _ => {
-                let (blocks, terms) = per_block(x, QK_K, |x| {
-                    let b = acts::quantize_q8_k(x);
-                    (b, lanes_k::terms_q8_k(&b))
-                })
-                .into_iter()
-                .unzip();
+                let (blocks, terms) =
+                    quantize_blocks(x, QK_K, acts::quantize_q8_k, lanes_k::terms_q8_k);
                 QActs::Q8K(blocks, terms)
             }
         }
@@ -990,6 +978,23 @@ fn per_block<T: Sync, B: Send>(x: &[T], len: usize, f: impl Fn(&[T]) -> B + Sync
     } else {
         x.chunks_exact(len).map(f).collect()
     }
+}
+
+/// `x` quantized by blocks of `len` values with `quantize`, and each block's terms for the lane
+/// kernels, in one pass (in parallel for large inputs).
+fn quantize_blocks<B: Send>(
+    x: &[f32],
+    len: usize,
+    quantize: fn(&[f32]) -> B,
+    terms: fn(&B) -> lanes::ActTerms,
+) -> (Vec<B>, Vec<lanes::ActTerms>) {
+    per_block(x, len, |x| {
+        let b = quantize(x);
+        let t = terms(&b);
+        (b, t)
+    })
+    .into_iter()
+    .unzip()
 }
 
 /// `x` rounded to f16, and the rounded values back as f32; in parallel for large inputs, with

@@ -39,18 +39,9 @@ pub fn packs(t: GgmlType) -> bool {
     cpu::has_avx512_vnni() && has_tiles(t)
 }
 
-/// The types the tiles read.
+/// The types the tiles or the lane kernels read.
 pub(super) fn has_tiles(t: GgmlType) -> bool {
-    matches!(
-        t,
-        GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q4_K
-            | GgmlType::Q6_K
-    )
+    in_lanes(t) || t == GgmlType::Q4_K
 }
 
 /// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].
