@@ -7,6 +7,7 @@
 #   - tiny random models of every family by HF transformers, and llama.cpp's converter on them
 #     (scripts/hf-reference.sh)
 #   - ONNX Runtime, onnxruntime-genai and mlx-lm for the exports (scripts/export-venv.sh)
+#   - qemu-user and an AArch64 C toolchain (Debian packages), for the engine's NEON kernel tests
 # Assets are cached in $SHUKU_ASSETS (default ~/.cache/shuku-assets) and $LLAMACPP_HOME
 # (default ~/.cache/shuku-llamacpp); both scripts are idempotent.
 set -euo pipefail
@@ -59,3 +60,15 @@ echo "==> conformance against llama.cpp, gguf-py, transformers, the OpenAI clien
 # memory_speed compares peak RSS with llama-simple's, read by GNU time.
 [ -x /usr/bin/time ] || { apt-get update -q && apt-get install -y -q time; } >/dev/null
 cargo test --workspace -- --ignored --test-threads 1 --nocapture --skip encode_5mb
+
+# The engine's NEON kernels (AArch64, the edge's most common CPU): its unit tests built for
+# aarch64-unknown-linux-gnu and run under qemu-user, so the NEON paths are run, not only compiled.
+echo "==> the engine's kernels on AArch64 (NEON), under qemu-user"
+if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  { apt-get update -q && apt-get install -y -q qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross; } >/dev/null
+fi
+rustup target add aarch64-unknown-linux-gnu >/dev/null
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc RUSTFLAGS="-D warnings" \
+  cargo test --target aarch64-unknown-linux-gnu -p shuku-infer --lib

@@ -634,6 +634,7 @@ mod tests {
                     }
                 }
             }
+            #[cfg(target_arch = "x86_64")]
             for h in 0..n_head {
                 let mut plain = vec![0f32; n * hd];
                 tiled_head::<false>(&cache, &q, pos0, s, h, n, &mut plain);

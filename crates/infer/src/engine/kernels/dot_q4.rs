@@ -26,10 +26,16 @@ pub fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
             return unsafe { avx2::vec_dot_q4_0(w, a) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::vec_dot_q4_0(w, a)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     vec_dot_q4_0_scalar(w, a)
 }
 
 /// The scalar reference of [`vec_dot_q4_0_q8_0`], block by block, summed in order.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // there, the NEON path's test reference
 pub fn vec_dot_q4_0_scalar(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (wb, ab) in w.iter().zip(a) {
@@ -55,10 +61,16 @@ pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
             return unsafe { avx2::vec_dot(w, a) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::vec_dot_q4_1(w, a)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     vec_dot_scalar(w, a)
 }
 
 /// The scalar reference: the same arithmetic, block by block, summed in order.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // there, the NEON path's test reference
 pub fn vec_dot_scalar(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     let mut offsets = 0f32;

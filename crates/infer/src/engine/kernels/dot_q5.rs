@@ -36,6 +36,11 @@ pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
             return unsafe { avx2::vec_dot_q5_0(w, a) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::vec_dot_q5_0(w, a)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     vec_dot_q5_0_scalar(w, a)
 }
 
@@ -49,10 +54,16 @@ pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
             return unsafe { avx2::vec_dot_q5_1(w, a) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::vec_dot_q5_1(w, a)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     vec_dot_q5_1_scalar(w, a)
 }
 
 /// The scalar reference for Q5_0 · Q8_0: the same arithmetic, block by block, summed in order.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // there, the NEON path's test reference
 pub fn vec_dot_q5_0_scalar(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (wb, ab) in w.iter().zip(a) {
@@ -65,6 +76,7 @@ pub fn vec_dot_q5_0_scalar(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
 }
 
 /// The scalar reference for Q5_1 · Q8_1: the same arithmetic, block by block, summed in order.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // there, the NEON path's test reference
 pub fn vec_dot_q5_1_scalar(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     let mut offsets = 0f32;

@@ -21,10 +21,16 @@ pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
             return unsafe { avx2::vec_dot(w, a) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::neon::vec_dot_q8_0(w, a)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     vec_dot_scalar(w, a)
 }
 
 /// The scalar reference: the same arithmetic, block by block, summed in order.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // there, the NEON path's test reference
 pub fn vec_dot_scalar(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (wb, ab) in w.iter().zip(a) {

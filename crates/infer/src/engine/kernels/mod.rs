@@ -3,11 +3,12 @@
 //! One file per concern, as candle's `quantized` module: this one holds [`QMatrix`] (the weight
 //! matrix over the mapped bytes, its activation quantizers and the matmul dispatch), and the
 //! submodules hold the dot products written here, each with an AVX2 path beside the scalar
-//! reference it is tested against (`dot_q4`, `dot_q5`, `dot_q8_0`, `dot_float`), the AVX2 pieces
+//! reference it is tested against (`dot_q4`, `dot_q5`, `dot_q8_0`, `dot_float`; on AArch64 the
+//! block products take `neon`'s paths), the AVX2 pieces
 //! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). Where the CPU has
 //! AVX-512 VNNI, matrices are packed at load ([`repack`]) for the tiled products (`tile`,
-//! `tile_k`, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, for the lane kernels ([`lanes`],
-//! `lanes_x86`).
+//! `tile_k`, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q6_K, for the lane kernels
+//! ([`lanes`], [`lanes_k`], `lanes_x86`).
 //!
 //! The block layouts are `shuku_quants`' plain-old-data structs ([`shuku_quants::blocks`]): the
 //! file's bytes are viewed as blocks with [`bytemuck::try_cast_slice`], which checks size,
@@ -53,6 +54,8 @@ pub mod lanes;
 pub mod lanes_k;
 #[cfg(target_arch = "x86_64")]
 mod lanes_x86;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod out;
 pub mod repack;
 #[cfg(test)]

@@ -272,10 +272,12 @@ mod vnni {
 
 #[cfg(test)]
 mod tests {
+    use super::super::as_candle;
+    #[cfg(target_arch = "x86_64")]
+    use super::super::cpu;
     use super::super::test_blocks::{random, with_scales};
     #[cfg(target_arch = "x86_64")]
     use super::super::tile::WIDE_TOKENS;
-    use super::super::{as_candle, cpu};
     use super::*;
     use candle_core::quantized::k_quants::GgmlType as _;
 
