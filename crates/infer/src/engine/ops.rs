@@ -6,9 +6,9 @@ use rayon::prelude::*;
 
 use super::config::RopeStyle;
 
-/// Values from which these operations split over the rayon pool (a prompt's batch); below it, one
-/// thread's work is shorter than waking the others. Every value is computed as alone either way.
-const PARALLEL_FROM: usize = 1 << 15;
+/// Values from which these operations split over the rayon pool (a prompt's batch): the kernels'
+/// threshold. Every value is computed as alone either way.
+use super::kernels::PARALLEL_ITEMS as PARALLEL_FROM;
 
 /// Values per task of the element-wise operations.
 const CHUNK: usize = 1 << 12;

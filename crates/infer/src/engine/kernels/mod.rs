@@ -969,9 +969,10 @@ impl<'a> QMatrix<'a> {
     }
 }
 
-/// Items from which a conversion of a batch is split over the rayon pool: below it, one thread's
-/// work is shorter than waking the others.
-const PARALLEL_ITEMS: usize = 1 << 14;
+/// Values from which work over a batch (activation conversion here, the element-wise operations of
+/// `engine::ops`) is split over the rayon pool: below it, one thread's work is shorter than waking
+/// the others.
+pub(crate) const PARALLEL_ITEMS: usize = 1 << 14;
 
 /// `f` of each `len`-item chunk of `x`, in order; in parallel for large inputs (each chunk is
 /// independent, so the result is the same either way).
