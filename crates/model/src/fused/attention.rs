@@ -10,8 +10,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::exp::{exp, lane_max, lane_sum};
 use super::{cpu_tensor, f32s, product, with_f32s, Operand};
+use shuku_math::{exp, lane_max, lane_sum};
 
 /// Query rows per block: the unit of the causal column cut.
 const ROW_BLOCK: usize = 64;

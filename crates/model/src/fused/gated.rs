@@ -3,8 +3,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::exp::exp;
 use super::{cpu_tensor, f32s, with_f32s};
+use shuku_math::exp;
 
 /// Values per rayon task of the element-wise kernels.
 const TASK: usize = 16 * 1024;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::exp::{exp, lane_max, lane_sum};
 use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
+use shuku_math::{exp, lane_max, lane_sum};
 
 /// Marks a position whose target is ignored.
 const IGNORED: u32 = u32::MAX;

@@ -25,7 +25,6 @@
 //! same to the bit with any number of threads.
 
 mod attention;
-mod exp;
 mod gated;
 mod linear;
 mod loss;

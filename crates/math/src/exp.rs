@@ -16,7 +16,7 @@ const ROUND: f32 = 12_582_912.0;
 /// `e^x`. Inputs below −87.3 give the smallest normal results (about 1e-38, not 0), above 88.3 about
 /// 2e38 (not infinity); NaN stays NaN.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
     let n = (x * LOG2_E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -31,7 +31,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// `Σ f(a[i], b[i])` in eight independent lanes, so the loop (and an inlined [`exp`] inside `f`)
 /// vectorises; a sequential f32 sum would not.
 #[inline(always)]
-pub(crate) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -46,7 +46,7 @@ pub(crate) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32
 
 /// The largest value of `xs` (−∞ for none), in eight lanes like [`lane_sum`].
 #[inline(always)]
-pub(crate) fn lane_max(xs: &[f32]) -> f32 {
+pub fn lane_max(xs: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = xs.chunks_exact(8);
     let tail = chunks
