@@ -9,7 +9,8 @@
 //!
 //! Every matrix is 4096 columns wide with as many rows as make 64 MiB of weights, twice the
 //! 32 MiB L3 of the machine this was written on, so the weights stream from DRAM every call.
-//! Threads: rayon's global pool (`RAYON_NUM_THREADS`, default one per core), as the engine's.
+//! Threads: one per core, the engine's worker pool (`kernels::pool::Pool`) for the kernels and
+//! rayon's global pool for `raw_read`.
 //!
 //! `cargo bench --bench kernels` (one type: `cargo bench --bench kernels -- Q4_K`)
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use shuku::gguf::GgmlType;
+use shuku::infer::engine::kernels::pool::Pool;
 use shuku::infer::engine::kernels::repack::PackedMatrix;
 use shuku::infer::engine::kernels::{is_supported, QMatrix, SUPPORTED_TYPES};
 use shuku::quants::QuantType;
@@ -121,9 +123,13 @@ fn bench(c: &mut Criterion) {
 /// The group with the benches' common settings (what `criterion_group!` expands to, documented:
 /// the workspace denies missing docs).
 fn benches() {
-    bench(&mut common::criterion(
-        Duration::from_millis(300),
-        Duration::from_secs(2),
-    ));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = Pool::new(threads, "bench").expect("worker threads");
+    pool.install(|| {
+        bench(&mut common::criterion(
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        ))
+    });
 }
 criterion_main!(benches);

@@ -14,8 +14,8 @@
 //! llama.cpp, a prompt of 64 tokens or more is therefore evaluated slightly differently from the
 //! same tokens fed one by one.
 
+use super::kernels::pool;
 use half::f16;
-use rayon::prelude::*;
 
 use super::kernels::dot_float::{dot_f16, mad_f16, scale_f16};
 
@@ -161,18 +161,16 @@ pub fn attend(cache: &LayerCache, q: &[f32], pos0: usize, s: AttnShape, out: &mu
         return attend_tiled(cache, q, pos0, s, out, n);
     }
     let group = s.n_head / s.n_head_kv;
-    out.par_chunks_mut(s.head_dim_v)
-        .enumerate()
-        .for_each(|(i, o)| {
-            let (t, h) = (i / s.n_head, i % s.n_head);
-            let p = pos0 + t;
-            let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let qh = &q[(t * s.n_head + h) * s.head_dim..][..s.head_dim];
-            let kvh = h / group;
-            let keys = (first..=p).map(|j| &cache.key(j)[kvh * s.head_dim..][..s.head_dim]);
-            let vals = (first..=p).map(|j| &cache.value(j)[kvh * s.head_dim_v..][..s.head_dim_v]);
-            attend_online_f16(qh, keys, vals, s.scale, o);
-        });
+    pool::for_each_chunk(out, s.head_dim_v, |i, o| {
+        let (t, h) = (i / s.n_head, i % s.n_head);
+        let p = pos0 + t;
+        let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let qh = &q[(t * s.n_head + h) * s.head_dim..][..s.head_dim];
+        let kvh = h / group;
+        let keys = (first..=p).map(|j| &cache.key(j)[kvh * s.head_dim..][..s.head_dim]);
+        let vals = (first..=p).map(|j| &cache.value(j)[kvh * s.head_dim_v..][..s.head_dim_v]);
+        attend_online_f16(qh, keys, vals, s.scale, o);
+    });
 }
 
 /// llama.cpp's one-row flash attention: Q rounded to f16, online softmax, the value accumulator
@@ -218,35 +216,30 @@ fn attend_tiled(
     out: &mut [f32],
     n: usize,
 ) {
-    let heads: Vec<Vec<f32>> = (0..s.n_head)
-        .into_par_iter()
-        .map(|h| {
-            let mut head_out = vec![0f32; n * s.head_dim_v];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if super::kernels::cpu::has_avx512f() {
-                    // SAFETY: the CPU supports AVX-512 F, AVX2 and FMA (checked just above).
-                    unsafe { tiled_head_avx512(cache, q, pos0, s, h, n, &mut head_out) };
-                    return head_out;
-                }
-                if super::kernels::cpu::has_avx2_fma_f16c() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                    unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) };
-                    return head_out;
-                }
+    let heads: Vec<Vec<f32>> = pool::map(s.n_head, |h| {
+        let mut head_out = vec![0f32; n * s.head_dim_v];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::kernels::cpu::has_avx512f() {
+                // SAFETY: the CPU supports AVX-512 F, AVX2 and FMA (checked just above).
+                unsafe { tiled_head_avx512(cache, q, pos0, s, h, n, &mut head_out) };
+                return head_out;
             }
-            tiled_head::<false>(cache, q, pos0, s, h, n, &mut head_out);
-            head_out
-        })
-        .collect();
+            if super::kernels::cpu::has_avx2_fma_f16c() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                unsafe { tiled_head_fma(cache, q, pos0, s, h, n, &mut head_out) };
+                return head_out;
+            }
+        }
+        tiled_head::<false>(cache, q, pos0, s, h, n, &mut head_out);
+        head_out
+    });
     let dv = s.head_dim_v;
-    out.par_chunks_mut(s.n_head * dv)
-        .enumerate()
-        .for_each(|(t, out)| {
-            for (o, head_out) in out.chunks_exact_mut(dv).zip(&heads) {
-                o.copy_from_slice(&head_out[t * dv..(t + 1) * dv]);
-            }
-        });
+    pool::for_each_chunk(out, s.n_head * dv, |t, out| {
+        for (o, head_out) in out.chunks_exact_mut(dv).zip(&heads) {
+            o.copy_from_slice(&head_out[t * dv..(t + 1) * dv]);
+        }
+    });
 }
 
 /// [`tiled_head`] compiled with FMA (and AVX2 for the vector loops): the same operations, so the
@@ -324,8 +317,9 @@ fn tiled_head<const AVX512: bool>(
                 *o = x.to_f32();
             }
         }
-        // Two query rows at a time: twice the independent chains of fused multiply-adds for the
-        // scores and the values, each row's own operations in the same order as alone.
+        // Four query rows at a time: four times the independent chains of fused multiply-adds for
+        // the scores and the values, and each key and value vector loaded once for four rows; each
+        // row's own operations in the same order as alone.
         let tile = KeyTile {
             keys: &keys,
             vals: &vals,
@@ -334,7 +328,10 @@ fn tiled_head<const AVX512: bool>(
         };
         let mut t = 0;
         while t < n {
-            if t + 1 < n {
+            if t + 4 <= n {
+                tile_rows::<4, AVX512>(&tile, q, pos0, s, h, t, &mut max, &mut sum, out);
+                t += 4;
+            } else if t + 2 <= n {
                 tile_rows::<2, AVX512>(&tile, q, pos0, s, h, t, &mut max, &mut sum, out);
                 t += 2;
             } else {
@@ -401,16 +398,13 @@ fn tile_rows<const R: usize, const AVX512: bool>(
             scores.fill(0.0); // adds nothing below
             continue;
         }
-        let mut tile_max = f32::NEG_INFINITY;
-        for (j, sc) in scores.iter_mut().enumerate() {
-            let key = start + j;
-            *sc = if j < len && key <= p && key >= first {
-                *sc * s.scale
-            } else {
-                f32::NEG_INFINITY
-            };
-            tile_max = tile_max.max(*sc);
-        }
+        // The row sees keys `lo..hi` of the tile (up to itself, from its window's first): the
+        // others are masked. Both loops run whole vectors.
+        let lo = first.saturating_sub(start).min(len);
+        let hi = (p + 1 - start).min(len);
+        let visible = &mut scores[lo..hi];
+        visible.iter_mut().for_each(|sc| *sc *= s.scale);
+        let tile_max = shuku_math::lane_max(visible);
         let row = t + i;
         let new_max = max[row].max(tile_max);
         if new_max > max[row] {
@@ -419,12 +413,14 @@ fn tile_rows<const R: usize, const AVX512: bool>(
             sum[row] *= ms;
         }
         max[row] = new_max;
+        visible
+            .iter_mut()
+            .for_each(|sc| *sc = shuku_math::exp(*sc - new_max));
+        scores[..lo].fill(0.0);
+        scores[hi..].fill(0.0);
         // Probabilities, summed 8 at a time (each group pairwise) into an f64.
         let mut tile_sum = 0f64;
-        for group in scores.chunks_exact_mut(8) {
-            for sc in group.iter_mut() {
-                *sc = (*sc - new_max).exp();
-            }
+        for group in scores.chunks_exact(8) {
             let a: [f32; 4] = std::array::from_fn(|l| group[l + 4] + group[l]);
             tile_sum += f64::from((a[0] + a[2]) + (a[1] + a[3]));
         }

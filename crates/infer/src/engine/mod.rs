@@ -75,7 +75,7 @@ pub struct Engine {
     config: ModelConfig,
     weights: Weights,
     tokenizer: Tokenizer,
-    pool: rayon::ThreadPool,
+    pool: kernels::pool::Pool,
     context: usize,
     ubatch: usize,
 }
@@ -108,14 +108,12 @@ impl Engine {
         } else {
             options.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("shuku-infer-{i}"))
-            .build()
-            .map_err(|e| EngineError::ThreadPool {
+        let pool = kernels::pool::Pool::new(threads, "shuku-infer").map_err(|e| {
+            EngineError::ThreadPool {
                 threads,
                 why: e.to_string(),
-            })?;
+            }
+        })?;
         if options.repack {
             pool.install(|| weights.repack(&file));
         }

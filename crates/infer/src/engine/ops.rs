@@ -2,11 +2,12 @@
 //! backend computes it, so rounding differences stay at the level of summation order.
 
 use half::f16;
-use rayon::prelude::*;
+
+use super::kernels::pool;
 
 use super::config::RopeStyle;
 
-/// Values from which these operations split over the rayon pool (a prompt's batch): the kernels'
+/// Values from which these operations split over the pool (a prompt's batch): the kernels'
 /// threshold. Every value is computed as alone either way.
 use super::kernels::PARALLEL_ITEMS as PARALLEL_FROM;
 
@@ -16,9 +17,7 @@ const CHUNK: usize = 1 << 12;
 /// `f` on each `width`-wide row of `x`, rows in parallel for large inputs.
 fn each_row(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if x.len() >= PARALLEL_FROM {
-        x.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(i, r)| f(i, r));
+        pool::for_each_chunk(x, width, f);
     } else {
         x.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
     }
@@ -27,9 +26,7 @@ fn each_row(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
 /// `f` on matching chunks of `x` and `y`, in parallel for large inputs.
 fn each_pair(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     if x.len() >= PARALLEL_FROM {
-        x.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK))
-            .for_each(|(a, b)| f(a, b));
+        pool::for_each_chunk(x, CHUNK, |i, a| f(a, &y[i * CHUNK..][..a.len()]));
     } else {
         f(x, y);
     }

@@ -13,8 +13,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use shuku_gguf::{GgmlType, GgufFile, TensorType};
 
 use super::config::{Arch, ModelConfig, RopeScaling};
@@ -277,9 +275,9 @@ impl Weights {
         }
         // Each tensor's pages go as soon as it is packed, so the peak holds the packed weights
         // plus the tensors in flight, not two copies of the model.
-        all.into_par_iter().for_each(|t| {
-            if t.pack(bytes) {
-                file.release(&t.name);
+        super::kernels::pool::for_each_chunk(&mut all, 1, |_, t| {
+            if t[0].pack(bytes) {
+                file.release(&t[0].name);
             }
         });
     }

@@ -23,16 +23,83 @@ pub const GROUP: usize = 16;
 pub const MIN_TOKENS: usize = 8;
 
 /// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
-/// the last row), transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`.
+/// the last row), transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The scalar reference of
+/// [`transpose_group_avx512`].
+#[cfg(test)]
 pub fn transpose_group(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
     debug_assert_eq!(out.len(), cols * GROUP);
-    let mut row = vec![0f32; cols];
     for i in 0..GROUP {
         let r = (r0 + i).min(rows - 1);
-        w[r * cols..(r + 1) * cols].convert_to_f32_slice(&mut row);
-        for (k, &x) in row.iter().enumerate() {
-            out[k * GROUP + i] = x;
+        for (k, x) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[k * GROUP + i] = x.to_f32();
+        }
+    }
+}
+
+/// [`transpose_group`] by blocks of 16 × 16 values in registers ([`transpose16`]). The scalar
+/// per-value transposition cost as much as a third of the multiply-adds of a 128-token batch.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub fn transpose_group_avx512(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let rows16: [&[f16]; GROUP] = std::array::from_fn(|i| {
+        let r = (r0 + i).min(rows - 1);
+        &w[r * cols..(r + 1) * cols]
+    });
+    transpose16(cols, out, |i, k| {
+        // SAFETY: `transpose16` asks for columns `k..k + 16 <= cols` of a row: 16 f16 (32
+        // bytes), one unaligned 256-bit load.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(rows16[i][k..k + 16].as_ptr().cast()) })
+    });
+    for (k, col) in out.chunks_exact_mut(GROUP).enumerate().skip(cols / 16 * 16) {
+        for (i, x) in col.iter_mut().enumerate() {
+            *x = rows16[i][k].to_f32();
+        }
+    }
+}
+
+/// The 16 rows `load(i, k)` gives 16 values of (row `i`, columns `k..k + 16`) of, for every whole
+/// block of 16 columns of `cols`, transposed into `out` (`out[k · 16 + i]`). Each block is
+/// transposed in registers by four rounds of two-source permutes: round `s` swaps the
+/// off-diagonal `s × s` blocks of each pair of rows `s` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn transpose16(
+    cols: usize,
+    out: &mut [f32],
+    load: impl Fn(usize, usize) -> std::arch::x86_64::__m512,
+) {
+    use std::arch::x86_64::*;
+    assert!(out.len() >= cols * 16);
+    // Round s: lanes k with bit s clear keep a row's own value; with it set, they take the partner
+    // row's value s lanes back (first row of the pair), or s lanes on (second row).
+    let index = |s: usize, second: bool| {
+        let idx: [i32; 16] = std::array::from_fn(|k| {
+            (match (second, k & s == 0) {
+                (false, true) => k,
+                (false, false) => 16 + k - s,
+                (true, true) => k + s,
+                (true, false) => 16 + k,
+            }) as i32
+        });
+        // SAFETY: `idx` is 16 i32 (64 bytes), one unaligned 512-bit load.
+        unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+    };
+    let rounds = [1, 2, 4, 8].map(|s| (s, index(s, false), index(s, true)));
+    for b in 0..cols / 16 {
+        let mut v: [__m512; 16] = std::array::from_fn(|i| load(i, 16 * b));
+        for &(s, first, second) in &rounds {
+            for i in (0..16).filter(|i| i & s == 0) {
+                let (a, c) = (v[i], v[i + s]);
+                v[i] = _mm512_permutex2var_ps(a, first, c);
+                v[i + s] = _mm512_permutex2var_ps(a, second, c);
+            }
+        }
+        for (k, col) in v.iter().enumerate() {
+            // SAFETY: `out` holds `cols · 16` values; column `16 · b + k < cols` starts at
+            // `(16 · b + k) · 16`: one unaligned 512-bit store of 16 f32.
+            unsafe { _mm512_storeu_ps(out[(16 * b + k) * 16..].as_mut_ptr(), *col) };
         }
     }
 }
@@ -46,12 +113,13 @@ pub fn reference(w: &[f32], i: usize, a: &[f32]) -> f32 {
         .fold(0f32, |acc, (col, &x)| col[i].mul_add(x, acc))
 }
 
-/// Tokens of a packed pass ([`pack_tokens`], [`tile_packed`]).
+/// Tokens of a packed pass ([`pack_tokens_avx512`], [`tile_packed`]).
 pub const TOKENS: usize = 16;
 
 /// The first `n / 16 · 16` tokens of `a` (`n × cols`, token-major) packed by passes of
 /// [`TOKENS`], column-major within a pass: `out[(p · cols + k) · 16 + t] = a[16p + t][k]`, so a
 /// pass reads one forward stream, 16 tokens' values of a column side by side.
+#[cfg(test)]
 pub fn pack_tokens(a: &[f32], cols: usize, out: &mut [f32]) {
     for (p, pass) in out.chunks_exact_mut(cols * TOKENS).enumerate() {
         for (t, row) in a[p * TOKENS * cols..][..TOKENS * cols]
@@ -60,6 +128,31 @@ pub fn pack_tokens(a: &[f32], cols: usize, out: &mut [f32]) {
         {
             for (k, &x) in row.iter().enumerate() {
                 pass[k * TOKENS + t] = x;
+            }
+        }
+    }
+}
+
+/// [`pack_tokens`] by blocks of 16 × 16 values in registers ([`transpose16`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub fn pack_tokens_avx512(a: &[f32], cols: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for (p, pass) in out.chunks_exact_mut(cols * TOKENS).enumerate() {
+        let tokens: [&[f32]; TOKENS] =
+            std::array::from_fn(|t| &a[(p * TOKENS + t) * cols..][..cols]);
+        // SAFETY: `transpose16` asks for columns `k..k + 16 <= cols` of a token: 16 f32, one
+        // unaligned 512-bit load.
+        transpose16(cols, pass, |t, k| unsafe {
+            _mm512_loadu_ps(tokens[t][k..k + 16].as_ptr())
+        });
+        for (k, col) in pass
+            .chunks_exact_mut(TOKENS)
+            .enumerate()
+            .skip(cols / 16 * 16)
+        {
+            for (t, x) in col.iter_mut().enumerate() {
+                *x = tokens[t][k];
             }
         }
     }
@@ -149,6 +242,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The AVX-512 transposition equals the scalar one, whole blocks and tail columns, full and
+    /// short groups.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_transpose_equals_the_scalar_one() {
+        if !super::super::cpu::has_avx512f() {
+            eprintln!("skipped: this CPU has no AVX-512 F");
+            return;
+        }
+        for (rows, cols) in [(16, 16), (37, 53), (18, 256), (5, 7)] {
+            let w: Vec<f16> = (0..rows * cols)
+                .map(|i| f16::from_f32((i as f32 - 500.0) / 7.0))
+                .collect();
+            for r0 in (0..rows).step_by(GROUP) {
+                let mut want = vec![0f32; cols * GROUP];
+                transpose_group(&w, rows, cols, r0, &mut want);
+                let mut got = vec![f32::NAN; cols * GROUP];
+                // SAFETY: the CPU has AVX-512 F (checked above).
+                unsafe { transpose_group_avx512(&w, rows, cols, r0, &mut got) };
+                assert_eq!(got, want, "{rows} × {cols}, rows from {r0}");
+            }
+        }
+    }
+
+    /// The AVX-512 token packing equals the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_packing_equals_the_scalar_one() {
+        if !super::super::cpu::has_avx512f() {
+            eprintln!("skipped: this CPU has no AVX-512 F");
+            return;
+        }
+        for (n, cols) in [(16, 16), (33, 53), (32, 256), (16, 7)] {
+            let a: Vec<f32> = (0..n * cols).map(|i| i as f32 * 0.5 - 9.0).collect();
+            let len = n / TOKENS * TOKENS * cols;
+            let mut want = vec![0f32; len];
+            pack_tokens(&a, cols, &mut want);
+            let mut got = vec![f32::NAN; len];
+            // SAFETY: the CPU has AVX-512 F (checked above).
+            unsafe { pack_tokens_avx512(&a, cols, &mut got) };
+            assert_eq!(got, want, "{n} tokens × {cols}");
         }
     }
 

@@ -32,7 +32,6 @@
 use bytemuck::Pod;
 use candle_core::quantized::k_quants as candle;
 use half::{bf16, f16};
-use rayon::prelude::*;
 use shuku_gguf::GgmlType;
 use shuku_quants::blocks::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
@@ -57,6 +56,7 @@ mod lanes_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod out;
+pub mod pool;
 pub mod repack;
 #[cfg(test)]
 mod test_blocks;
@@ -69,8 +69,18 @@ mod tile_k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// Rows handed to one rayon task: enough work per task to amortise scheduling.
+/// Rows handed to one task of the pool at least, and the multiple every task's rows are of (so
+/// packed groups stay whole).
 const ROWS_PER_TASK: usize = 16;
+
+/// Rows per task for a product of `rows` rows: about four tasks per thread, so a thread that
+/// finishes early takes another, without a task so small that taking it costs more than it
+/// computes.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * pool::current_threads())
+        .next_multiple_of(ROWS_PER_TASK)
+        .max(ROWS_PER_TASK)
+}
 
 /// Weight rows of one tile, and of one group of interleaved rows in a packed matrix.
 pub const TILE_ROWS: usize = 4;
@@ -507,7 +517,7 @@ impl<'a> QMatrix<'a> {
 
     /// `out[t][r] = Σ_c W[r][c] · x[t][c]` for `n` tokens: `out` is `n × rows`, row-major.
     ///
-    /// Rows are split over the current rayon pool; each task computes all tokens for its rows so a
+    /// Rows are split over the installed [`pool::Pool`]; each task computes all tokens for its rows so a
     /// weight row is read from memory once per call, however many tokens are in the batch.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         let acts = self.quantize_acts(x, n);
@@ -822,16 +832,16 @@ impl<'a> QMatrix<'a> {
         let token = |t: usize| &acts[t * cols..(t + 1) * cols];
         let passes = n / TOKENS;
         let mut packed = vec![0f32; passes * TOKENS * cols];
-        packed
-            .par_chunks_mut(TOKENS * cols)
-            .enumerate()
-            .for_each(|(p, pass)| {
-                gemm_f16::pack_tokens(&acts[p * TOKENS * cols..][..TOKENS * cols], cols, pass)
-            });
+        pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
+            let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
+            // SAFETY: as below.
+            unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
+        });
         self.by_row_ranges(n, out, |r0, r1, dst| {
             let mut group = vec![0f32; cols * GROUP];
             for g in (r0..r1).step_by(GROUP) {
-                gemm_f16::transpose_group(w, rows, cols, g, &mut group);
+                // SAFETY: as below.
+                unsafe { gemm_f16::transpose_group_avx512(w, rows, cols, g, &mut group) };
                 let live = GROUP.min(r1 - g);
                 let mut put = |t0: usize, v: &[[f32; GROUP]]| {
                     for (j, v) in v.iter().enumerate() {
@@ -948,29 +958,26 @@ impl<'a> QMatrix<'a> {
         if self.serial {
             return fill(0, rows, &mut RowsOut::tokens(out, n));
         }
+        let per_task = rows_per_task(rows);
         if n == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(ci, chunk)| {
-                    let r0 = ci * ROWS_PER_TASK;
-                    fill(r0, r0 + chunk.len(), &mut RowsOut::whole(chunk));
-                });
+            pool::for_each_chunk(out, per_task, |ci, chunk| {
+                let r0 = ci * per_task;
+                fill(r0, r0 + chunk.len(), &mut RowsOut::whole(chunk));
+            });
             return;
         }
         let shared = SharedOut::new(out, n, rows);
-        (0..rows.div_ceil(ROWS_PER_TASK))
-            .into_par_iter()
-            .for_each(|ci| {
-                let r0 = ci * ROWS_PER_TASK;
-                let r1 = (r0 + ROWS_PER_TASK).min(rows);
-                // SAFETY: each task takes its own range `r0..r1`; the ranges are disjoint.
-                fill(r0, r1, &mut unsafe { shared.rows(r0, r1) });
-            });
+        pool::for_each(rows.div_ceil(per_task), |ci| {
+            let r0 = ci * per_task;
+            let r1 = (r0 + per_task).min(rows);
+            // SAFETY: each task takes its own range `r0..r1`; the ranges are disjoint.
+            fill(r0, r1, &mut unsafe { shared.rows(r0, r1) });
+        });
     }
 }
 
 /// Values from which work over a batch (activation conversion here, the element-wise operations of
-/// `engine::ops`) is split over the rayon pool: below it, one thread's work is shorter than waking
+/// `engine::ops`) is split over the pool: below it, one thread's work is shorter than waking
 /// the others.
 pub(crate) const PARALLEL_ITEMS: usize = 1 << 14;
 
@@ -978,7 +985,7 @@ pub(crate) const PARALLEL_ITEMS: usize = 1 << 14;
 /// independent, so the result is the same either way).
 fn per_block<T: Sync, B: Send>(x: &[T], len: usize, f: impl Fn(&[T]) -> B + Sync + Send) -> Vec<B> {
     if x.len() >= PARALLEL_ITEMS {
-        x.par_chunks_exact(len).map(f).collect()
+        pool::map(x.len() / len, |i| f(&x[i * len..(i + 1) * len]))
     } else {
         x.chunks_exact(len).map(f).collect()
     }
@@ -1007,19 +1014,16 @@ fn round_to_f16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
     use half::slice::HalfFloatSliceExt;
     let mut h = vec![f16::ZERO; x.len()];
     let mut r = vec![0f32; x.len()];
-    let convert = |(x, (h, r)): (&[f32], (&mut [f16], &mut [f32]))| {
-        h.convert_from_f32_slice(x);
-        h.convert_to_f32_slice(r);
-    };
     if x.len() >= PARALLEL_ITEMS {
-        x.par_chunks(PARALLEL_ITEMS)
-            .zip(
-                h.par_chunks_mut(PARALLEL_ITEMS)
-                    .zip(r.par_chunks_mut(PARALLEL_ITEMS)),
-            )
-            .for_each(convert);
+        pool::for_each_chunk(&mut h, PARALLEL_ITEMS, |i, h| {
+            h.convert_from_f32_slice(&x[i * PARALLEL_ITEMS..][..h.len()]);
+        });
+        pool::for_each_chunk(&mut r, PARALLEL_ITEMS, |i, r| {
+            h[i * PARALLEL_ITEMS..][..r.len()].convert_to_f32_slice(r);
+        });
     } else {
-        convert((x, (&mut h, &mut r)));
+        h.convert_from_f32_slice(x);
+        h.convert_to_f32_slice(&mut r);
     }
     (h, r)
 }
@@ -1028,19 +1032,22 @@ fn round_to_f16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
 /// `(W_j, x converted for W_j, out_j)`. Decoding runs Q, K and V (or gate and up) this way, so the
 /// worker threads meet once per group instead of once per matrix.
 pub fn matmul_many(jobs: Vec<(QMatrix<'_>, &QActs, &mut [f32])>) {
-    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    let per_task = rows_per_task(jobs.iter().map(|(m, _, _)| m.rows).sum());
+    let mut tasks: Vec<(usize, usize)> = Vec::new();
     let mut inputs = Vec::with_capacity(jobs.len());
     for (j, (m, acts, out)) in jobs.into_iter().enumerate() {
         debug_assert_eq!(out.len(), m.rows);
-        for (ci, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
-            tasks.push((j, ci * ROWS_PER_TASK, chunk));
-        }
-        inputs.push((m, acts));
+        tasks.extend((0..m.rows).step_by(per_task).map(|r0| (j, r0)));
+        let rows = m.rows;
+        inputs.push((m, acts, SharedOut::new(out, 1, rows)));
     }
-    let jobs = inputs;
-    tasks.into_par_iter().for_each(|(j, r0, chunk)| {
-        let (m, acts) = &jobs[j];
-        m.rows_view(r0, r0 + chunk.len()).matmul_q(acts, 1, chunk);
+    pool::for_each(tasks.len(), |i| {
+        let (j, r0) = tasks[i];
+        let (m, acts, out) = &inputs[j];
+        let r1 = (r0 + per_task).min(m.rows);
+        // SAFETY: each task takes its own range `r0..r1` of job `j`'s output; they are disjoint.
+        let mut rows = unsafe { out.rows(r0, r1) };
+        m.rows_view(r0, r1).matmul_q(acts, 1, rows.token(0));
     });
 }
 

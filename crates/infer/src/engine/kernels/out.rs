@@ -110,7 +110,6 @@ impl<'a> RowsOut<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rayon::prelude::*;
 
     /// Tasks writing disjoint column ranges fill every value of the output exactly once.
     #[test]
@@ -118,15 +117,18 @@ mod tests {
         let (n, stride) = (5, 37);
         let mut out = vec![-1f32; n * stride];
         let shared = SharedOut::new(&mut out, n, stride);
-        (0..stride.div_ceil(16)).into_par_iter().for_each(|c| {
-            let (r0, r1) = (16 * c, (16 * c + 16).min(stride));
-            // SAFETY: the tasks' ranges are disjoint.
-            let mut v = unsafe { shared.rows(r0, r1) };
-            for t in 0..n {
-                for (i, x) in v.token(t).iter_mut().enumerate() {
-                    *x = (t * stride + r0 + i) as f32;
+        let pool = super::super::pool::Pool::new(2, "test").unwrap();
+        pool.install(|| {
+            super::super::pool::for_each(stride.div_ceil(16), |c| {
+                let (r0, r1) = (16 * c, (16 * c + 16).min(stride));
+                // SAFETY: the tasks' ranges are disjoint.
+                let mut v = unsafe { shared.rows(r0, r1) };
+                for t in 0..n {
+                    for (i, x) in v.token(t).iter_mut().enumerate() {
+                        *x = (t * stride + r0 + i) as f32;
+                    }
                 }
-            }
+            })
         });
         assert!(out.iter().enumerate().all(|(i, &x)| x == i as f32));
     }
