@@ -10,7 +10,10 @@
 //! caller takes part in every loop instead of sleeping while the workers run.
 //!
 //! Work is handed out one index at a time from an atomic counter, so a thread that finishes early
-//! takes the next task; results never depend on which thread ran which task.
+//! takes the next task; results never depend on which thread ran which task. A worker joins a loop
+//! only while it is open, and the caller waits only for the workers that joined: on a machine
+//! whose cores are busy with other work, a worker that is not scheduled in time costs nothing (the
+//! caller runs its tasks) instead of stalling every operation.
 //!
 //! Loops run on the pool installed on the calling thread ([`Pool::install`]); with none (or inside
 //! a task, or while another thread's loop holds the pool) they run on the calling thread alone.
@@ -30,15 +33,18 @@ pub const SPIN_BEFORE_PARK: Duration = Duration::from_millis(1);
 const SPINS_PER_CHECK: u32 = 64;
 
 /// A loop published to the workers: `run(i)` for every `i < n`. It lives on the publishing
-/// thread's stack until every worker has signed off (`pending == 0`).
+/// thread's stack until the loop is closed and every worker that joined it has left
+/// ([`Shared::entry`]).
 struct Job {
     run: *const (dyn Fn(usize) + Sync),
     n: usize,
-    /// The two counters every thread writes sit on lines of their own, away from what is only read.
+    /// The counter every thread writes sits on lines of its own, away from what is only read.
     next: Padded<AtomicUsize>,
-    pending: Padded<AtomicUsize>,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
+
+/// [`Shared::entry`]'s flag: the current loop takes new workers.
+const OPEN: usize = 1 << (usize::BITS - 1);
 
 /// A value alone on its cache lines (two, for the adjacent-line prefetcher).
 #[repr(align(128))]
@@ -55,7 +61,8 @@ impl Job {
     /// Takes tasks until none is left; a panicking task stops the loop and is kept for the caller.
     fn work(&self) {
         // SAFETY: `run` points at the publisher's closure, which outlives the job: the publisher
-        // waits for every worker's sign-off (`pending`) before returning or unwinding.
+        // closes the loop and waits for every worker inside it to leave before returning or
+        // unwinding.
         let run = unsafe { &*self.run };
         let result = panic::catch_unwind(AssertUnwindSafe(|| loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
@@ -76,8 +83,13 @@ impl Job {
 struct Shared {
     /// Incremented for every published loop; workers wait for it to change.
     epoch: Padded<AtomicU64>,
-    /// The current loop (valid while its `pending` is non-zero).
+    /// The current loop (valid to a worker that joined it through `entry`).
     job: AtomicPtr<Job>,
+    /// [`OPEN`] while the current loop takes workers, plus the number of workers inside it. A worker
+    /// joins only an open loop; the publisher closes it when its own share is done and then waits
+    /// for the count to reach zero, so a worker that was not scheduled in time is not waited for
+    /// (its tasks ran on the threads that were).
+    entry: Padded<AtomicUsize>,
     /// Workers parked, or about to park, on `wake`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
@@ -106,19 +118,21 @@ impl Shared {
             run,
             n,
             next: Padded(AtomicUsize::new(0)),
-            pending: Padded(AtomicUsize::new(self.workers)),
             panic: Mutex::new(None),
         };
         self.job
-            .store(&job as *const Job as *mut Job, Ordering::Release);
+            .store(&job as *const Job as *mut Job, Ordering::Relaxed);
+        // The last loop left `entry` at zero (closed, nobody inside).
+        self.entry.store(OPEN, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
         }
         {
-            // Waits for the workers' sign-off even if this thread's share panics.
-            let _signed_off = WaitFor(&job.pending);
+            // Closes the loop and waits for the workers inside it, even if this thread's share
+            // panics.
+            let _closed = CloseAndWait(&self.entry);
             let _inside = Inside::enter();
             job.work();
         }
@@ -128,7 +142,7 @@ impl Shared {
         }
     }
 
-    /// A worker's life: wait for a new epoch, take part in its loop, sign off.
+    /// A worker's life: wait for a new epoch, join the open loop if there is one, take part, leave.
     fn worker(&self) {
         INSIDE.with(|c| c.set(true));
         let mut seen = 0u64;
@@ -137,12 +151,35 @@ impl Shared {
                 Some(epoch) => seen = epoch,
                 None => return,
             }
-            let job = self.job.load(Ordering::Acquire);
-            // SAFETY: the publisher stored the job before advancing the epoch and keeps it alive
-            // until this worker signs off below.
+            if !self.join() {
+                continue; // closed already: its tasks are done
+            }
+            let job = self.job.load(Ordering::Relaxed);
+            // SAFETY: joining synchronised with the publisher's opening of the loop, which came
+            // after it stored the job; the publisher keeps the job alive until this worker leaves
+            // below.
             let job = unsafe { &*job };
             job.work();
-            job.pending.fetch_sub(1, Ordering::Release);
+            self.entry.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Enters the current loop if it is open.
+    fn join(&self) -> bool {
+        let mut state = self.entry.load(Ordering::Acquire);
+        loop {
+            if state & OPEN == 0 {
+                return false;
+            }
+            match self.entry.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
         }
     }
 
@@ -178,11 +215,13 @@ impl Shared {
     }
 }
 
-/// Spins (then yields) until the counter reaches zero, when dropped.
-struct WaitFor<'a>(&'a AtomicUsize);
+/// Closes the loop of [`Shared::entry`] and spins (then yields) until every worker inside has left,
+/// when dropped.
+struct CloseAndWait<'a>(&'a AtomicUsize);
 
-impl Drop for WaitFor<'_> {
+impl Drop for CloseAndWait<'_> {
     fn drop(&mut self) {
+        self.0.fetch_and(!OPEN, Ordering::AcqRel);
         let mut spins = 0u32;
         while self.0.load(Ordering::Acquire) != 0 {
             spins = spins.saturating_add(1);
@@ -240,6 +279,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             epoch: Padded(AtomicU64::new(0)),
             job: AtomicPtr::new(std::ptr::null_mut()),
+            entry: Padded(AtomicUsize::new(0)),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
