@@ -9,10 +9,15 @@
 //! multiply-add with the token's value broadcast from memory: the loop runs at the multiply-add
 //! rate, and the conversion and transposition cost one pass over the weights per product.
 //!
+//! Where the engine packs F16 matrices at load ([`super::repack`], CPUs with AVX-512), each group is
+//! stored transposed once and for all, in f16 (`repack::f16_group`): the kernels `*_lanes` convert a
+//! column with one instruction as they read it, and neither batches nor single tokens pay a
+//! transposition; single tokens run four groups at once, four independent chains.
+//!
 //! The arithmetic, which [`reference`] computes and the tests check bit for bit: per (row, token) a
 //! sequential chain of fused multiply-adds over the columns, of the weights and the f16-rounded
 //! activations, from 0. (llama.cpp's batched F16 products, tinyBLAS, use yet another order.)
-//! Decoding keeps the per-row product.
+//! Unpacked matrices decode with the per-row product.
 
 use half::f16;
 
@@ -195,6 +200,67 @@ pub fn tile<const T: usize>(w: &[f32], a: [&[f32]; T]) -> [[f32; GROUP]; T] {
     super::x86::lanes16(&acc)
 }
 
+/// Column `k` of a packed group, widened: one unaligned 256-bit load and a conversion.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn column(w: &[f16], k: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let col = &w[k * GROUP..(k + 1) * GROUP];
+    // SAFETY: `col` is 16 f16 (32 bytes), one unaligned 256-bit load.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.as_ptr().cast()) })
+}
+
+/// [`tile_packed`] on a packed f16 group (`w`: `cols × 16` f16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub fn tile_packed_lanes(w: &[f16], a: &[f32]) -> [[f32; GROUP]; TOKENS] {
+    use std::arch::x86_64::*;
+    let cols = w.len() / GROUP;
+    assert!(a.len() >= cols * TOKENS);
+    let mut acc = [_mm512_setzero_ps(); TOKENS];
+    for (k, at) in a.chunks_exact(TOKENS).take(cols).enumerate() {
+        let wv = column(w, k);
+        for (acc, &x) in acc.iter_mut().zip(at) {
+            *acc = _mm512_fmadd_ps(wv, _mm512_set1_ps(x), *acc);
+        }
+    }
+    super::x86::lanes16(&acc)
+}
+
+/// `G` packed f16 groups (`cols × 16` each) × `T` tokens: `out[g][t]` holds group `g`'s 16 rows.
+/// The arithmetic of [`reference`]; several groups at once keep as many chains in flight.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub fn tile_lanes<const G: usize, const T: usize>(
+    w: [&[f16]; G],
+    a: [&[f32]; T],
+) -> [[[f32; GROUP]; T]; G] {
+    use std::arch::x86_64::*;
+    let cols = w[0].len() / GROUP;
+    for w in &w {
+        assert!(w.len() >= cols * GROUP);
+    }
+    for a in &a {
+        assert!(a.len() >= cols);
+    }
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    for k in 0..cols {
+        let wv: [__m512; G] = std::array::from_fn(|g| column(w[g], k));
+        for (t, a) in a.iter().enumerate() {
+            let x = _mm512_set1_ps(a[k]);
+            for g in 0..G {
+                acc[g][t] = _mm512_fmadd_ps(wv[g], x, acc[g][t]);
+            }
+        }
+    }
+    let mut out = [[[0f32; GROUP]; T]; G];
+    for g in 0..G {
+        out[g] = super::x86::lanes16(&acc[g]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +352,56 @@ mod tests {
             // SAFETY: the CPU has AVX-512 F (checked above).
             unsafe { pack_tokens_avx512(&a, cols, &mut got) };
             assert_eq!(got, want, "{n} tokens × {cols}");
+        }
+    }
+
+    /// The kernels on packed f16 groups equal the scalar reference on the same group widened, bit
+    /// for bit: a packed pass, 4 groups × 1 token, 1 group × 4 tokens, short last group.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn packed_group_kernels_equal_the_scalar_reference() {
+        if !super::super::cpu::has_avx512f() {
+            eprintln!("skipped: this CPU has no AVX-512 F");
+            return;
+        }
+        let val = |i: usize| f16::from_f32(((i * 7919 % 2003) as f32 - 1001.0) * 60.0).to_f32();
+        let (rows, cols) = (61, 70);
+        let w: Vec<f16> = (0..rows * cols)
+            .map(|i| f16::from_f32(val(i) / 1e4))
+            .collect();
+        let a: Vec<f32> = (0..16 * cols).map(|i| val(i + 5)).collect();
+        let tokens: [&[f32]; 16] = std::array::from_fn(|t| &a[t * cols..(t + 1) * cols]);
+        let groups: Vec<Vec<f16>> = (0..4)
+            .map(|g| {
+                let mut out = vec![f16::ZERO; cols * GROUP];
+                super::super::repack::f16_group(&w, rows, cols, 16 * g, &mut out);
+                out
+            })
+            .collect();
+        let mut packed = vec![0f32; 16 * cols];
+        pack_tokens(&a, cols, &mut packed);
+        // SAFETY (all): the CPU has AVX-512 F (checked above).
+        let four =
+            unsafe { tile_lanes::<4, 1>(std::array::from_fn(|g| &groups[g][..]), [tokens[9]]) };
+        for (g, group) in groups.iter().enumerate() {
+            let widened: Vec<f32> = group.iter().map(|x| x.to_f32()).collect();
+            let mut transposed = vec![0f32; cols * GROUP];
+            transpose_group(&w, rows, cols, 16 * g, &mut transposed);
+            assert_eq!(widened, transposed, "group {g}");
+            let pass = unsafe { tile_packed_lanes(group, &packed) };
+            let some = unsafe {
+                tile_lanes::<1, 4>([group], [tokens[0], tokens[3], tokens[9], tokens[15]])
+            };
+            for i in 0..GROUP {
+                let want = |t: usize| reference(&widened, i, tokens[t]).to_bits();
+                for (t, pass) in pass.iter().enumerate() {
+                    assert_eq!(pass[i].to_bits(), want(t), "group {g}, row {i}, token {t}");
+                }
+                for (j, t) in [0, 3, 9, 15].into_iter().enumerate() {
+                    assert_eq!(some[0][j][i].to_bits(), want(t));
+                }
+                assert_eq!(four[g][0][i].to_bits(), want(9));
+            }
         }
     }
 

@@ -539,6 +539,12 @@ impl<'a> QMatrix<'a> {
                     dot_float::dot_f32(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
                 })
             }
+            (GgmlType::F16, QActs::F16(_, rounded)) if self.layout == Layout::Lanes => {
+                let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
+                    return out.fill(0.0);
+                };
+                self.run_f16_lanes(w, rounded, n, out)
+            }
             (GgmlType::F16, QActs::F16(a, rounded)) => {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
@@ -673,6 +679,17 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q5_1 => row::<lanes::Q5_1x16>(self.bytes, ts, bpr, r),
             GgmlType::Q8_0 => row::<lanes::Q8_0x16>(self.bytes, ts, bpr, r),
             GgmlType::Q6_K => row::<lanes_k::Q6Kx16>(self.bytes, ts, self.cols / QK_K, r),
+            GgmlType::F16 => {
+                // Value k of row r sits at k · 16 + r % 16 of its group (`repack::f16_group`).
+                let group = 2 * self.cols * lanes::LANE_ROWS;
+                self.bytes[r / lanes::LANE_ROWS * group..][..group]
+                    .chunks_exact(2 * lanes::LANE_ROWS)
+                    .flat_map(|col| {
+                        let at = 2 * (r % lanes::LANE_ROWS);
+                        [col[at], col[at + 1]]
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -867,6 +884,97 @@ impl<'a> QMatrix<'a> {
             }
         });
         true
+    }
+
+    /// F16 weights packed in transposed groups (`repack::f16_group`) × `n` f16-rounded tokens
+    /// (`acts`, as f32). With AVX-512 F: batches of `gemm_f16::MIN_TOKENS` or more by packed passes
+    /// of 16 tokens, the rest 4 tokens at a time, single tokens on up to four groups at a time
+    /// (independent chains). Every path computes `gemm_f16`'s reference order; without AVX-512 F,
+    /// that reference itself.
+    fn run_f16_lanes(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) {
+        const G: usize = lanes::LANE_ROWS;
+        let cols = self.cols;
+        let group = |g: usize| &w[g * cols * G..(g + 1) * cols * G];
+        let token = |t: usize| &acts[t * cols..(t + 1) * cols];
+        #[cfg(target_arch = "x86_64")]
+        if cpu::has_avx512f() {
+            use gemm_f16::{tile_lanes, TOKENS};
+            let passes = if n >= gemm_f16::MIN_TOKENS {
+                n / TOKENS
+            } else {
+                0
+            };
+            let mut packed = vec![0f32; passes * TOKENS * cols];
+            pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
+                let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
+                // SAFETY: the CPU has AVX-512 F (checked above).
+                unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
+            });
+            self.by_row_ranges(n, out, |r0, r1, dst| {
+                // Group `g`'s results for tokens `t0..`, the rows it has in `r0..r1`.
+                let put = |dst: &mut RowsOut, g: usize, t0: usize, v: &[[f32; G]]| {
+                    let live = G.min(r1 - g * G);
+                    for (j, v) in v.iter().enumerate() {
+                        dst.token(t0 + j)[g * G - r0..][..live].copy_from_slice(&v[..live]);
+                    }
+                };
+                let groups = r0 / G..r1.div_ceil(G);
+                for g in groups.clone() {
+                    for (p, pass) in packed.chunks_exact(TOKENS * cols).enumerate() {
+                        // SAFETY (every kernel call here): the CPU has AVX-512 F (checked above).
+                        let v = unsafe { gemm_f16::tile_packed_lanes(group(g), pass) };
+                        put(dst, g, p * TOKENS, &v);
+                    }
+                }
+                let mut t0 = passes * TOKENS;
+                while t0 + 4 <= n {
+                    let ts = std::array::from_fn(|j| token(t0 + j));
+                    for g in groups.clone() {
+                        // SAFETY: as above.
+                        put(
+                            dst,
+                            g,
+                            t0,
+                            &unsafe { tile_lanes::<1, 4>([group(g)], ts) }[0],
+                        );
+                    }
+                    t0 += 4;
+                }
+                for t in t0..n {
+                    let mut g = groups.start;
+                    while g < groups.end {
+                        let left = groups.end - g;
+                        let v: &[[[f32; G]; 1]] = if left >= 4 {
+                            // SAFETY: as above.
+                            &unsafe {
+                                tile_lanes::<4, 1>(
+                                    std::array::from_fn(|i| group(g + i)),
+                                    [token(t)],
+                                )
+                            }
+                        } else if left >= 2 {
+                            // SAFETY: as above.
+                            &unsafe { tile_lanes::<2, 1>([group(g), group(g + 1)], [token(t)]) }
+                        } else {
+                            // SAFETY: as above.
+                            &unsafe { tile_lanes::<1, 1>([group(g)], [token(t)]) }
+                        };
+                        for (i, v) in v.iter().enumerate() {
+                            put(dst, g + i, t, v);
+                        }
+                        g += v.len();
+                    }
+                }
+            });
+            return;
+        }
+        self.run_rows(n, out, |r, t| {
+            let i = r % G;
+            group(r / G)
+                .chunks_exact(G)
+                .zip(token(t))
+                .fold(0f32, |acc, (col, &x)| col[i].to_f32().mul_add(x, acc))
+        });
     }
 
     /// The F16 batch kernels are x86-64's: elsewhere the per-row products run.
@@ -1130,6 +1238,7 @@ mod tests {
             let packed = packed.as_ref().map(|p| p.matrix().unwrap());
             for m in std::iter::once(plain).chain(packed) {
                 check_against_dequantized(&m, &x, n);
+                check_against_dequantized(&m, &x, 1);
             }
         }
     }

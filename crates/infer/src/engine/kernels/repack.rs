@@ -10,7 +10,9 @@
 //! Two layouts:
 //! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q6_K go to the lane layouts of [`lanes`] and [`lanes_k`]
 //!   (16 rows per group, one row per 32-bit lane), whose kernels sum each block exactly in integers
-//!   for 16 rows at once; their products differ from the per-row ones in the last bits.
+//!   for 16 rows at once; their products differ from the per-row ones in the last bits. F16 goes to
+//!   the same grouping, each group transposed (a column's 16 values side by side, `gemm_f16`), so
+//!   its batches multiply without transposing the weights in every product.
 //! * The other tiled type (Q4_K) is interleaved by [`TILE_ROWS`] with the
 //!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
 //!   the file's bytes bit for bit.
@@ -54,6 +56,7 @@ pub(super) fn in_lanes(t: GgmlType) -> bool {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q6_K
+            | GgmlType::F16
     )
 }
 
@@ -73,6 +76,9 @@ impl PackedMatrix {
         }
         let block = m.ttype.type_size() as usize;
         let row_bytes = m.row_bytes();
+        if m.ttype == GgmlType::F16 {
+            return pack_f16(m);
+        }
         if in_lanes(m.ttype) {
             let bpr = m.cols / m.ttype.block_size() as usize;
             let groups = match m.ttype {
@@ -115,6 +121,45 @@ impl PackedMatrix {
     pub fn matrix(&self) -> Result<QMatrix<'_>, KernelError> {
         let bytes = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
         QMatrix::packed(bytes, self.ttype, self.rows, self.cols)
+    }
+}
+
+/// An F16 matrix as transposed groups of [`lanes::LANE_ROWS`] rows ([`f16_group`]).
+fn pack_f16(m: &QMatrix<'_>) -> Option<PackedMatrix> {
+    use half::f16;
+    let w = bytemuck::try_cast_slice::<u8, f16>(m.bytes).ok()?;
+    let group = m.cols.checked_mul(lanes::LANE_ROWS)?;
+    let len = padded_len(m.rows, lanes::LANE_ROWS, m.row_bytes())?;
+    let mut words = vec![0u64; len.div_ceil(8)];
+    let out = &mut bytemuck::cast_slice_mut::<u64, f16>(&mut words)[..len / 2];
+    for (g, dst) in out.chunks_exact_mut(group).enumerate() {
+        f16_group(w, m.rows, m.cols, g * lanes::LANE_ROWS, dst);
+    }
+    Some(PackedMatrix {
+        words,
+        len,
+        ttype: m.ttype,
+        rows: m.rows,
+        cols: m.cols,
+    })
+}
+
+/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
+/// the last row) transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The packed layout of
+/// F16 matrices: a column of the group is one vector.
+pub(super) fn f16_group(
+    w: &[half::f16],
+    rows: usize,
+    cols: usize,
+    r0: usize,
+    out: &mut [half::f16],
+) {
+    assert_eq!(out.len(), cols * lanes::LANE_ROWS);
+    for i in 0..lanes::LANE_ROWS {
+        let r = (r0 + i).min(rows - 1);
+        for (k, &x) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[k * lanes::LANE_ROWS + i] = x;
+        }
     }
 }
 
