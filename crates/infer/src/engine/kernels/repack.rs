@@ -89,13 +89,8 @@ impl PackedMatrix {
                 GgmlType::Q5_1 => lane_words::<lanes::Q5_1x16>(m.bytes, bpr)?,
                 _ => lane_words::<lanes::Q8_0x16>(m.bytes, bpr)?,
             };
-            return Some(PackedMatrix {
-                len: padded_len(m.rows, lanes::LANE_ROWS, row_bytes)?,
-                words: groups,
-                ttype: m.ttype,
-                rows: m.rows,
-                cols: m.cols,
-            });
+            let len = padded_len(m.rows, lanes::LANE_ROWS, row_bytes)?;
+            return Some(PackedMatrix::holding(m, groups, len));
         }
         let len = padded_len(m.rows, TILE_ROWS, row_bytes)?;
         let mut words = vec![0u64; len.div_ceil(8)];
@@ -108,13 +103,18 @@ impl PackedMatrix {
                 dst.copy_from_slice(&m.bytes[src..src + block]);
             }
         }
-        Some(PackedMatrix {
+        Some(PackedMatrix::holding(m, words, len))
+    }
+
+    /// `m`'s packed form: `len` bytes of `words`.
+    fn holding(m: &QMatrix<'_>, words: Vec<u64>, len: usize) -> PackedMatrix {
+        PackedMatrix {
             words,
             len,
             ttype: m.ttype,
             rows: m.rows,
             cols: m.cols,
-        })
+        }
     }
 
     /// The packed matrix for the kernels.
@@ -135,13 +135,7 @@ fn pack_f16(m: &QMatrix<'_>) -> Option<PackedMatrix> {
     for (g, dst) in out.chunks_exact_mut(group).enumerate() {
         f16_group(w, m.rows, m.cols, g * lanes::LANE_ROWS, dst);
     }
-    Some(PackedMatrix {
-        words,
-        len,
-        ttype: m.ttype,
-        rows: m.rows,
-        cols: m.cols,
-    })
+    Some(PackedMatrix::holding(m, words, len))
 }
 
 /// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
