@@ -244,9 +244,11 @@ impl Layout {
 pub enum QActs {
     /// For F32 weights.
     F32(Vec<f32>),
-    /// For F16 weights: activations rounded to f16, and the same values as f32 (for the batch
-    /// kernels of `gemm_f16`).
-    F16(Vec<f16>, Vec<f32>),
+    /// For F16 weights: activations rounded to f16, the same values as f32, and, for the batch
+    /// kernels of `gemm_f16` (batches of 8 tokens or more on CPUs with AVX-512 F, otherwise empty),
+    /// the first `n / 16 · 16` tokens of those packed by passes of 16: packed once, they serve every
+    /// product of the same activations (Q, K and V; gate and up).
+    F16(Vec<f16>, Vec<f32>, Vec<f32>),
     /// For BF16 weights.
     Bf16(Vec<bf16>),
     /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights) and their terms for the lane kernels.
@@ -494,7 +496,8 @@ impl<'a> QMatrix<'a> {
             GgmlType::F32 => QActs::F32(x.to_vec()),
             GgmlType::F16 => {
                 let (h, r) = round_to_f16(x);
-                QActs::F16(h, r)
+                let packed = pack_batch(&r, n, cols);
+                QActs::F16(h, r, packed)
             }
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
@@ -539,17 +542,17 @@ impl<'a> QMatrix<'a> {
                     dot_float::dot_f32(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
                 })
             }
-            (GgmlType::F16, QActs::F16(_, rounded)) if self.layout == Layout::Lanes => {
+            (GgmlType::F16, QActs::F16(_, rounded, packed)) if self.layout == Layout::Lanes => {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
-                self.run_f16_lanes(w, rounded, n, out)
+                self.run_f16_lanes(w, rounded, packed, n, out)
             }
-            (GgmlType::F16, QActs::F16(a, rounded)) => {
+            (GgmlType::F16, QActs::F16(a, rounded, packed)) => {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
-                if self.run_f16_batch(w, rounded, n, out) {
+                if self.run_f16_batch(w, rounded, packed, n, out) {
                     return;
                 }
                 #[cfg(target_arch = "x86_64")]
@@ -840,7 +843,14 @@ impl<'a> QMatrix<'a> {
     /// Returns `false`, computing nothing, for batches of fewer than `gemm_f16::MIN_TOKENS` tokens
     /// and where the CPU has no AVX-512 F.
     #[cfg(target_arch = "x86_64")]
-    fn run_f16_batch(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) -> bool {
+    fn run_f16_batch(
+        &self,
+        w: &[f16],
+        acts: &[f32],
+        packed: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> bool {
         use gemm_f16::{GROUP, TOKENS};
         if n < gemm_f16::MIN_TOKENS || !cpu::has_avx512f() {
             return false;
@@ -848,12 +858,13 @@ impl<'a> QMatrix<'a> {
         let (rows, cols) = (self.rows, self.cols);
         let token = |t: usize| &acts[t * cols..(t + 1) * cols];
         let passes = n / TOKENS;
-        let mut packed = vec![0f32; passes * TOKENS * cols];
-        pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
-            let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
-            // SAFETY: as below.
-            unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
-        });
+        let own;
+        let packed = if packed.len() == passes * TOKENS * cols {
+            packed
+        } else {
+            own = pack_batch(acts, n, cols);
+            &own[..]
+        };
         self.by_row_ranges(n, out, |r0, r1, dst| {
             let mut group = vec![0f32; cols * GROUP];
             for g in (r0..r1).step_by(GROUP) {
@@ -891,7 +902,7 @@ impl<'a> QMatrix<'a> {
     /// of 16 tokens, the rest 4 tokens at a time, single tokens on up to four groups at a time
     /// (independent chains). Every path computes `gemm_f16`'s reference order; without AVX-512 F,
     /// that reference itself.
-    fn run_f16_lanes(&self, w: &[f16], acts: &[f32], n: usize, out: &mut [f32]) {
+    fn run_f16_lanes(&self, w: &[f16], acts: &[f32], packed: &[f32], n: usize, out: &mut [f32]) {
         const G: usize = lanes::LANE_ROWS;
         let cols = self.cols;
         let group = |g: usize| &w[g * cols * G..(g + 1) * cols * G];
@@ -904,12 +915,13 @@ impl<'a> QMatrix<'a> {
             } else {
                 0
             };
-            let mut packed = vec![0f32; passes * TOKENS * cols];
-            pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
-                let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
-                // SAFETY: the CPU has AVX-512 F (checked above).
-                unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
-            });
+            let own;
+            let packed = if packed.len() == passes * TOKENS * cols {
+                packed
+            } else {
+                own = pack_batch(acts, n, cols);
+                &own[..]
+            };
             self.by_row_ranges(n, out, |r0, r1, dst| {
                 // Group `g`'s results for tokens `t0..`, the rows it has in `r0..r1`.
                 let put = |dst: &mut RowsOut, g: usize, t0: usize, v: &[[f32; G]]| {
@@ -968,6 +980,7 @@ impl<'a> QMatrix<'a> {
             });
             return;
         }
+        let _ = packed; // the batch kernels' input, unused by the reference
         self.run_rows(n, out, |r, t| {
             let i = r % G;
             group(r / G)
@@ -979,7 +992,7 @@ impl<'a> QMatrix<'a> {
 
     /// The F16 batch kernels are x86-64's: elsewhere the per-row products run.
     #[cfg(not(target_arch = "x86_64"))]
-    fn run_f16_batch(&self, _: &[f16], _: &[f32], _: usize, _: &mut [f32]) -> bool {
+    fn run_f16_batch(&self, _: &[f16], _: &[f32], _: &[f32], _: usize, _: &mut [f32]) -> bool {
         false
     }
 
@@ -1116,6 +1129,25 @@ fn quantize_blocks<B: Send>(
     .unzip()
 }
 
+/// The first `n / 16 · 16` tokens of `acts` (`n × cols`) packed by passes of 16 for the F16 batch
+/// kernels, where they run (batches of `gemm_f16::MIN_TOKENS` or more, AVX-512 F); empty
+/// elsewhere.
+fn pack_batch(acts: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if n >= gemm_f16::MIN_TOKENS && cpu::has_avx512f() {
+        use gemm_f16::TOKENS;
+        let mut packed = vec![0f32; n / TOKENS * TOKENS * cols];
+        pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
+            let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
+            // SAFETY: the CPU has AVX-512 F (checked above).
+            unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
+        });
+        return packed;
+    }
+    let _ = (acts, n, cols);
+    Vec::new()
+}
+
 /// `x` rounded to f16, and the rounded values back as f32; in parallel for large inputs, with
 /// `half`'s vectorised slice conversions.
 fn round_to_f16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
@@ -1238,7 +1270,7 @@ mod tests {
             let packed = packed.as_ref().map(|p| p.matrix().unwrap());
             for m in std::iter::once(plain).chain(packed) {
                 check_against_dequantized(&m, &x, n);
-                check_against_dequantized(&m, &x, 1);
+                check_against_dequantized(&m, &x[..cols], 1);
             }
         }
     }
