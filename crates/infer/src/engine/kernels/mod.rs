@@ -858,13 +858,7 @@ impl<'a> QMatrix<'a> {
         let (rows, cols) = (self.rows, self.cols);
         let token = |t: usize| &acts[t * cols..(t + 1) * cols];
         let passes = n / TOKENS;
-        let own;
-        let packed = if packed.len() == passes * TOKENS * cols {
-            packed
-        } else {
-            own = pack_batch(acts, n, cols);
-            &own[..]
-        };
+        let packed = packed_batch(packed, acts, n, cols);
         self.by_row_ranges(n, out, |r0, r1, dst| {
             let mut group = vec![0f32; cols * GROUP];
             for g in (r0..r1).step_by(GROUP) {
@@ -910,17 +904,11 @@ impl<'a> QMatrix<'a> {
         #[cfg(target_arch = "x86_64")]
         if cpu::has_avx512f() {
             use gemm_f16::{tile_lanes, TOKENS};
+            let packed = packed_batch(packed, acts, n, cols);
             let passes = if n >= gemm_f16::MIN_TOKENS {
                 n / TOKENS
             } else {
                 0
-            };
-            let own;
-            let packed = if packed.len() == passes * TOKENS * cols {
-                packed
-            } else {
-                own = pack_batch(acts, n, cols);
-                &own[..]
             };
             self.by_row_ranges(n, out, |r0, r1, dst| {
                 // Group `g`'s results for tokens `t0..`, the rows it has in `r0..r1`.
@@ -1146,6 +1134,28 @@ fn pack_batch(acts: &[f32], n: usize, cols: usize) -> Vec<f32> {
     }
     let _ = (acts, n, cols);
     Vec::new()
+}
+
+/// `packed` where it holds [`pack_batch`]'s packing of `acts` (converted with the activations),
+/// that packing made now otherwise.
+#[cfg(target_arch = "x86_64")]
+fn packed_batch<'p>(
+    packed: &'p [f32],
+    acts: &[f32],
+    n: usize,
+    cols: usize,
+) -> std::borrow::Cow<'p, [f32]> {
+    use gemm_f16::TOKENS;
+    let want = if n >= gemm_f16::MIN_TOKENS {
+        n / TOKENS * TOKENS * cols
+    } else {
+        0
+    };
+    if packed.len() == want {
+        std::borrow::Cow::Borrowed(packed)
+    } else {
+        std::borrow::Cow::Owned(pack_batch(acts, n, cols))
+    }
 }
 
 /// `x` rounded to f16, and the rounded values back as f32; in parallel for large inputs, with
