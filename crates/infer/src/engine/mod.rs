@@ -327,6 +327,7 @@ impl Engine {
         // in both, and each segment starts at its own position.
         let mut ropes: Vec<((f32, f32), Vec<Rope>)> = Vec::new();
         let mut h = vec![0f32; n * e];
+        let mut b = LayerBuffers::default();
         for (il, (lw, lc)) in w.layers.iter().zip(&cfg.layers).enumerate() {
             let key = (lc.rope_base, lc.rope_freq_scale);
             if !ropes.iter().any(|(k, _)| *k == key) {
@@ -354,17 +355,24 @@ impl Engine {
             // Attention.
             h.copy_from_slice(&x);
             ops::rms_norm(&mut h, &lw.attn_norm, cfg.rms_eps);
-            let (mut q, mut k, mut v) = self.project3(&h, n, [&lw.wq, &lw.wk, &lw.wv]);
-            for (t, b) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
-                if let Some(b) = b {
-                    ops::add_bias(t, b);
+            self.project(
+                &h,
+                n,
+                [&lw.wq, &lw.wk, &lw.wv],
+                [&mut b.q, &mut b.k, &mut b.v],
+                &mut b.acts,
+            );
+            let (q, k, v) = (&mut b.q, &mut b.k, &mut b.v);
+            for (t, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
+                if let Some(bias) = bias {
+                    ops::add_bias(t, bias);
                 }
             }
             if let Some(qn) = &lw.q_norm {
-                ops::rms_norm(&mut q, qn, cfg.rms_eps);
+                ops::rms_norm(q, qn, cfg.rms_eps);
             }
             if let Some(kn) = &lw.k_norm {
-                ops::rms_norm(&mut k, kn, cfg.rms_eps);
+                ops::rms_norm(k, kn, cfg.rms_eps);
             }
             if let Some(ropes) = rope {
                 let (qw, kw) = (lc.n_head * cfg.head_dim, lc.n_head_kv * cfg.head_dim);
@@ -389,7 +397,7 @@ impl Engine {
                 lc.n_head_kv * cfg.head_dim_v,
             );
             let aw = lc.n_head * cfg.head_dim_v;
-            let mut att = vec![0f32; n * aw];
+            let att = sized(&mut b.att, n * aw);
             let shape = AttnShape {
                 n_head: lc.n_head,
                 n_head_kv: lc.n_head_kv,
@@ -411,30 +419,30 @@ impl Engine {
                     &mut att[a * aw..b * aw],
                 );
             }
-            let mut o = vec![0f32; n * e];
-            self.mat(&lw.wo).matmul(&att, n, &mut o);
-            if let Some(b) = &lw.bo {
-                ops::add_bias(&mut o, b);
+            self.project(&b.att, n, [&lw.wo], [&mut b.o], &mut b.acts);
+            let o = &mut b.o;
+            if let Some(bias) = &lw.bo {
+                ops::add_bias(o, bias);
             }
             if let Some(pn) = &lw.post_attn_norm {
-                ops::rms_norm(&mut o, pn, cfg.rms_eps);
+                ops::rms_norm(o, pn, cfg.rms_eps);
             }
-            ops::add_in_place(&mut x, &o);
+            ops::add_in_place(&mut x, o);
 
             // Feed-forward.
             h.copy_from_slice(&x);
             ops::rms_norm(&mut h, &lw.ffn_norm, cfg.rms_eps);
-            let (mut g, u) = self.project2(&h, n, [&lw.gate, &lw.up]);
+            self.project(&h, n, [&lw.gate, &lw.up], [&mut b.g, &mut b.u], &mut b.acts);
             match cfg.arch {
-                Arch::Gemma3 => ops::geglu(&mut g, &u),
-                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => ops::swiglu(&mut g, &u),
+                Arch::Gemma3 => ops::geglu(&mut b.g, &b.u),
+                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => ops::swiglu(&mut b.g, &b.u),
             }
-            let mut d = vec![0f32; n * e];
-            self.mat(&lw.down).matmul(&g, n, &mut d);
+            self.project(&b.g, n, [&lw.down], [&mut b.d], &mut b.acts);
+            let d = &mut b.d;
             if let Some(pn) = &lw.post_ffn_norm {
-                ops::rms_norm(&mut d, pn, cfg.rms_eps);
+                ops::rms_norm(d, pn, cfg.rms_eps);
             }
-            ops::add_in_place(&mut x, &d);
+            ops::add_in_place(&mut x, d);
         }
 
         for s in segments.iter_mut() {
@@ -459,74 +467,79 @@ impl Engine {
         logits
     }
 
-    /// Three projections of the same input, converting the activations once per weight type.
-    fn project3(&self, x: &[f32], n: usize, w: [&TensorRef; 3]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut outs = self.project(x, n, &w);
-        let c = outs.pop().unwrap_or_default();
-        let b = outs.pop().unwrap_or_default();
-        let a = outs.pop().unwrap_or_default();
-        (a, b, c)
-    }
-
-    fn project2(&self, x: &[f32], n: usize, w: [&TensorRef; 2]) -> (Vec<f32>, Vec<f32>) {
-        let mut outs = self.project(x, n, &w);
-        let b = outs.pop().unwrap_or_default();
-        let a = outs.pop().unwrap_or_default();
-        (a, b)
-    }
-
-    fn project(&self, x: &[f32], n: usize, ws: &[&TensorRef]) -> Vec<Vec<f32>> {
-        if n == 1 {
-            return self.project_one(x, ws);
-        }
-        let mut cached: Vec<(shuku_gguf::GgmlType, QActs)> = Vec::new();
-        ws.iter()
-            .map(|t| {
-                let m = self.mat(t);
-                let mut out = vec![0f32; n * m.rows()];
-                let vdt = vec_dot_class(m.ttype());
-                match cached.iter().find(|(c, _)| vec_dot_class(*c) == vdt) {
-                    Some((_, a)) => m.matmul_q(a, n, &mut out),
-                    None => {
-                        let a = m.quantize_acts(x, n);
-                        m.matmul_q(&a, n, &mut out);
-                        cached.push((m.ttype(), a));
-                    }
+    /// Projections of the same input `x` (`n` rows) into `outs` (resized to fit), converting the
+    /// activations once per weight type into `converted` (one slot per type, reused from call to
+    /// call).
+    fn project<const M: usize>(
+        &self,
+        x: &[f32],
+        n: usize,
+        ws: [&TensorRef; M],
+        outs: [&mut Vec<f32>; M],
+        converted: &mut Vec<(u8, QActs)>,
+    ) {
+        let mats = ws.map(|t| self.mat(t));
+        let mut done: Vec<u8> = Vec::with_capacity(M);
+        for m in &mats {
+            let class = vec_dot_class(m.ttype());
+            if done.contains(&class) {
+                continue;
+            }
+            done.push(class);
+            let slot = match converted.iter().position(|(c, _)| *c == class) {
+                Some(i) => &mut converted[i].1,
+                None => {
+                    converted.push((class, QActs::F32(Vec::new())));
+                    &mut converted.last_mut().expect("just pushed").1
                 }
-                out
-            })
-            .collect()
+            };
+            m.quantize_acts_into(x, n, slot);
+        }
+        let converted = &*converted;
+        let acts = |m: &kernels::QMatrix<'_>| {
+            let class = vec_dot_class(m.ttype());
+            converted
+                .iter()
+                .find(|(c, _)| *c == class)
+                .map(|(_, a)| a)
+                .expect("every class was converted above")
+        };
+        if n == 1 {
+            // Decoding: every matrix in one parallel loop.
+            let jobs = mats
+                .iter()
+                .zip(outs)
+                .map(|(m, out)| (*m, acts(m), sized(out, m.rows())))
+                .collect();
+            kernels::matmul_many(jobs);
+            return;
+        }
+        for (m, out) in mats.iter().zip(outs) {
+            m.matmul_q(acts(m), n, sized(out, n * m.rows()));
+        }
     }
 }
 
-impl Engine {
-    /// [`Engine::project`] for one token: every matrix in one parallel loop
-    /// ([`kernels::matmul_many`]).
-    fn project_one(&self, x: &[f32], ws: &[&TensorRef]) -> Vec<Vec<f32>> {
-        let mats: Vec<kernels::QMatrix<'_>> = ws.iter().map(|t| self.mat(t)).collect();
-        let mut converted: Vec<(u8, QActs)> = Vec::new();
-        for m in &mats {
-            let class = vec_dot_class(m.ttype());
-            if !converted.iter().any(|(c, _)| *c == class) {
-                converted.push((class, m.quantize_acts(x, 1)));
-            }
-        }
-        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows()]).collect();
-        let jobs: Vec<(kernels::QMatrix<'_>, &QActs, &mut [f32])> = mats
-            .iter()
-            .zip(outs.iter_mut())
-            .filter_map(|(m, out)| {
-                let class = vec_dot_class(m.ttype());
-                let acts = converted
-                    .iter()
-                    .find(|(c, _)| *c == class)
-                    .map(|(_, a)| a)?;
-                Some((*m, acts, out.as_mut_slice()))
-            })
-            .collect();
-        kernels::matmul_many(jobs);
-        outs
-    }
+/// The per-layer buffers of one forward pass, reused by every layer: a fresh buffer per layer
+/// costs a memset and, past the allocator's mmap threshold, a page fault per page.
+#[derive(Default)]
+struct LayerBuffers {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    d: Vec<f32>,
+    /// The activations converted for the products, one slot per vec-dot type.
+    acts: Vec<(u8, QActs)>,
+}
+
+/// `buf` resized to `len` values (zeros only where it grows) as a slice; every user overwrites it.
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    buf
 }
 
 /// One sequence of a batch: its session and the tokens that follow what the session holds.

@@ -490,14 +490,39 @@ impl<'a> QMatrix<'a> {
 
     /// Converts `n` activation rows (`x`: `n × cols`) to this matrix's vec-dot type.
     pub fn quantize_acts(&self, x: &[f32], n: usize) -> QActs {
+        let mut acts = QActs::F32(Vec::new());
+        self.quantize_acts_into(x, n, &mut acts);
+        acts
+    }
+
+    /// [`QMatrix::quantize_acts`] into `acts`, reusing its buffers where it holds the same vec-dot
+    /// type (F16's three batch-sized buffers; the block types are a quarter of that or less and
+    /// are made afresh).
+    pub fn quantize_acts_into(&self, x: &[f32], n: usize, acts: &mut QActs) {
         let cols = self.cols;
         debug_assert_eq!(x.len(), n * cols);
+        *acts = match (self.ttype, std::mem::replace(acts, QActs::F32(Vec::new()))) {
+            (GgmlType::F32, QActs::F32(mut a)) => {
+                a.clear();
+                a.extend_from_slice(x);
+                QActs::F32(a)
+            }
+            (GgmlType::F16, QActs::F16(mut h, mut r, mut packed)) => {
+                convert_f16(x, n, cols, (&mut h, &mut r, &mut packed));
+                QActs::F16(h, r, packed)
+            }
+            (_, _) => self.quantize_acts_fresh(x, n),
+        };
+    }
+
+    fn quantize_acts_fresh(&self, x: &[f32], n: usize) -> QActs {
+        let cols = self.cols;
         match self.ttype {
             GgmlType::F32 => QActs::F32(x.to_vec()),
             GgmlType::F16 => {
-                let (h, r) = round_to_f16(x);
-                let packed = pack_batch(&r, n, cols);
-                QActs::F16(h, r, packed)
+                let mut bufs = (Vec::new(), Vec::new(), Vec::new());
+                convert_f16(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
+                QActs::F16(bufs.0, bufs.1, bufs.2)
             }
             GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
@@ -1117,23 +1142,50 @@ fn quantize_blocks<B: Send>(
     .unzip()
 }
 
-/// The first `n / 16 · 16` tokens of `acts` (`n × cols`) packed by passes of 16 for the F16 batch
-/// kernels, where they run (batches of `gemm_f16::MIN_TOKENS` or more, AVX-512 F); empty
-/// elsewhere.
-fn pack_batch(acts: &[f32], n: usize, cols: usize) -> Vec<f32> {
+/// Whether [`pack_batch`] packs a batch of `n` tokens: batches of `gemm_f16::MIN_TOKENS` or more
+/// where the CPU has AVX-512 F (where the F16 batch kernels run).
+fn packs_batch(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if n >= gemm_f16::MIN_TOKENS && cpu::has_avx512f() {
-        use gemm_f16::TOKENS;
-        let mut packed = vec![0f32; n / TOKENS * TOKENS * cols];
-        pool::for_each_chunk(&mut packed, TOKENS * cols, |p, pass| {
-            let tokens = &acts[p * TOKENS * cols..][..TOKENS * cols];
-            // SAFETY: the CPU has AVX-512 F (checked above).
-            unsafe { gemm_f16::pack_tokens_avx512(tokens, cols, pass) }
-        });
-        return packed;
+    return n >= gemm_f16::MIN_TOKENS && cpu::has_avx512f();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = n;
+        false
     }
-    let _ = (acts, n, cols);
-    Vec::new()
+}
+
+/// Tokens of one task of [`convert_f16`] and [`pack_batch`], and of one packed pass.
+#[cfg(target_arch = "x86_64")]
+const PASS_TOKENS: usize = gemm_f16::TOKENS;
+#[cfg(not(target_arch = "x86_64"))]
+const PASS_TOKENS: usize = 16;
+
+/// The first `n / 16 · 16` tokens of `acts` (`n × cols`) packed by passes of 16 for the F16 batch
+/// kernels where [`packs_batch`]; empty elsewhere.
+fn pack_batch(acts: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    if !packs_batch(n) {
+        return Vec::new();
+    }
+    let mut packed = vec![0f32; n / PASS_TOKENS * PASS_TOKENS * cols];
+    pool::for_each_chunk(&mut packed, PASS_TOKENS * cols, |p, pass| {
+        pack_pass(
+            &acts[p * PASS_TOKENS * cols..][..PASS_TOKENS * cols],
+            cols,
+            pass,
+        );
+    });
+    packed
+}
+
+/// One pass of 16 tokens (`tokens`: `16 × cols`) packed into `pass`.
+fn pack_pass(tokens: &[f32], cols: usize, pass: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: packing runs only where `packs_batch` holds, which checks AVX-512 F.
+    unsafe {
+        gemm_f16::pack_tokens_avx512(tokens, cols, pass)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (tokens, cols, pass);
 }
 
 /// `packed` where it holds [`pack_batch`]'s packing of `acts` (converted with the activations),
@@ -1158,24 +1210,50 @@ fn packed_batch<'p>(
     }
 }
 
-/// `x` rounded to f16, and the rounded values back as f32; in parallel for large inputs, with
-/// `half`'s vectorised slice conversions.
-fn round_to_f16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
+/// The F16 weights' activations from `x` (`n × cols`) into `h`, `r` and `packed` (resized to
+/// fit): `x` rounded to f16, the rounded values back as f32, and those packed by [`pack_batch`].
+/// One parallel loop over passes of 16 tokens does all three for large batches (`half`'s
+/// vectorised slice conversions); small ones run here.
+fn convert_f16(
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    (h, r, packed): (&mut Vec<f16>, &mut Vec<f32>, &mut Vec<f32>),
+) {
     use half::slice::HalfFloatSliceExt;
-    let mut h = vec![f16::ZERO; x.len()];
-    let mut r = vec![0f32; x.len()];
+    h.resize(x.len(), f16::ZERO);
+    r.resize(x.len(), 0.0);
+    let passes = if packs_batch(n) { n / PASS_TOKENS } else { 0 };
+    let span = PASS_TOKENS * cols;
+    packed.resize(passes * span, 0.0);
+    // One task: a pass's (or the last tokens') values, and its packing if it is a whole pass.
+    type Task<'b> = (&'b mut [f16], &'b mut [f32], Option<&'b mut [f32]>);
+    let mut tasks: Vec<Task> = h
+        .chunks_mut(span)
+        .zip(r.chunks_mut(span))
+        .zip(
+            packed
+                .chunks_exact_mut(span)
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None)),
+        )
+        .map(|((h, r), pass)| (h, r, pass))
+        .collect();
+    let convert = |p: usize, (h, r, pass): &mut Task| {
+        h.convert_from_f32_slice(&x[p * span..][..h.len()]);
+        h.convert_to_f32_slice(r);
+        if let Some(pass) = pass {
+            pack_pass(r, cols, pass);
+        }
+    };
     if x.len() >= PARALLEL_ITEMS {
-        pool::for_each_chunk(&mut h, PARALLEL_ITEMS, |i, h| {
-            h.convert_from_f32_slice(&x[i * PARALLEL_ITEMS..][..h.len()]);
-        });
-        pool::for_each_chunk(&mut r, PARALLEL_ITEMS, |i, r| {
-            h[i * PARALLEL_ITEMS..][..r.len()].convert_to_f32_slice(r);
-        });
+        pool::for_each_chunk(&mut tasks, 1, |p, task| convert(p, &mut task[0]));
     } else {
-        h.convert_from_f32_slice(x);
-        h.convert_to_f32_slice(&mut r);
+        tasks
+            .iter_mut()
+            .enumerate()
+            .for_each(|(p, task)| convert(p, task));
     }
-    (h, r)
 }
 
 /// Several matrix × one-token products in one parallel loop: `out_j = W_j · x` for each job
@@ -1312,6 +1390,35 @@ mod tests {
             "{t} ({:?}): max error {max_err} (largest |ref| {max_ref})",
             m.layout
         );
+    }
+
+    /// Converting into activations of an earlier, larger or smaller batch (or of another type)
+    /// gives the same products as converting afresh: reused buffers keep no stale values. 40
+    /// tokens (two packed passes and a remainder), then 21, then 40 again.
+    #[test]
+    fn reused_activation_buffers_give_fresh_products() {
+        let (rows, cols) = (37, 512);
+        let w = rand_vec(rows * cols, 3);
+        let x = rand_vec(40 * cols, 4);
+        let mut acts = QActs::Q8_0(Vec::new(), Vec::new());
+        for t in [GgmlType::F32, GgmlType::F16, GgmlType::Q4_0] {
+            let bytes = quantize_for_tests(t, &w).unwrap();
+            let store = aligned(&bytes);
+            let plain = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();
+            let packed = repack::PackedMatrix::pack(&plain);
+            let packed = packed.as_ref().map(|p| p.matrix().unwrap());
+            for m in std::iter::once(plain).chain(packed) {
+                for n in [40, 21, 40] {
+                    let x = &x[..n * cols];
+                    let mut fresh = vec![0f32; n * rows];
+                    m.matmul(x, n, &mut fresh);
+                    m.quantize_acts_into(x, n, &mut acts);
+                    let mut reused = vec![0f32; n * rows];
+                    m.matmul_q(&acts, n, &mut reused);
+                    assert_eq!(fresh, reused, "{t} ({:?}), {n} tokens", m.layout);
+                }
+            }
+        }
     }
 
     /// Dequantized weights stay close to the originals (checks the block casts read the right
