@@ -14,6 +14,31 @@ pub const QK_K: usize = 256;
 /// Bytes of packed 6-bit scales and mins in a Q4_K / Q5_K super-block (and Q3_K's 6-bit scales).
 pub const K_SCALE_SIZE: usize = 12;
 
+/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K
+/// super-block. Sub-blocks 0–3 keep theirs in the low six bits of bytes `j` and `j + 4`;
+/// sub-blocks 4–7 keep their low four bits in the nibbles of byte `j + 4` and their top two bits
+/// in the spare top bits of bytes `j - 4` (scale) and `j` (min).
+#[inline]
+pub fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Scale `j` (0..16) of a Q3_K super-block, signed (−32..32): as `dequantize_row_q3_K`'s `kmask`
+/// unpacking reads it (and the read-back in `quantize_row_q3_K_ref`'s requantization).
+#[inline]
+pub fn q3_scale(q: &[u8; K_SCALE_SIZE], j: usize) -> i8 {
+    let low = if j < 8 { q[j] & 0xF } else { q[j - 8] >> 4 };
+    let high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+    (low | (high << 4)) as i8 - 32
+}
+
 /// 4-bit, one scale per 32: `x = d * (q - 8)`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[repr(C)]

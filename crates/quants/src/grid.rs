@@ -48,8 +48,8 @@ use std::array;
 use std::mem::size_of;
 
 use crate::blocks::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0, K_SCALE_SIZE, QK, QK_K,
+    get_scale_min_k4, q3_scale, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QK, QK_K,
 };
 use crate::format::{BlockFormat, QuantType};
 use crate::round::from_f16;
@@ -424,30 +424,6 @@ fn k_high_bit(h: &[u8; QK_K / 8], e: usize) -> u8 {
     (h[e % 32] >> (e / 32)) & 1
 }
 
-/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K
-/// super-block, as `dequantize_row_q4_K` / `_q5_K` unpack them.
-#[inline]
-fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Scale `j` (0..16) of a Q3_K super-block, signed (−32..32), as `dequantize_row_q3_K` unpacks
-/// it: the low nibble from byte `j` (or the high nibble of byte `j − 8`), the top two bits from
-/// bit `2·(j / 4)` of byte `8 + j % 4`, minus 32.
-#[inline]
-fn q3_scale(q: &[u8; K_SCALE_SIZE], j: usize) -> i8 {
-    let low = if j < 8 { q[j] & 0xF } else { q[j - 8] >> 4 };
-    let high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
-    (low | (high << 4)) as i8 - 32
-}
-
 impl GridBlock for BlockQ2K {
     const QMIN: i32 = 0;
     const QMAX: i32 = 3;
@@ -517,7 +493,7 @@ impl GridBlock for BlockQ4K {
     fn grids(&self, out: &mut [Grid]) {
         let (d, dmin) = (from_f16(self.d), from_f16(self.dmin));
         for (j, g) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(j, &self.scales);
+            let (sc, m) = get_scale_min_k4(j, &self.scales);
             let (dl, ml) = (d * sc as f32, dmin * m as f32);
             g.fill(Grid::affine(dl, -ml, Self::QMIN, Self::QMAX));
         }
@@ -544,7 +520,7 @@ impl GridBlock for BlockQ5K {
     fn grids(&self, out: &mut [Grid]) {
         let (d, dmin) = (from_f16(self.d), from_f16(self.dmin));
         for (j, g) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(j, &self.scales);
+            let (sc, m) = get_scale_min_k4(j, &self.scales);
             let (dl, ml) = (d * sc as f32, dmin * m as f32);
             g.fill(Grid::affine(dl, -ml, Self::QMIN, Self::QMAX));
         }

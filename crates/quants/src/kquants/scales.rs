@@ -2,22 +2,7 @@
 //! 6-bit mins, and Q3_K's sixteen 6-bit scales, each in [`K_SCALE_SIZE`] bytes.
 
 use crate::blocks::K_SCALE_SIZE;
-
-/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K
-/// super-block. Sub-blocks 0–3 keep theirs in the low six bits of bytes `j` and `j + 4`;
-/// sub-blocks 4–7 keep their low four bits in the nibbles of byte `j + 4` and their top two bits
-/// in the spare top bits of bytes `j - 4` (scale) and `j` (min).
-#[inline]
-pub(super) fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
+pub(super) use crate::blocks::{get_scale_min_k4, q3_scale};
 
 /// The inverse of [`get_scale_min_k4`], written as the packing loop of `quantize_row_q4_K_ref`
 /// (and Q5_K's, and both `_impl`s): the same stores in the same order, so that values above 63
@@ -53,13 +38,4 @@ pub(super) fn pack_q3_scales(l: &[u8; 16]) -> [u8; K_SCALE_SIZE] {
         q[j % 4 + 8] |= (l >> 4) << (2 * (j / 4));
     }
     q
-}
-
-/// Scale `j` (0..16) of a Q3_K super-block, signed (−32..32): the read-back in
-/// `quantize_row_q3_K_ref`'s requantization, equal to `dequantize_row_q3_K`'s `kmask` unpacking.
-#[inline]
-pub(super) fn q3_scale(q: &[u8; K_SCALE_SIZE], j: usize) -> i8 {
-    let low = if j < 8 { q[j] & 0xF } else { q[j - 8] >> 4 };
-    let high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
-    (low | (high << 4)) as i8 - 32
 }
