@@ -7,7 +7,7 @@
 //! block products take `neon`'s paths), the AVX2 pieces
 //! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). Where the CPU has
 //! AVX-512 VNNI, matrices are packed at load ([`repack`]) for the tiled products (`tile`,
-//! `tile_k`, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q6_K, for the lane kernels
+//! `tile_k` for Q4_K and Q6_K, `tile_k235` for Q2_K, Q3_K and Q5_K, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q6_K, for the lane kernels
 //! ([`lanes`], [`lanes_k`], `lanes_x86`).
 //!
 //! The block layouts are `shuku_quants`' plain-old-data structs ([`shuku_quants::blocks`]): the
@@ -15,10 +15,10 @@
 //! alignment and length, so the products written here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) get their
 //! weights as typed blocks without an `unsafe` cast, the activation quantizers build typed blocks,
 //! and the embedding lookup dequantizes with `shuku_quants`' ggml-exact
-//! [`BlockFormat::dequantize`]. The k-quant products (Q2_K … Q6_K) are
-//! still candle's `vec_dot`, which takes candle's own block structs; `as_candle` hands the checked
-//! `shuku_quants` views to it as candle's structs of the same ggml layout, the one `unsafe` cast
-//! left here. Otherwise `unsafe` code lives in the SIMD paths of these modules and in attention's
+//! [`BlockFormat::dequantize`]. The k-quant products (Q2_K … Q6_K) are the tiles where the CPU
+//! has AVX-512 VNNI, and candle's `vec_dot` elsewhere (other x86 CPUs, AArch64), which takes
+//! candle's own block structs; `as_candle` hands the checked `shuku_quants` views to it as
+//! candle's structs of the same ggml layout, the one `unsafe` cast left here. Otherwise `unsafe` code lives in the SIMD paths of these modules and in attention's
 //! FMA-compiled inner loop, nowhere else in the crate.
 //!
 //! Activations are quantized to the weight type's "vec-dot type" exactly as llama.cpp's CPU backend
@@ -66,6 +66,8 @@ mod tile;
 mod tile_f16;
 #[cfg(any(test, target_arch = "x86_64"))]
 mod tile_k;
+#[cfg(any(test, target_arch = "x86_64"))]
+mod tile_k235;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -162,7 +164,7 @@ fn view<T: Pod>(bytes: &[u8], ggml_type_size: usize) -> Option<&[T]> {
 }
 
 /// A `shuku_quants` block struct whose ggml block candle also declares, as `Candle`: the k-quants,
-/// whose products are candle's `vec_dot`, and their Q8_K activations.
+/// whose products are candle's `vec_dot` where the tiles do not run, and their Q8_K activations.
 trait CandleTwin: Pod {
     /// candle's struct for the same `ggml-common.h` block.
     type Candle: candle::GgmlType;
@@ -653,15 +655,30 @@ impl<'a> QMatrix<'a> {
                 tiles!(tile::q5_1::<TILE_ROWS, 1>, tile::q5_1_wide),
                 dot_q5::vec_dot_q5_1_q8_1,
             ),
-            (GgmlType::Q2_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ2K>(a, n, out, None),
-            (GgmlType::Q3_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ3K>(a, n, out, None),
+            (GgmlType::Q2_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ2K>(
+                a,
+                n,
+                out,
+                tiles!(tile_k235::q2_k::<TILE_ROWS, 1>, tile_k235::q2_k_wide),
+            ),
+            (GgmlType::Q3_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ3K>(
+                a,
+                n,
+                out,
+                tiles!(tile_k235::q3_k::<TILE_ROWS, 1>, tile_k235::q3_k_wide),
+            ),
             (GgmlType::Q4_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ4K>(
                 a,
                 n,
                 out,
                 tiles!(tile_k::q4_k::<TILE_ROWS, 1>, tile_k::q4_k_wide),
             ),
-            (GgmlType::Q5_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ5K>(a, n, out, None),
+            (GgmlType::Q5_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ5K>(
+                a,
+                n,
+                out,
+                tiles!(tile_k235::q5_k::<TILE_ROWS, 1>, tile_k235::q5_k_wide),
+            ),
             (GgmlType::Q6_K, QActs::Q8K(a, _)) => self.k_quant::<BlockQ6K>(
                 a,
                 n,
@@ -1162,6 +1179,7 @@ const PASS_TOKENS: usize = 16;
 
 /// The first `n / 16 · 16` tokens of `acts` (`n × cols`) packed by passes of 16 for the F16 batch
 /// kernels where [`packs_batch`]; empty elsewhere.
+#[cfg(target_arch = "x86_64")]
 fn pack_batch(acts: &[f32], n: usize, cols: usize) -> Vec<f32> {
     if !packs_batch(n) {
         return Vec::new();

@@ -13,7 +13,7 @@
 //!   for 16 rows at once; their products differ from the per-row ones in the last bits. F16 goes to
 //!   the same grouping, each group transposed (a column's 16 values side by side, `gemm_f16`), so
 //!   its batches multiply without transposing the weights in every product.
-//! * The other tiled type (Q4_K) is interleaved by [`TILE_ROWS`] with the
+//! * The other tiled types (Q2_K, Q3_K, Q4_K, Q5_K) are interleaved by [`TILE_ROWS`] with the
 //!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
 //!   the file's bytes bit for bit.
 //!
@@ -43,7 +43,11 @@ pub fn packs(t: GgmlType) -> bool {
 
 /// The types the tiles or the lane kernels read.
 pub(super) fn has_tiles(t: GgmlType) -> bool {
-    in_lanes(t) || t == GgmlType::Q4_K
+    in_lanes(t)
+        || matches!(
+            t,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K
+        )
 }
 
 /// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].

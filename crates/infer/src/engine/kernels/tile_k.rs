@@ -18,20 +18,16 @@
 //! nibbles `ql`, 64 bytes of high bit pairs `qh`, sixteen i8 scales (one per 16 values) and `d`;
 //! value = `d·sc·(q − 32)`. Q8_K has an f32 `d`, 256 codes and sixteen sums of 16 codes.
 
-use shuku_quants::blocks::{BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
+use shuku_quants::blocks::{get_scale_min_k4, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
 
-/// Q4_K's eight 6-bit scales and minimums from its 12 packed bytes (ggml's `get_scale_min_k4`).
-fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
+/// Q4_K's and Q5_K's eight 6-bit scales and minimums from their 12 packed bytes.
+/// A plain loop: the kernels call it once per super-block and row, and closures are not always
+/// inlined into them.
+#[inline(always)]
+pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
-        if j < 4 {
-            sc[j] = q[j] & 63;
-            m[j] = q[j + 4] & 63;
-        } else {
-            sc[j] = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-            m[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-        }
+        (sc[j], m[j]) = get_scale_min_k4(j, q);
     }
     (sc, m)
 }
@@ -91,6 +87,8 @@ pub fn vec_dot_q6_k_scalar(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(super) use vnni::{load, wide_k};
+#[cfg(target_arch = "x86_64")]
 pub use vnni::{q4_k, q4_k_wide, q6_k, q6_k_wide};
 
 #[cfg(target_arch = "x86_64")]
@@ -102,7 +100,7 @@ mod vnni {
 
     /// 32 bytes at `p[at..at + 32]`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn load<T: Copy>(p: &[T], at: usize) -> __m256i {
+    pub fn load<T: Copy>(p: &[T], at: usize) -> __m256i {
         const { assert!(size_of::<T>() == 1) };
         let s = &p[at..at + 32];
         // SAFETY: `s` is 32 one-byte values, one unaligned 256-bit load.
@@ -179,7 +177,7 @@ mod vnni {
 
     /// `$tile` for 4 rows × [`WIDE_TOKENS`] tokens, as 4 × 4 tiles (the k-quant tiles keep a
     /// 256-bit accumulator per pair; wider ones would not fit the registers).
-    macro_rules! wide {
+    macro_rules! wide_k {
         ($name:ident, $tile:ident, $w:ty) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             pub fn $name(
@@ -199,8 +197,9 @@ mod vnni {
             }
         };
     }
-    wide!(q4_k_wide, q4_k, BlockQ4K);
-    wide!(q6_k_wide, q6_k, BlockQ6K);
+    pub(in super::super) use wide_k;
+    wide_k!(q4_k_wide, q4_k, BlockQ4K);
+    wide_k!(q6_k_wide, q6_k, BlockQ6K);
 
     /// Q6_K rows × Q8_K tokens; block `b` of tile row `r` is `w[r * rs + b * bs]` (see `tile`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -271,7 +270,7 @@ mod vnni {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::as_candle;
     #[cfg(target_arch = "x86_64")]
     use super::super::cpu;
@@ -282,7 +281,7 @@ mod tests {
     use candle_core::quantized::k_quants::GgmlType as _;
 
     /// Q8_K activations as the engine's quantizer makes them: codes in −127..=127 and true sums.
-    fn acts(n: usize, seed: u64) -> Vec<BlockQ8K> {
+    pub fn acts(n: usize, seed: u64) -> Vec<BlockQ8K> {
         let mut a: Vec<BlockQ8K> = random(n, seed);
         for (i, b) in a.iter_mut().enumerate() {
             b.d = 0.01 * (1.0 + (i % 5) as f32);
@@ -299,7 +298,7 @@ mod tests {
         a
     }
 
-    fn close(got: f32, want: f32, what: &str) {
+    pub fn close(got: f32, want: f32, what: &str) {
         assert!(
             (got - want).abs() <= 2e-5 * want.abs().max(1.0),
             "{what}: {got} vs {want}"
