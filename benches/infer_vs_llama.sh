@@ -5,6 +5,9 @@
 #   assets of ../shared/scripts/fetch-models.sh and the tools of ../shared/scripts/build-llamacpp.sh)
 # Cases: SmolLM2-135M Q4_0, Q4_1, Q8_0, Q4_K_M, Q6_K (quantized by shuku from the f32 folder, the
 # same bytes llama-quantize writes), gemma-3-270m Q4_K_M (as published), the base model F16.
+# Other cases by name: smollm2-<PRESET> (any preset), base-<PRESET> (the base model quantized with
+# --pure: every matrix of the preset's type; its rows are multiples of 256, so k-quants stay
+# k-quants, where SmolLM2's 576-wide rows fall back to the legacy types).
 # SHUKU_BENCH_ARGS adds options to every `shuku bench` (e.g. --no-repack).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +34,10 @@ file_for() {
     gemma3-Q4_K_M) echo "$ASSETS/gguf/gemma-3-270m-q4_k_m.gguf" ;;
     base-F16) local f=$WORK/base-f16.gguf
       [ -f "$f" ] || "$SHUKU" convert "$ROOT/assets/shuku-base" -o "$f" --outtype f16 >/dev/null
+      echo "$f" ;;
+    base-*) local t=${1#base-} f=$WORK/$1.gguf base=$WORK/base-f32.gguf
+      [ -f "$base" ] || "$SHUKU" convert "$ROOT/assets/shuku-base" -o "$base" --outtype f32 >/dev/null
+      [ -f "$f" ] || "$SHUKU" quantize "$base" "$f" "$t" --pure -t "$THREADS" >/dev/null
       echo "$f" ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac
