@@ -69,6 +69,8 @@ mod tile_k;
 #[cfg(any(test, target_arch = "x86_64"))]
 mod tile_k235;
 #[cfg(target_arch = "x86_64")]
+mod tile_k_wide;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 /// Rows handed to one task of the pool at least, and the multiple every task's rows are of (so

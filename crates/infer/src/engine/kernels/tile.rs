@@ -80,7 +80,7 @@ fn q5_1_codes(b: &BlockQ5_1) -> __m256i {
 pub const WIDE_TOKENS: usize = 8;
 
 /// Token pairs of a 512-bit tile.
-const PAIRS: usize = WIDE_TOKENS / 2;
+pub(super) const PAIRS: usize = WIDE_TOKENS / 2;
 
 /// A 4 × [`WIDE_TOKENS`] tile on 512-bit lanes: each vector holds two tokens' 8 lanes, so one `vpdpbusd`,
 /// conversion, scale product and fused multiply-add serve two (row, token) pairs; each half does
@@ -184,13 +184,13 @@ macro_rules! min_tile_wide {
 
 /// Two tokens' 32 codes as one 512-bit vector (first token in the low half).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn pair_i(lo: __m256i, hi: __m256i) -> __m512i {
+pub(super) fn pair_i(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
 }
 
 /// Two scales (lane 0 of each) broadcast to the low and high halves.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn pair_f(lo: __m128, hi: __m128) -> __m512 {
+pub(super) fn pair_f(lo: __m128, hi: __m128) -> __m512 {
     let lo = _mm256_broadcastss_ps(lo);
     let hi = _mm256_broadcastss_ps(hi);
     _mm512_castpd_ps(_mm512_insertf64x4(
@@ -202,7 +202,7 @@ fn pair_f(lo: __m128, hi: __m128) -> __m512 {
 
 /// Each half of each accumulator summed as llama.cpp's `hsum_float_8`: `[row][token]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn halves(acc: [[__m512; PAIRS]; 4]) -> [[f32; WIDE_TOKENS]; 4] {
+pub(super) fn halves(acc: [[__m512; PAIRS]; 4]) -> [[f32; WIDE_TOKENS]; 4] {
     let mut out = [[0f32; WIDE_TOKENS]; 4];
     for r in 0..4 {
         for p in 0..PAIRS {

@@ -87,9 +87,11 @@ pub fn vec_dot_q6_k_scalar(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use vnni::{load, wide_k};
+pub use super::tile_k_wide::q4_k_wide;
 #[cfg(target_arch = "x86_64")]
-pub use vnni::{q4_k, q4_k_wide, q6_k, q6_k_wide};
+pub(super) use vnni::load;
+#[cfg(target_arch = "x86_64")]
+pub use vnni::{q4_k, q6_k, q6_k_wide};
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
@@ -197,8 +199,6 @@ mod vnni {
             }
         };
     }
-    pub(in super::super) use wide_k;
-    wide_k!(q4_k_wide, q4_k, BlockQ4K);
     wide_k!(q6_k_wide, q6_k, BlockQ6K);
 
     /// Q6_K rows × Q8_K tokens; block `b` of tile row `r` is `w[r * rs + b * bs]` (see `tile`).

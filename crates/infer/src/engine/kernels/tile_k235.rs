@@ -88,12 +88,15 @@ pub fn vec_dot_q5_k_scalar(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use vnni::{q2_k, q2_k_wide, q3_k, q3_k_wide, q5_k, q5_k_wide};
+pub use super::tile_k_wide::{q2_k_wide, q3_k_wide, q5_k_wide};
+#[cfg(target_arch = "x86_64")]
+pub(super) use vnni::q3_scales;
+#[cfg(target_arch = "x86_64")]
+pub use vnni::{q2_k, q3_k, q5_k};
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::super::tile::WIDE_TOKENS;
-    use super::super::tile_k::{load, scales_mins, wide_k};
+    use super::super::tile_k::{load, scales_mins};
     use super::super::x86::{hsum8, hsum8_tile};
     use super::{BlockQ2K, BlockQ3K, BlockQ5K, BlockQ8K};
     use std::arch::x86_64::*;
@@ -174,7 +177,7 @@ mod vnni {
     /// Q3_K's sixteen signed scales from their 12 packed bytes, in four 32-bit words as
     /// `ggml_vec_dot_q3_K_q8_K` unpacks them (the arithmetic of `q3_scale`, four scales a word).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn q3_scales(packed: &[u8; 12]) -> __m128i {
+    pub fn q3_scales(packed: &[u8; 12]) -> __m128i {
         let word = |i: usize| u32::from_le_bytes([0, 1, 2, 3].map(|k| packed[4 * i + k]));
         let (a0, a1, a2) = (word(0), word(1), word(2));
         let (low, top) = (0x0f0f_0f0f, 0x0303_0303);
@@ -306,10 +309,6 @@ mod vnni {
         }
         out
     }
-
-    wide_k!(q2_k_wide, q2_k, BlockQ2K);
-    wide_k!(q3_k_wide, q3_k, BlockQ3K);
-    wide_k!(q5_k_wide, q5_k, BlockQ5K);
 }
 
 #[cfg(test)]
