@@ -5,7 +5,11 @@
 //! bandwidth) says how much of the ceiling it reaches; `batch8` (eight tokens per call, on a
 //! quarter of the rows) shows how well a weight row, read once, serves several tokens (prompt
 //! processing); `vec_packed` is `vec` on the interleaved copy the engine makes at load for the
-//! types with tiled kernels.
+//! types with tiled kernels. `prompt128` is a 128-token batch on the matrix as the engine loads
+//! it (packed where the type is packed), in elements per second where an element is one
+//! floating-point operation (two per weight and token): criterion's `Gelem/s` there reads as
+//! GFLOP/s, the figure to hold against the cores' multiply-add peak, which is what bounds prompt
+//! processing.
 //!
 //! Every matrix is 4096 columns wide with as many rows as make 64 MiB of weights, twice the
 //! 32 MiB L3 of the machine this was written on, so the weights stream from DRAM every call.
@@ -33,6 +37,8 @@ const WEIGHT_BYTES: usize = 64 << 20;
 const DISTINCT_ROWS: usize = 64;
 /// Tokens of the batched product.
 const BATCH: usize = 8;
+/// Tokens of the prompt-sized product.
+const PROMPT: usize = 128;
 
 /// Weight bytes at a 32-byte aligned offset of their buffer, as a mapped GGUF's tensors are (the
 /// kernels need each block type's alignment).
@@ -79,7 +85,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Bytes(WEIGHT_BYTES as u64));
-    let x: Vec<f32> = common::weight_like(BATCH * COLS)
+    let x: Vec<f32> = common::weight_like(PROMPT * COLS)
         .iter()
         .map(|v| v * 50.0)
         .collect();
@@ -114,7 +120,27 @@ fn bench(c: &mut Criterion) {
         let m = QMatrix::new(part, ty, rows, COLS).expect("a valid matrix");
         group.throughput(Throughput::Bytes(part.len() as u64));
         group.bench_function(BenchmarkId::new("batch8", ty.name()), |b| {
-            b.iter(|| m.matmul(black_box(&x), BATCH, &mut out[..BATCH * rows]))
+            b.iter(|| {
+                m.matmul(
+                    black_box(&x[..BATCH * COLS]),
+                    BATCH,
+                    &mut out[..BATCH * rows],
+                )
+            })
+        });
+        // A prompt's batch on a sixteenth of the rows, packed as the engine loads it.
+        let rows = w.rows / 16;
+        let part = &w.bytes()[..w.len / 16];
+        let m = QMatrix::new(part, ty, rows, COLS).expect("a valid matrix");
+        let packed = PackedMatrix::pack(&m);
+        let m = match &packed {
+            Some(p) => p.matrix().expect("a valid packed matrix"),
+            None => m,
+        };
+        let mut out = vec![0f32; PROMPT * rows];
+        group.throughput(Throughput::Elements((2 * rows * COLS * PROMPT) as u64));
+        group.bench_function(BenchmarkId::new("prompt128", ty.name()), |b| {
+            b.iter(|| m.matmul(black_box(&x), PROMPT, &mut out))
         });
     }
     group.finish();
