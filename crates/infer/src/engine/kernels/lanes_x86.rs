@@ -9,6 +9,7 @@
 
 use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
 use super::lanes_k::Q6Kx16;
+use super::lanes_q4k::Q4Kx16;
 use super::x86::lanes16;
 use half::f16;
 use shuku_quants::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
@@ -236,6 +237,109 @@ pub fn q6_k<const T: usize>(
     lanes16(&acc)
 }
 
+/// 16 u32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_words(w: &[u32; LANE_ROWS]) -> __m512i {
+    // SAFETY: `w` is 16 u32 (64 bytes), one unaligned 512-bit load.
+    unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
+}
+
+/// Q4_K group super-blocks × Q8_K tokens (`lanes_q4k`): the 16 rows' scales and minimums unpacked
+/// by llama.cpp's `kmask` steps (four 8-bit values a lane), then per sub-block of 32 and token
+/// eight `vpdpbusd` and the scale multiplied in (`vpmulld`); the minimums' sum by four `vpdpwssd`
+/// of (minimum, minimum) pairs against the activations' paired sums; one conversion and fused
+/// multiply-add each per super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn q4_k<const T: usize>(
+    w: &[Q4Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    let blocks = w.len();
+    for t in 0..T {
+        assert!(a[t].len() >= blocks && terms[t].len() >= blocks);
+    }
+    let zero = _mm512_setzero_si512();
+    let low = _mm512_set1_epi8(0x0f);
+    let six = _mm512_set1_epi32(0x3f3f_3f3f);
+    let four = _mm512_set1_epi32(0x0f0f_0f0f);
+    let two = _mm512_set1_epi32(0x0303_0303);
+    let byte = _mm512_set1_epi32(0xff);
+    let even = _mm512_set1_epi32(0x00ff_00ff);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_m = [_mm512_setzero_ps(); T];
+    for (b, g) in w.iter().enumerate() {
+        let s = [
+            load_words(&g.scales[0]),
+            load_words(&g.scales[1]),
+            load_words(&g.scales[2]),
+        ];
+        // Scales 0–3 and 4–7, minimums 0–3 and 4–7: one byte each, four a lane; the top two bits
+        // of 4–7 sit in bits 6–7 of the bytes of words 0 (scales) and 1 (minimums).
+        let top0 = _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(s[0]), two));
+        let top1 = _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(s[1]), two));
+        let scales = [
+            _mm512_and_si512(s[0], six),
+            _mm512_or_si512(_mm512_and_si512(s[2], four), top0),
+        ];
+        let mins = [
+            _mm512_and_si512(s[1], six),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32::<4>(s[2]), four), top1),
+        ];
+        let mut sums = [zero; T];
+        for k in 0..8 {
+            let sc = _mm512_and_si512(
+                _mm512_srl_epi32(scales[k / 4], _mm_cvtsi32_si128(8 * (k % 4) as i32)),
+                byte,
+            );
+            let mut codes = [zero; 8];
+            for (c, code) in codes.iter_mut().enumerate() {
+                let q = load(&g.qs[8 * (k / 2) + c]);
+                let q = if k % 2 == 0 {
+                    q
+                } else {
+                    _mm512_srli_epi16::<4>(q)
+                };
+                *code = _mm512_and_si512(q, low);
+            }
+            for t in 0..T {
+                let qa = &a[t][b].qs[32 * k..32 * (k + 1)];
+                let mut dot = zero;
+                for (c, &code) in codes.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, code, chunk(qa, c));
+                }
+                sums[t] = _mm512_add_epi32(sums[t], _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        // Minimums as i16 pairs (0, 2), (1, 3), (4, 6), (5, 7) per lane.
+        let pairs = [
+            _mm512_and_si512(mins[0], even),
+            _mm512_srli_epi16::<8>(mins[0]),
+            _mm512_and_si512(mins[1], even),
+            _mm512_srli_epi16::<8>(mins[1]),
+        ];
+        let (dw, dmw) = (widen(&g.d), widen(&g.dmin));
+        for t in 0..T {
+            let bs = &a[t][b].bsums;
+            let sum32 = |k: usize| (i32::from(bs[2 * k]) + i32::from(bs[2 * k + 1])) & 0xffff;
+            let mut m = zero;
+            for (p, &pair) in pairs.iter().enumerate() {
+                let k = 4 * (p / 2) + p % 2;
+                let word = sum32(k) | (sum32(k + 2) << 16);
+                m = _mm512_dpwssd_epi32(m, pair, _mm512_set1_epi32(word));
+            }
+            let da = _mm512_set1_ps(terms[t][b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), _mm512_mul_ps(dw, da), acc[t]);
+            acc_m[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmw, da), acc_m[t]);
+        }
+    }
+    let mut out = [_mm512_setzero_ps(); T];
+    for t in 0..T {
+        out[t] = _mm512_sub_ps(acc[t], acc_m[t]);
+    }
+    lanes16(&out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::lanes::{self, gather_rows, LaneCodes, LaneGroup};
@@ -353,6 +457,47 @@ mod tests {
                 let want = reference(&g, a[t], tm[t]).map(f32::to_bits);
                 assert_eq!(wide[t].map(f32::to_bits), want, "scale {d} token {t}");
                 assert_eq!(one.map(f32::to_bits), want, "scale {d} token {t}");
+            }
+        }
+    }
+
+    /// The Q4_K kernel equals its scalar reference bit for bit, as [`q6_k_equals_the_scalar_reference`]
+    /// (random codes, scales and minimums, every bit pattern, under ordinary, tiny and huge `d` and
+    /// `dmin`), plus every byte at its largest.
+    #[test]
+    fn q4_k_equals_the_scalar_reference() {
+        if !cpu::has_avx512_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the scalar reference runs instead)");
+            return;
+        }
+        use super::super::lanes_k::terms_q8_k;
+        use super::super::lanes_q4k::reference;
+        use shuku_quants::blocks::{BlockQ4K, QK_K};
+        let bpr = 3;
+        for (k, d) in [0.01f32, 6.0e-8, 30000.0, f32::NAN].into_iter().enumerate() {
+            let mut blocks = random::<BlockQ4K>(16 * bpr, 70 + k as u64);
+            for (i, b) in blocks.iter_mut().enumerate() {
+                let s = 1.0 + (i % 7) as f32 / 7.0;
+                (b.d, b.dmin) = (f16::from_f32(d * s), f16::from_f32(0.5 * d * s));
+                if d.is_nan() {
+                    // Not a scale: the saturated block (every code, scale and minimum at its top).
+                    (b.d, b.dmin) = (f16::from_f32(0.02), f16::from_f32(0.01));
+                    (b.scales, b.qs) = ([0xff; 12], [0xff; 128]);
+                }
+            }
+            let mut g = vec![Q4Kx16::zeroed(); bpr];
+            gather_rows(&blocks, bpr, &mut g);
+            let (acts, terms) = tokens(bpr, QK_K, 80, acts::quantize_q8_k, terms_q8_k);
+            let a: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &acts[t][..]);
+            let tm: [&[ActTerms]; 8] = std::array::from_fn(|t| &terms[t][..]);
+            // SAFETY: called only after `cpu::has_avx512_vnni()`.
+            let wide = unsafe { q4_k::<8>(&g, a, tm) };
+            for t in 0..8 {
+                // SAFETY: as above.
+                let one = unsafe { q4_k::<1>(&g, [a[t]], [tm[t]]) }[0];
+                let want = reference(&g, a[t], tm[t]).map(f32::to_bits);
+                assert_eq!(wide[t].map(f32::to_bits), want, "d {d} token {t}");
+                assert_eq!(one.map(f32::to_bits), want, "d {d} token {t}");
             }
         }
     }
