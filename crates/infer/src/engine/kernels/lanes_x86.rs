@@ -9,7 +9,7 @@
 
 use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
 use super::lanes_k::Q6Kx16;
-use super::lanes_q4k::Q4Kx16;
+use super::lanes_k45::{K45Lanes, Q4Kx16, Q5Kx16};
 use super::x86::lanes16;
 use half::f16;
 use shuku_quants::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
@@ -244,14 +244,34 @@ fn load_words(w: &[u32; LANE_ROWS]) -> __m512i {
     unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
 }
 
-/// Q4_K group super-blocks × Q8_K tokens (`lanes_q4k`): the 16 rows' scales and minimums unpacked
-/// by llama.cpp's `kmask` steps (four 8-bit values a lane), then per sub-block of 32 and token
-/// eight `vpdpbusd` and the scale multiplied in (`vpmulld`); the minimums' sum by four `vpdpwssd`
-/// of (minimum, minimum) pairs against the activations' paired sums; one conversion and fused
-/// multiply-add each per super-block.
+/// Q4_K group super-blocks × Q8_K tokens ([`k45`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub fn q4_k<const T: usize>(
     w: &[Q4Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    k45(w, a, terms)
+}
+
+/// Q5_K group super-blocks × Q8_K tokens ([`k45`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn q5_k<const T: usize>(
+    w: &[Q5Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    k45(w, a, terms)
+}
+
+/// Q4_K or Q5_K group super-blocks × Q8_K tokens (`lanes_k45`): the 16 rows' scales and minimums
+/// unpacked by llama.cpp's `kmask` steps (four 8-bit values a lane), then per sub-block of 32 and
+/// token eight `vpdpbusd` and the scale multiplied in (`vpmulld`); the minimums' sum by four
+/// `vpdpwssd` of (minimum, minimum) pairs against the activations' paired sums; one conversion
+/// and fused multiply-add each per super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k45<G: K45Lanes, const T: usize>(
+    w: &[G],
     a: [&[BlockQ8K]; T],
     terms: [&[ActTerms]; T],
 ) -> [[f32; LANE_ROWS]; T] {
@@ -266,14 +286,17 @@ pub fn q4_k<const T: usize>(
     let two = _mm512_set1_epi32(0x0303_0303);
     let byte = _mm512_set1_epi32(0xff);
     let even = _mm512_set1_epi32(0x00ff_00ff);
+    let one = _mm512_set1_epi8(1);
     let mut acc = [_mm512_setzero_ps(); T];
     let mut acc_m = [_mm512_setzero_ps(); T];
     for (b, g) in w.iter().enumerate() {
+        let words = g.scale_words();
         let s = [
-            load_words(&g.scales[0]),
-            load_words(&g.scales[1]),
-            load_words(&g.scales[2]),
+            load_words(&words[0]),
+            load_words(&words[1]),
+            load_words(&words[2]),
         ];
+        let (nibbles, fifth) = (g.nibbles(), g.fifth_bits());
         // Scales 0–3 and 4–7, minimums 0–3 and 4–7: one byte each, four a lane; the top two bits
         // of 4–7 sit in bits 6–7 of the bytes of words 0 (scales) and 1 (minimums).
         let top0 = _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(s[0]), two));
@@ -293,14 +316,19 @@ pub fn q4_k<const T: usize>(
                 byte,
             );
             let mut codes = [zero; 8];
+            let bit = _mm_cvtsi32_si128(k as i32);
             for (c, code) in codes.iter_mut().enumerate() {
-                let q = load(&g.qs[8 * (k / 2) + c]);
+                let q = load(&nibbles[8 * (k / 2) + c]);
                 let q = if k % 2 == 0 {
                     q
                 } else {
                     _mm512_srli_epi16::<4>(q)
                 };
                 *code = _mm512_and_si512(q, low);
+                if let Some(fifth) = fifth {
+                    let h = _mm512_and_si512(_mm512_srl_epi16(load(&fifth[c]), bit), one);
+                    *code = _mm512_or_si512(*code, _mm512_slli_epi16::<4>(h));
+                }
             }
             for t in 0..T {
                 let qa = &a[t][b].qs[32 * k..32 * (k + 1)];
@@ -318,7 +346,7 @@ pub fn q4_k<const T: usize>(
             _mm512_and_si512(mins[1], even),
             _mm512_srli_epi16::<8>(mins[1]),
         ];
-        let (dw, dmw) = (widen(&g.d), widen(&g.dmin));
+        let (dw, dmw) = (widen(g.d()), widen(g.dmin()));
         for t in 0..T {
             let bs = &a[t][b].bsums;
             let sum32 = |k: usize| (i32::from(bs[2 * k]) + i32::from(bs[2 * k + 1])) & 0xffff;
@@ -461,42 +489,63 @@ mod tests {
         }
     }
 
-    /// The Q4_K kernel equals its scalar reference bit for bit, as [`q6_k_equals_the_scalar_reference`]
-    /// (random codes, scales and minimums, every bit pattern, under ordinary, tiny and huge `d` and
-    /// `dmin`), plus every byte at its largest.
+    /// The Q4_K and Q5_K kernels equal their scalar reference bit for bit, as
+    /// [`q6_k_equals_the_scalar_reference`] (random codes, scales and minimums, every bit pattern,
+    /// under ordinary, tiny and huge `d` and `dmin`), plus every byte at its largest.
     #[test]
-    fn q4_k_equals_the_scalar_reference() {
+    fn q4_k_and_q5_k_equal_the_scalar_reference() {
+        use shuku_quants::blocks::{BlockQ4K, BlockQ5K};
+        check_k45::<Q4Kx16>(
+            q4_k::<8>,
+            q4_k::<1>,
+            |b: &mut BlockQ4K, d, dmin| (b.d, b.dmin) = (d, dmin),
+            |b| (b.scales, b.qs) = ([0xff; 12], [0xff; 128]),
+        );
+        check_k45::<Q5Kx16>(
+            q5_k::<8>,
+            q5_k::<1>,
+            |b: &mut BlockQ5K, d, dmin| (b.d, b.dmin) = (d, dmin),
+            |b| (b.scales, b.qh, b.qs) = ([0xff; 12], [0xff; 32], [0xff; 128]),
+        );
+    }
+
+    /// One type of [`q4_k_and_q5_k_equal_the_scalar_reference`]: `scale` sets a block's `d` and
+    /// `dmin`, `saturate` sets every other byte to 0xff.
+    fn check_k45<G: K45Lanes>(
+        wide: Kernel<G, BlockQ8K, 8>,
+        narrow: Kernel<G, BlockQ8K, 1>,
+        scale: fn(&mut G::Block, f16, f16),
+        saturate: fn(&mut G::Block),
+    ) {
         if !cpu::has_avx512_vnni() {
             eprintln!("skipped: this CPU has no AVX-512 VNNI (the scalar reference runs instead)");
             return;
         }
         use super::super::lanes_k::terms_q8_k;
-        use super::super::lanes_q4k::reference;
-        use shuku_quants::blocks::{BlockQ4K, QK_K};
+        use super::super::lanes_k45::reference;
+        use shuku_quants::blocks::QK_K;
         let bpr = 3;
-        for (k, d) in [0.01f32, 6.0e-8, 30000.0, f32::NAN].into_iter().enumerate() {
-            let mut blocks = random::<BlockQ4K>(16 * bpr, 70 + k as u64);
+        for (k, d) in [0.01f32, 6.0e-8, 30000.0, 0.02].into_iter().enumerate() {
+            let mut blocks = random::<G::Block>(16 * bpr, 70 + k as u64);
             for (i, b) in blocks.iter_mut().enumerate() {
                 let s = 1.0 + (i % 7) as f32 / 7.0;
-                (b.d, b.dmin) = (f16::from_f32(d * s), f16::from_f32(0.5 * d * s));
-                if d.is_nan() {
-                    // Not a scale: the saturated block (every code, scale and minimum at its top).
-                    (b.d, b.dmin) = (f16::from_f32(0.02), f16::from_f32(0.01));
-                    (b.scales, b.qs) = ([0xff; 12], [0xff; 128]);
+                scale(b, f16::from_f32(d * s), f16::from_f32(0.5 * d * s));
+                if k == 3 {
+                    saturate(b);
                 }
             }
-            let mut g = vec![Q4Kx16::zeroed(); bpr];
+            let mut g = vec![G::zeroed(); bpr];
             gather_rows(&blocks, bpr, &mut g);
             let (acts, terms) = tokens(bpr, QK_K, 80, acts::quantize_q8_k, terms_q8_k);
             let a: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &acts[t][..]);
             let tm: [&[ActTerms]; 8] = std::array::from_fn(|t| &terms[t][..]);
             // SAFETY: called only after `cpu::has_avx512_vnni()`.
-            let wide = unsafe { q4_k::<8>(&g, a, tm) };
+            let all = unsafe { wide(&g, a, tm) };
             for t in 0..8 {
                 // SAFETY: as above.
-                let one = unsafe { q4_k::<1>(&g, [a[t]], [tm[t]]) }[0];
+                let one = unsafe { narrow(&g, [a[t]], [tm[t]]) }[0];
                 let want = reference(&g, a[t], tm[t]).map(f32::to_bits);
-                assert_eq!(wide[t].map(f32::to_bits), want, "d {d} token {t}");
+                assert_eq!(all[t].map(f32::to_bits), want, "d {d} token {t}");
                 assert_eq!(one.map(f32::to_bits), want, "d {d} token {t}");
             }
         }

@@ -8,13 +8,13 @@
 //! from one that does not (llama.cpp's `--repack` measures the same effect on its own layouts).
 //!
 //! Two layouts:
-//! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K go to the lane layouts of [`lanes`],
-//!   [`lanes_k`] and [`lanes_q4k`]
+//! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K go to the lane layouts of [`lanes`],
+//!   [`lanes_k`] and [`lanes_k45`]
 //!   (16 rows per group, one row per 32-bit lane), whose kernels sum each block exactly in integers
 //!   for 16 rows at once; their products differ from the per-row ones in the last bits. F16 goes to
 //!   the same grouping, each group transposed (a column's 16 values side by side, `gemm_f16`), so
 //!   its batches multiply without transposing the weights in every product.
-//! * The other tiled types (Q2_K, Q3_K, Q5_K) are interleaved by [`TILE_ROWS`] with the
+//! * The other tiled types (Q2_K, Q3_K) are interleaved by [`TILE_ROWS`] with the
 //!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
 //!   the file's bytes bit for bit.
 //!
@@ -22,7 +22,7 @@
 //! size of its rows (rounded up to whole groups), and the caller releases the file pages of a
 //! packed tensor, so the weights are held once.
 
-use super::{cpu, lanes, lanes_k, lanes_q4k, KernelError, QMatrix, TILE_ROWS};
+use super::{cpu, lanes, lanes_k, lanes_k45, KernelError, QMatrix, TILE_ROWS};
 use shuku_gguf::GgmlType;
 
 /// A matrix's blocks interleaved by groups of [`TILE_ROWS`] rows; a short last group repeats the
@@ -44,7 +44,7 @@ pub fn packs(t: GgmlType) -> bool {
 
 /// The types the tiles or the lane kernels read.
 pub(super) fn has_tiles(t: GgmlType) -> bool {
-    in_lanes(t) || matches!(t, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K)
+    in_lanes(t) || matches!(t, GgmlType::Q2_K | GgmlType::Q3_K)
 }
 
 /// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].
@@ -57,6 +57,7 @@ pub(super) fn in_lanes(t: GgmlType) -> bool {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q4_K
+            | GgmlType::Q5_K
             | GgmlType::Q6_K
             | GgmlType::F16
     )
@@ -85,7 +86,8 @@ impl PackedMatrix {
             let bpr = m.cols / m.ttype.block_size() as usize;
             let groups = match m.ttype {
                 GgmlType::Q6_K => lane_words::<lanes_k::Q6Kx16>(m.bytes, bpr)?,
-                GgmlType::Q4_K => lane_words::<lanes_q4k::Q4Kx16>(m.bytes, bpr)?,
+                GgmlType::Q4_K => lane_words::<lanes_k45::Q4Kx16>(m.bytes, bpr)?,
+                GgmlType::Q5_K => lane_words::<lanes_k45::Q5Kx16>(m.bytes, bpr)?,
                 GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
                 GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
                 GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
