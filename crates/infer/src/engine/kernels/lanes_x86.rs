@@ -9,6 +9,7 @@
 
 use super::lanes::{ActCodes, ActTerms, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16, LANE_ROWS};
 use super::lanes_k::Q6Kx16;
+use super::lanes_k23::{Q2Kx16, Q3Kx16};
 use super::lanes_k45::{K45Lanes, Q4Kx16, Q5Kx16};
 use super::x86::lanes16;
 use half::f16;
@@ -368,6 +369,173 @@ fn k45<G: K45Lanes, const T: usize>(
     lanes16(&out)
 }
 
+/// The four code vectors of sub-block `s` (0…16) of a Q2_K or Q3_K group super-block: vectors
+/// `8h + 4·(s % 2) + u` shifted to bits `2c`, where `s = 8h + 2c + s % 2` (`lanes_k23`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn codes2(qs: &[[u8; 4 * LANE_ROWS]; 16], s: usize) -> [__m512i; 4] {
+    let m3 = _mm512_set1_epi8(3);
+    let (h, c, half) = (s / 8, s % 8 / 2, s % 2);
+    let shift = _mm_cvtsi32_si128(2 * c as i32);
+    let mut out = [_mm512_setzero_si512(); 4];
+    for (u, out) in out.iter_mut().enumerate() {
+        *out = _mm512_and_si512(_mm512_srl_epi16(load(&qs[8 * h + 4 * half + u]), shift), m3);
+    }
+    out
+}
+
+/// Byte `k % 4` of each lane of `words[k / 4]`, as an i32 per lane.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn lane_byte(words: &[__m512i], k: usize) -> __m512i {
+    let shift = _mm_cvtsi32_si128(8 * (k % 4) as i32);
+    _mm512_and_si512(
+        _mm512_srl_epi32(words[k / 4], shift),
+        _mm512_set1_epi32(0xff),
+    )
+}
+
+/// Q2_K group super-blocks × Q8_K tokens (`lanes_k23`): per sub-block of 16 and token four
+/// `vpdpbusd` and the 4-bit scale multiplied in (`vpmulld`); the minimums' sum by eight
+/// `vpdpwssd` of (minimum, minimum) pairs against the activations' sums of 16; one conversion and
+/// fused multiply-add each per super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn q2_k<const T: usize>(
+    w: &[Q2Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    let blocks = w.len();
+    for t in 0..T {
+        assert!(a[t].len() >= blocks && terms[t].len() >= blocks);
+    }
+    let zero = _mm512_setzero_si512();
+    let (low, even) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi32(0x00ff_00ff));
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_m = [_mm512_setzero_ps(); T];
+    for (b, g) in w.iter().enumerate() {
+        let packed = [
+            load_words(&g.scales[0]),
+            load_words(&g.scales[1]),
+            load_words(&g.scales[2]),
+            load_words(&g.scales[3]),
+        ];
+        let mut scales = [zero; 4];
+        let mut min_pairs = [zero; 8];
+        for (k, &p) in packed.iter().enumerate() {
+            scales[k] = _mm512_and_si512(p, low);
+            // Minimums of sub-blocks 4k … 4k + 3 as i16 pairs (4k, 4k + 2) and (4k + 1, 4k + 3).
+            let mins = _mm512_and_si512(_mm512_srli_epi16::<4>(p), low);
+            min_pairs[2 * k] = _mm512_and_si512(mins, even);
+            min_pairs[2 * k + 1] = _mm512_srli_epi16::<8>(mins);
+        }
+        let mut sums = [zero; T];
+        for s in 0..16 {
+            let sc = lane_byte(&scales, s);
+            let codes = codes2(&g.qs, s);
+            for t in 0..T {
+                let qa = &a[t][b].qs[16 * s..16 * (s + 1)];
+                let mut dot = zero;
+                for (u, &code) in codes.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, code, chunk(qa, u));
+                }
+                sums[t] = _mm512_add_epi32(sums[t], _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        let (dw, dmw) = (widen(&g.d), widen(&g.dmin));
+        for t in 0..T {
+            let bs = &a[t][b].bsums;
+            let mut m = zero;
+            for (p, &pair) in min_pairs.iter().enumerate() {
+                let k = 4 * (p / 2) + p % 2;
+                let word = (i32::from(bs[k]) & 0xffff) | (i32::from(bs[k + 2]) << 16);
+                m = _mm512_dpwssd_epi32(m, pair, _mm512_set1_epi32(word));
+            }
+            let da = _mm512_set1_ps(terms[t][b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), _mm512_mul_ps(dw, da), acc[t]);
+            acc_m[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmw, da), acc_m[t]);
+        }
+    }
+    let mut out = [_mm512_setzero_ps(); T];
+    for t in 0..T {
+        out[t] = _mm512_sub_ps(acc[t], acc_m[t]);
+    }
+    lanes16(&out)
+}
+
+/// Bits `2k, 2k + 1` of each byte of Q3_K's third scale word, moved to bits 4–5: the top bits of
+/// scales `4k … 4k + 3`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q3_top(word: __m512i, k: i32) -> __m512i {
+    let bits = _mm512_srl_epi32(word, _mm_cvtsi32_si128(2 * k));
+    _mm512_slli_epi32::<4>(_mm512_and_si512(bits, _mm512_set1_epi32(0x0303_0303)))
+}
+
+/// Q3_K group super-blocks × Q8_K tokens (`lanes_k23`): the 16 rows' signed scales unpacked by
+/// llama.cpp's `kmask` steps, then per sub-block of 16 and token four `vpdpbusd` of the 3-bit codes
+/// (0…7) from `−4 · bsum` and the scale multiplied in (`vpmulld`); one conversion and fused
+/// multiply-add per super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn q3_k<const T: usize>(
+    w: &[Q3Kx16],
+    a: [&[BlockQ8K]; T],
+    terms: [&[ActTerms]; T],
+) -> [[f32; LANE_ROWS]; T] {
+    let blocks = w.len();
+    for t in 0..T {
+        assert!(a[t].len() >= blocks && terms[t].len() >= blocks);
+    }
+    let zero = _mm512_setzero_si512();
+    let four = _mm512_set1_epi32(0x0f0f_0f0f);
+    let (one, offset) = (_mm512_set1_epi8(1), _mm512_set1_epi32(32));
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, g) in w.iter().enumerate() {
+        let (a0, a1, a2) = (
+            load_words(&g.scales[0]),
+            load_words(&g.scales[1]),
+            load_words(&g.scales[2]),
+        );
+        // Scales 0–3, 4–7, 8–11, 12–15 (offset by 32), one byte each, four a lane: low four bits
+        // from the nibbles of words 0 and 1, top two from bits `2k, 2k + 1` of word 2's bytes.
+        let scales = [
+            _mm512_or_si512(_mm512_and_si512(a0, four), q3_top(a2, 0)),
+            _mm512_or_si512(_mm512_and_si512(a1, four), q3_top(a2, 1)),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi32::<4>(a0), four),
+                q3_top(a2, 2),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi32::<4>(a1), four),
+                q3_top(a2, 3),
+            ),
+        ];
+        let mut sums = [zero; T];
+        for s in 0..16 {
+            let sc = _mm512_sub_epi32(lane_byte(&scales, s), offset);
+            let mut codes = codes2(&g.qs, s);
+            let (h, c, half) = (s / 8, s % 8 / 2, s % 2);
+            let bit = _mm_cvtsi32_si128((4 * h + c) as i32);
+            for (u, code) in codes.iter_mut().enumerate() {
+                let hb = _mm512_and_si512(_mm512_srl_epi16(load(&g.hmask[4 * half + u]), bit), one);
+                *code = _mm512_or_si512(*code, _mm512_slli_epi16::<2>(hb));
+            }
+            for t in 0..T {
+                let ab = &a[t][b];
+                let qa = &ab.qs[16 * s..16 * (s + 1)];
+                let mut dot = _mm512_set1_epi32(-4 * i32::from(ab.bsums[s]));
+                for (u, &code) in codes.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, code, chunk(qa, u));
+                }
+                sums[t] = _mm512_add_epi32(sums[t], _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        let dw = widen(&g.d);
+        for t in 0..T {
+            let da = _mm512_set1_ps(terms[t][b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), _mm512_mul_ps(dw, da), acc[t]);
+        }
+    }
+    lanes16(&acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::lanes::{self, gather_rows, LaneCodes, LaneGroup};
@@ -494,26 +662,53 @@ mod tests {
     /// under ordinary, tiny and huge `d` and `dmin`), plus every byte at its largest.
     #[test]
     fn q4_k_and_q5_k_equal_the_scalar_reference() {
+        use super::super::lanes_k45::reference;
         use shuku_quants::blocks::{BlockQ4K, BlockQ5K};
-        check_k45::<Q4Kx16>(
+        check_k_lanes::<Q4Kx16>(
             q4_k::<8>,
             q4_k::<1>,
+            reference,
             |b: &mut BlockQ4K, d, dmin| (b.d, b.dmin) = (d, dmin),
             |b| (b.scales, b.qs) = ([0xff; 12], [0xff; 128]),
         );
-        check_k45::<Q5Kx16>(
+        check_k_lanes::<Q5Kx16>(
             q5_k::<8>,
             q5_k::<1>,
+            reference,
             |b: &mut BlockQ5K, d, dmin| (b.d, b.dmin) = (d, dmin),
             |b| (b.scales, b.qh, b.qs) = ([0xff; 12], [0xff; 32], [0xff; 128]),
         );
     }
 
-    /// One type of [`q4_k_and_q5_k_equal_the_scalar_reference`]: `scale` sets a block's `d` and
-    /// `dmin`, `saturate` sets every other byte to 0xff.
-    fn check_k45<G: K45Lanes>(
+    /// The Q2_K and Q3_K kernels against their scalar references, as
+    /// [`q4_k_and_q5_k_equal_the_scalar_reference`]; the saturated Q3_K block has every high bit
+    /// set, so its all-zero counterpart (every code −4) comes from the random ones.
+    #[test]
+    fn q2_k_and_q3_k_equal_the_scalar_reference() {
+        use super::super::lanes_k23::{reference_q2_k, reference_q3_k};
+        use shuku_quants::blocks::{BlockQ2K, BlockQ3K};
+        check_k_lanes::<Q2Kx16>(
+            q2_k::<8>,
+            q2_k::<1>,
+            reference_q2_k,
+            |b: &mut BlockQ2K, d, dmin| (b.d, b.dmin) = (d, dmin),
+            |b| (b.scales, b.qs) = ([0xff; 16], [0xff; 64]),
+        );
+        check_k_lanes::<Q3Kx16>(
+            q3_k::<8>,
+            q3_k::<1>,
+            reference_q3_k,
+            |b: &mut BlockQ3K, d, _| b.d = d,
+            |b| (b.hmask, b.qs, b.scales) = ([0xff; 32], [0xff; 64], [0xff; 12]),
+        );
+    }
+
+    /// One k-quant lane kernel against its scalar reference: `scale` sets a block's `d` (and
+    /// `dmin`), `saturate` sets every other byte to 0xff.
+    fn check_k_lanes<G: LaneGroup>(
         wide: Kernel<G, BlockQ8K, 8>,
         narrow: Kernel<G, BlockQ8K, 1>,
+        reference: super::super::LaneReference<G, BlockQ8K>,
         scale: fn(&mut G::Block, f16, f16),
         saturate: fn(&mut G::Block),
     ) {
@@ -522,7 +717,6 @@ mod tests {
             return;
         }
         use super::super::lanes_k::terms_q8_k;
-        use super::super::lanes_k45::reference;
         use shuku_quants::blocks::QK_K;
         let bpr = 3;
         for (k, d) in [0.01f32, 6.0e-8, 30000.0, 0.02].into_iter().enumerate() {

@@ -8,7 +8,8 @@
 //! they share (`x86`) and the run-time CPU check that picks the path (`cpu`). Where the CPU has
 //! AVX-512 VNNI, matrices are packed at load ([`repack`]) for the tiled products (`tile`,
 //! `tile_k` and `tile_k235` for the k-quants, `tile_f16`) and, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! Q4_K, Q5_K and Q6_K, for the lane kernels ([`lanes`], [`lanes_k`], [`lanes_k45`], `lanes_x86`).
+//! and the k-quants, for the lane kernels ([`lanes`], [`lanes_k`], [`lanes_k45`], [`lanes_k23`],
+//! `lanes_x86`).
 //!
 //! The block layouts are `shuku_quants`' plain-old-data structs ([`shuku_quants::blocks`]): the
 //! file's bytes are viewed as blocks with [`bytemuck::try_cast_slice`], which checks size,
@@ -51,6 +52,7 @@ mod dot_q8_0;
 mod gemm_f16;
 pub mod lanes;
 pub mod lanes_k;
+pub mod lanes_k23;
 pub mod lanes_k45;
 #[cfg(target_arch = "x86_64")]
 mod lanes_x86;
@@ -631,6 +633,14 @@ impl<'a> QMatrix<'a> {
                 let k = lane_kernels!(q5_k);
                 self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k45::reference)
             }
+            (GgmlType::Q2_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
+                let k = lane_kernels!(q2_k);
+                self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k23::reference_q2_k)
+            }
+            (GgmlType::Q3_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
+                let k = lane_kernels!(q3_k);
+                self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k23::reference_q3_k)
+            }
             (GgmlType::Q4_0, QActs::Q8_0(a, _)) => self.legacy(
                 a,
                 n,
@@ -737,6 +747,8 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q6_K => row::<lanes_k::Q6Kx16>(self.bytes, ts, self.cols / QK_K, r),
             GgmlType::Q4_K => row::<lanes_k45::Q4Kx16>(self.bytes, ts, self.cols / QK_K, r),
             GgmlType::Q5_K => row::<lanes_k45::Q5Kx16>(self.bytes, ts, self.cols / QK_K, r),
+            GgmlType::Q2_K => row::<lanes_k23::Q2Kx16>(self.bytes, ts, self.cols / QK_K, r),
+            GgmlType::Q3_K => row::<lanes_k23::Q3Kx16>(self.bytes, ts, self.cols / QK_K, r),
             GgmlType::F16 => {
                 // Value k of row r sits at k · 16 + r % 16 of its group (`repack::f16_group`).
                 let group = 2 * self.cols * lanes::LANE_ROWS;

@@ -22,7 +22,7 @@
 //! size of its rows (rounded up to whole groups), and the caller releases the file pages of a
 //! packed tensor, so the weights are held once.
 
-use super::{cpu, lanes, lanes_k, lanes_k45, KernelError, QMatrix, TILE_ROWS};
+use super::{cpu, lanes, lanes_k, lanes_k23, lanes_k45, KernelError, QMatrix, TILE_ROWS};
 use shuku_gguf::GgmlType;
 
 /// A matrix's blocks interleaved by groups of [`TILE_ROWS`] rows; a short last group repeats the
@@ -44,7 +44,7 @@ pub fn packs(t: GgmlType) -> bool {
 
 /// The types the tiles or the lane kernels read.
 pub(super) fn has_tiles(t: GgmlType) -> bool {
-    in_lanes(t) || matches!(t, GgmlType::Q2_K | GgmlType::Q3_K)
+    in_lanes(t)
 }
 
 /// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].
@@ -56,6 +56,8 @@ pub(super) fn in_lanes(t: GgmlType) -> bool {
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
@@ -88,6 +90,8 @@ impl PackedMatrix {
                 GgmlType::Q6_K => lane_words::<lanes_k::Q6Kx16>(m.bytes, bpr)?,
                 GgmlType::Q4_K => lane_words::<lanes_k45::Q4Kx16>(m.bytes, bpr)?,
                 GgmlType::Q5_K => lane_words::<lanes_k45::Q5Kx16>(m.bytes, bpr)?,
+                GgmlType::Q2_K => lane_words::<lanes_k23::Q2Kx16>(m.bytes, bpr)?,
+                GgmlType::Q3_K => lane_words::<lanes_k23::Q3Kx16>(m.bytes, bpr)?,
                 GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
                 GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
                 GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
