@@ -4,8 +4,7 @@
 //! memory bandwidth, so a kernel's GB/s against `raw_read` (and against the machine's DRAM
 //! bandwidth) says how much of the ceiling it reaches; `batch8` (eight tokens per call, on a
 //! quarter of the rows) shows how well a weight row, read once, serves several tokens (prompt
-//! processing); `vec_packed` is `vec` on the interleaved copy the engine makes at load for the
-//! types with tiled kernels. `prompt128` is a 128-token batch on the matrix as the engine loads
+//! processing); `vec_packed` is `vec` on the lane-layout copy the engine makes at load. `prompt128` is a 128-token batch on the matrix as the engine loads
 //! it (packed where the type is packed), in elements per second where an element is one
 //! floating-point operation (two per weight and token): criterion's `Gelem/s` there reads as
 //! GFLOP/s, the figure to hold against the cores' multiply-add peak, which is what bounds prompt

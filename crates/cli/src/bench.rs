@@ -36,7 +36,7 @@ pub struct Args {
     /// Worker threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// Read every weight matrix from the mapped file instead of the interleaved copy the tiled
+    /// Read every weight matrix from the mapped file instead of the lane-layout copy the engine's
     /// kernels read (llama-bench's --repack 0).
     #[arg(long)]
     no_repack: bool,

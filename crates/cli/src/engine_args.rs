@@ -19,8 +19,8 @@ pub struct EngineArgs {
     /// positions.
     #[arg(long = "ubatch-size", short_alias = 'u', default_value_t = shuku_infer::engine::DEFAULT_UBATCH)]
     pub ubatch: usize,
-    /// Read every weight matrix from the mapped file instead of copying the tiled kernels' types
-    /// into their interleaved layout at load (to compare; slower on CPUs with AVX-512 VNNI).
+    /// Read every weight matrix from the mapped file instead of copying it into the lane layout
+    /// of the engine's kernels at load (to compare; slower on CPUs with AVX-512 VNNI).
     #[arg(long)]
     pub no_repack: bool,
 }

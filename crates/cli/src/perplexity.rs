@@ -77,8 +77,8 @@ pub struct Args {
     /// Worker threads of the GGUF engine (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// GGUF models: read every weight matrix from the mapped file instead of the interleaved copy
-    /// the tiled kernels read.
+    /// GGUF models: read every weight matrix from the mapped file instead of the lane-layout copy
+    /// the engine's kernels read.
     #[arg(long)]
     no_repack: bool,
     /// File of reference logits: written with --save-logits, read with --kl-divergence.

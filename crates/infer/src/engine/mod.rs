@@ -49,9 +49,9 @@ pub struct EngineOptions {
     /// are split, which bounds the activations' memory, and sliding-window layers keep only
     /// `window + ubatch − 1` positions of keys and values.
     pub ubatch: usize,
-    /// Copy the matrices the tiled kernels read into their interleaved layout at load, and drop
+    /// Copy the weight matrices into the lane layout of the engine's kernels at load, and drop
     /// the file's pages of them (see `kernels::repack`); `false` reads every matrix from the
-    /// mapped file, as `--no-repack`. No effect on CPUs without the tiles.
+    /// mapped file, as `--no-repack`. No effect on CPUs without the lane kernels.
     pub repack: bool,
 }
 

@@ -30,7 +30,7 @@ pub struct TensorRef {
     ttype: GgmlType,
     rows: usize,
     cols: usize,
-    /// The rows interleaved for the tiles, when packed at load.
+    /// The rows in their lane layout, when packed at load.
     packed: Option<Arc<PackedMatrix>>,
 }
 
@@ -255,10 +255,10 @@ impl Loader<'_> {
 }
 
 impl Weights {
-    /// Packs every matrix the tiles read (the layers' projections and the LM head) with its rows
-    /// interleaved, in parallel, and lets the file pages of each packed tensor leave memory, so
+    /// Packs every matrix of a type with a lane layout (the layers' projections and the LM head),
+    /// in parallel, and lets the file pages of each packed tensor leave memory, so
     /// the weights are held once. The token embedding's rows are still read from the file on
-    /// lookup. A no-op on CPUs without the tiles.
+    /// lookup. A no-op on CPUs without the lane kernels.
     pub fn repack(&mut self, file: &GgufFile) {
         let bytes = file.bytes();
         let mut all: Vec<&mut TensorRef> = vec![&mut self.output];

@@ -89,7 +89,7 @@ fn rows_per_task(rows: usize) -> usize {
         .max(ROWS_PER_TASK)
 }
 
-/// Weight rows of one tile, and of one group of interleaved rows in a packed matrix.
+/// Weight rows of one tile.
 pub const TILE_ROWS: usize = 4;
 
 /// Tokens of one tile in a batch.
@@ -230,9 +230,7 @@ pub struct QMatrix<'a> {
 enum Layout {
     /// Row after row, as the file stores them.
     Rows,
-    /// Block `b` of [`TILE_ROWS`] rows together, the blocks unchanged ([`repack`]).
-    Interleaved,
-    /// [`lanes::LANE_ROWS`] rows per group, one row per lane ([`lanes`]).
+    /// [`lanes::LANE_ROWS`] rows per group, one row per lane ([`lanes`], [`repack`]).
     Lanes,
 }
 
@@ -241,7 +239,6 @@ impl Layout {
     fn group_rows(self) -> usize {
         match self {
             Layout::Rows => 1,
-            Layout::Interleaved => TILE_ROWS,
             Layout::Lanes => lanes::LANE_ROWS,
         }
     }
@@ -325,8 +322,7 @@ impl<'a> QMatrix<'a> {
         .checked()
     }
 
-    /// A matrix packed by [`repack`] for the tiles: rows interleaved by groups of [`TILE_ROWS`],
-    /// or, for the 32-value block types, in the lane layout ([`lanes`]); `bytes` hold `rows` rounded up
+    /// A matrix packed by [`repack`] in its lane layout ([`lanes`]); `bytes` hold `rows` rounded up
     /// to whole groups.
     pub fn packed(
         bytes: &'a [u8],
@@ -334,7 +330,7 @@ impl<'a> QMatrix<'a> {
         rows: usize,
         cols: usize,
     ) -> Result<Self, KernelError> {
-        if !repack::has_tiles(ttype) {
+        if !repack::in_lanes(ttype) {
             return Err(KernelError::UnsupportedType(ttype));
         }
         let bs = ttype.block_size() as usize;
@@ -343,11 +339,7 @@ impl<'a> QMatrix<'a> {
                 "row length {cols} is not a multiple of the {ttype} block size {bs}"
             )));
         }
-        let layout = if repack::in_lanes(ttype) {
-            Layout::Lanes
-        } else {
-            Layout::Interleaved
-        };
+        let layout = Layout::Lanes;
         let group = layout.group_rows();
         let row_bytes = (cols / bs).checked_mul(ttype.type_size() as usize);
         if row_bytes.and_then(|rb| repack::padded_len(rows, group, rb)) != Some(bytes.len()) {
@@ -440,19 +432,6 @@ impl<'a> QMatrix<'a> {
         let gathered;
         let bytes = match self.layout {
             Layout::Rows => &self.bytes[r * rb..(r + 1) * rb],
-            Layout::Interleaved => {
-                // Block b of row r sits at ((r / TILE_ROWS) · blocks per row + b) · TILE_ROWS + r % TILE_ROWS.
-                let ts = self.ttype.type_size() as usize;
-                let group = &self.bytes[r / TILE_ROWS * TILE_ROWS * rb..][..TILE_ROWS * rb];
-                gathered = group
-                    .chunks_exact(ts)
-                    .skip(r % TILE_ROWS)
-                    .step_by(TILE_ROWS)
-                    .flatten()
-                    .copied()
-                    .collect::<Vec<u8>>();
-                &gathered[..]
-            }
             Layout::Lanes => {
                 gathered = self.lane_row(r);
                 &gathered[..]
@@ -1064,9 +1043,8 @@ impl<'a> QMatrix<'a> {
 
     /// Runs `tiles` over every group of [`TILE_ROWS`] rows and [`TILE_TOKENS`] tokens (the last
     /// tokens of a batch, and single tokens, one at a time), rows in parallel. `w` holds `bpr`
-    /// blocks per row, row after row or interleaved ([`Layout`]), `acts` as many per
-    /// token. A short last row group of row-major weights is copied interleaved with its last row
-    /// repeated; the extra results are dropped.
+    /// blocks per row, row after row, `acts` as many per token. A short last row group is copied
+    /// interleaved block by block with its last row repeated; the extra results are dropped.
     fn run_tiled<W: Copy + Sync, A: Sync>(
         &self,
         w: &[W],
@@ -1084,9 +1062,7 @@ impl<'a> QMatrix<'a> {
             while t0 < n {
                 let wide = n - t0 >= TILE_TOKENS;
                 for g in (r0..r1).step_by(TILE_ROWS) {
-                    let (ws, rs, bs) = if self.layout == Layout::Interleaved {
-                        (&w[g * bpr..(g + TILE_ROWS) * bpr], 1, TILE_ROWS)
-                    } else if g + TILE_ROWS <= rows {
+                    let (ws, rs, bs) = if g + TILE_ROWS <= rows {
                         (&w[g * bpr..(g + TILE_ROWS) * bpr], bpr, 1)
                     } else {
                         padded.clear();
@@ -1487,8 +1463,7 @@ mod tests {
 
     /// `matmul_many` (one parallel loop over row ranges of several matrices, each range a
     /// `rows_view`) equals one `matmul` per matrix bit for bit, for packed matrices (where this
-    /// CPU packs the type) whose row counts are not multiples of the group; and interleaving rows
-    /// by [`TILE_ROWS`] changes no bit of the products.
+    /// CPU packs the type) whose row counts are not multiples of the group.
     #[test]
     fn matmul_many_equals_separate_products() {
         let cols = 512;
@@ -1523,9 +1498,6 @@ mod tests {
                 out
             };
             let want: Vec<Vec<f32>> = mats.iter().map(product).collect();
-            if mats[0].layout == Layout::Interleaved {
-                assert_eq!(want, plain.iter().map(product).collect::<Vec<_>>(), "{t}");
-            }
             let mut got: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
             matmul_many(
                 mats.iter()

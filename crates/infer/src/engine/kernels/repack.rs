@@ -1,32 +1,22 @@
-//! Weight matrices copied at load time with their rows interleaved for the tiles.
+//! Weight matrices copied at load time into the layouts of the engine's kernels.
 //!
-//! A tile reads block `b` of [`TILE_ROWS`] consecutive rows together. In the file's row-major
-//! layout those blocks lie a row apart, so a single-token product walks `TILE_ROWS` separate
-//! streams through memory; interleaved (block `b` of rows `4g…4g+3`, then block `b + 1` of the
-//! same rows, …) the whole matrix is one forward stream, which the hardware prefetcher keeps ahead
-//! of the arithmetic. On SmolLM2 Q4_0 this is what separates a decoding loop that waits on memory
-//! from one that does not (llama.cpp's `--repack` measures the same effect on its own layouts).
+//! The block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants Q2_K … Q6_K) go to the lane
+//! layouts of [`lanes`], [`lanes_k`], [`lanes_k45`] and [`lanes_k23`]: 16 rows per group, one row
+//! per 32-bit lane, whose kernels sum each block exactly in integers for 16 rows at once (their
+//! products differ from the per-row ones in the last bits). F16 goes to the same grouping, each
+//! group transposed (a column's 16 values side by side, `gemm_f16`), so its batches multiply
+//! without transposing the weights in every product. A group's blocks lie together, so the whole
+//! matrix is one forward stream that the hardware prefetcher keeps ahead of the arithmetic.
 //!
-//! Two layouts:
-//! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K go to the lane layouts of [`lanes`],
-//!   [`lanes_k`] and [`lanes_k45`]
-//!   (16 rows per group, one row per 32-bit lane), whose kernels sum each block exactly in integers
-//!   for 16 rows at once; their products differ from the per-row ones in the last bits. F16 goes to
-//!   the same grouping, each group transposed (a column's 16 values side by side, `gemm_f16`), so
-//!   its batches multiply without transposing the weights in every product.
-//! * The other tiled types (Q2_K, Q3_K) are interleaved by [`TILE_ROWS`] with the
-//!   blocks unchanged (same structs, same bytes), so every product over them equals the one over
-//!   the file's bytes bit for bit.
-//!
-//! Only types with tiles are packed, and only where the CPU runs the tiles; a packed matrix has the
-//! size of its rows (rounded up to whole groups), and the caller releases the file pages of a
-//! packed tensor, so the weights are held once.
+//! Types are packed only where the CPU runs the lane kernels; a packed matrix has the size of its
+//! rows (rounded up to whole groups), and the caller releases the file pages of a packed tensor,
+//! so the weights are held once.
 
-use super::{cpu, lanes, lanes_k, lanes_k23, lanes_k45, KernelError, QMatrix, TILE_ROWS};
+use super::{cpu, lanes, lanes_k, lanes_k23, lanes_k45, KernelError, QMatrix};
 use shuku_gguf::GgmlType;
 
-/// A matrix's blocks interleaved by groups of [`TILE_ROWS`] rows; a short last group repeats the
-/// last row.
+/// A matrix in its lane layout: groups of [`lanes::LANE_ROWS`] rows; a short last group repeats
+/// the last row.
 #[derive(Debug)]
 pub struct PackedMatrix {
     /// 8-byte words so every block struct is aligned.
@@ -37,17 +27,13 @@ pub struct PackedMatrix {
     cols: usize,
 }
 
-/// Whether matrices of type `t` are packed on this CPU: the types with tiles, where they run.
+/// Whether matrices of type `t` are packed on this CPU: the types with lane layouts, where their
+/// kernels run.
 pub fn packs(t: GgmlType) -> bool {
-    cpu::has_avx512_vnni() && has_tiles(t)
+    cpu::has_avx512_vnni() && in_lanes(t)
 }
 
-/// The types the tiles or the lane kernels read.
-pub(super) fn has_tiles(t: GgmlType) -> bool {
-    in_lanes(t)
-}
-
-/// The types packed in the lane layout ([`lanes`]) rather than interleaved by [`TILE_ROWS`].
+/// The types with a lane layout ([`lanes`]).
 pub(super) fn in_lanes(t: GgmlType) -> bool {
     matches!(
         t,
@@ -73,46 +59,32 @@ pub(super) fn padded_len(rows: usize, group: usize, row_bytes: usize) -> Option<
 }
 
 impl PackedMatrix {
-    /// `m`'s rows interleaved, or `None` when its type is not packed on this CPU or `m` is
-    /// already interleaved.
+    /// `m`'s rows in their lane layout, or `None` when its type is not packed on this CPU or `m`
+    /// is already packed.
     pub fn pack(m: &QMatrix<'_>) -> Option<PackedMatrix> {
         if !packs(m.ttype) || m.layout != super::Layout::Rows || m.rows == 0 {
             return None;
         }
-        let block = m.ttype.type_size() as usize;
         let row_bytes = m.row_bytes();
         if m.ttype == GgmlType::F16 {
             return pack_f16(m);
         }
-        if in_lanes(m.ttype) {
-            let bpr = m.cols / m.ttype.block_size() as usize;
-            let groups = match m.ttype {
-                GgmlType::Q6_K => lane_words::<lanes_k::Q6Kx16>(m.bytes, bpr)?,
-                GgmlType::Q4_K => lane_words::<lanes_k45::Q4Kx16>(m.bytes, bpr)?,
-                GgmlType::Q5_K => lane_words::<lanes_k45::Q5Kx16>(m.bytes, bpr)?,
-                GgmlType::Q2_K => lane_words::<lanes_k23::Q2Kx16>(m.bytes, bpr)?,
-                GgmlType::Q3_K => lane_words::<lanes_k23::Q3Kx16>(m.bytes, bpr)?,
-                GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
-                GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
-                GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
-                GgmlType::Q5_1 => lane_words::<lanes::Q5_1x16>(m.bytes, bpr)?,
-                _ => lane_words::<lanes::Q8_0x16>(m.bytes, bpr)?,
-            };
-            let len = padded_len(m.rows, lanes::LANE_ROWS, row_bytes)?;
-            return Some(PackedMatrix::holding(m, groups, len));
-        }
-        let len = padded_len(m.rows, TILE_ROWS, row_bytes)?;
-        let mut words = vec![0u64; len.div_ceil(8)];
-        let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
-        for (g, group) in out.chunks_exact_mut(TILE_ROWS * row_bytes).enumerate() {
-            for (k, dst) in group.chunks_exact_mut(block).enumerate() {
-                let (b, i) = (k / TILE_ROWS, k % TILE_ROWS);
-                let r = (g * TILE_ROWS + i).min(m.rows - 1);
-                let src = r * row_bytes + b * block;
-                dst.copy_from_slice(&m.bytes[src..src + block]);
-            }
-        }
-        Some(PackedMatrix::holding(m, words, len))
+        let bpr = m.cols / m.ttype.block_size() as usize;
+        let groups = match m.ttype {
+            GgmlType::Q6_K => lane_words::<lanes_k::Q6Kx16>(m.bytes, bpr)?,
+            GgmlType::Q4_K => lane_words::<lanes_k45::Q4Kx16>(m.bytes, bpr)?,
+            GgmlType::Q5_K => lane_words::<lanes_k45::Q5Kx16>(m.bytes, bpr)?,
+            GgmlType::Q2_K => lane_words::<lanes_k23::Q2Kx16>(m.bytes, bpr)?,
+            GgmlType::Q3_K => lane_words::<lanes_k23::Q3Kx16>(m.bytes, bpr)?,
+            GgmlType::Q4_0 => lane_words::<lanes::Q4_0x16>(m.bytes, bpr)?,
+            GgmlType::Q4_1 => lane_words::<lanes::Q4_1x16>(m.bytes, bpr)?,
+            GgmlType::Q5_0 => lane_words::<lanes::Q5_0x16>(m.bytes, bpr)?,
+            GgmlType::Q5_1 => lane_words::<lanes::Q5_1x16>(m.bytes, bpr)?,
+            GgmlType::Q8_0 => lane_words::<lanes::Q8_0x16>(m.bytes, bpr)?,
+            _ => return None,
+        };
+        let len = padded_len(m.rows, lanes::LANE_ROWS, row_bytes)?;
+        Some(PackedMatrix::holding(m, groups, len))
     }
 
     /// `m`'s packed form: `len` bytes of `words`.

@@ -74,7 +74,8 @@ fn q5_1_codes(b: &BlockQ5_1) -> __m256i {
 
 // Every tile function takes its `R` weight rows as one slice `w` in which block `b` of row `r` is
 // `w[r * rs + b * bs]`: `rs` = blocks per row and `bs` = 1 for rows as the file stores them,
-// `rs` = 1 and `bs` = `R` for rows interleaved by `repack`.
+// `rs` = 1 and `bs` = `R` for rows interleaved block by block (a matrix's short last group, copied
+// so with its last row repeated).
 
 /// Tokens of a 512-bit tile: two per vector.
 pub const WIDE_TOKENS: usize = 8;
@@ -394,7 +395,7 @@ mod tests {
         let rows: [&[W]; 4] = std::array::from_fn(|r| &w[r * nb..(r + 1) * nb]);
         let toks: [&[A]; T] = std::array::from_fn(|t| &a[t * nb..(t + 1) * nb]);
         let got = tile(w, nb, 1, toks);
-        // The same rows interleaved block by block, as `repack` stores them.
+        // The same rows interleaved block by block, as a short last group is copied.
         let interleaved: Vec<W> = (0..nb).flat_map(|b| rows.map(|r| r[b])).collect();
         assert!(
             tile(&interleaved, 1, 4, toks) == got,
