@@ -18,7 +18,14 @@
 //! does this to itself: the same library built for AVX2 and for AVX-512 (tests/peer/cross_isa.sh)
 //! differs on the real models of llama_cpp_parity.rs by max |Δ| 0.95–1.5, top-10 |Δ| 0.34–0.78, KL max 6.5e-3–1.7e-2, KL mean
 //! 1.9e-3–3.7e-3, and its own greedy texts part after 14 (SmolLM2 Q4_1) and 19 (SmolLM2 Q8_0)
-//! tokens. [`TOLERANCE`] is about twice that spread.
+//! tokens. [`TOLERANCE`] is about twice that spread, and its mean KL bound leaves room for the
+//! lane kernels' order: they sum a whole block exactly in integers and scale it once, where
+//! llama.cpp's per-row kernels round eight partial sums. On the requantized SmolLM2 Q4_K_M (12
+//! steps) moving Q4_K from tiles in llama.cpp's per-row order to the lanes took the mean KL from
+//! 6.1e-3 to 8.4e-3 (max 1.5e-2 to 2.6e-2); on the base model's pure Q4_K_S, where llama.cpp
+//! runs its repacked Q4_K kernels (the lanes' arithmetic), the two agree to KL 1e-13. A wrong
+//! kernel gives KL in the tenths and more (each kernel is also checked against its scalar
+//! reference).
 
 use std::path::Path;
 use std::process::Command;
@@ -133,7 +140,7 @@ fn top2_margin(logits: &[f32]) -> f32 {
 const TOLERANCE: Tolerance = Tolerance {
     top10: 1.5,
     kl_max: 0.04,
-    kl_mean: 0.008,
+    kl_mean: 0.01,
 };
 
 pub fn check(model: &Path, prompt: &str) {
