@@ -7,7 +7,9 @@
 # same bytes llama-quantize writes), gemma-3-270m Q4_K_M (as published), the base model F16.
 # Other cases by name: smollm2-<PRESET> (any preset), base-<PRESET> (the base model quantized with
 # --pure: every matrix of the preset's type; its rows are multiples of 256, so k-quants stay
-# k-quants, where SmolLM2's 576-wide rows fall back to the legacy types).
+# k-quants, where SmolLM2's 576-wide rows fall back to the legacy types), wide-<PRESET> (the same for
+# benches/random_llama.py's random 72 M-parameter llama, 6 layers of width 1024: shapes of a real
+# k-quant file, at 1 024 columns and more per row; needs numpy, from SHUKU_PY or the assets' venv).
 # SHUKU_BENCH_ARGS adds options to every `shuku bench` (e.g. --no-repack).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +18,7 @@ shift || true
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 ASSETS=${SHUKU_ASSETS:-$HOME/.cache/shuku-assets}
+PY=${SHUKU_PY:-$ASSETS/venv/bin/python}
 LLAMA=${LLAMACPP_HOME:-$HOME/.cache/shuku-llamacpp}/bin
 WORK=${WORK:-$ROOT/target/bench-infer}
 mkdir -p "$WORK"
@@ -34,6 +37,11 @@ file_for() {
     gemma3-Q4_K_M) echo "$ASSETS/gguf/gemma-3-270m-q4_k_m.gguf" ;;
     base-F16) local f=$WORK/base-f16.gguf
       [ -f "$f" ] || "$SHUKU" convert "$ROOT/assets/shuku-base" -o "$f" --outtype f16 >/dev/null
+      echo "$f" ;;
+    wide-*) local t=${1#wide-} f=$WORK/$1.gguf base=$WORK/wide-f32.gguf
+      [ -d "$WORK/wide-hf" ] || "$PY" "$ROOT/benches/random_llama.py" "$WORK/wide-hf"
+      [ -f "$base" ] || "$SHUKU" convert "$WORK/wide-hf" -o "$base" --outtype f32 >/dev/null
+      [ -f "$f" ] || "$SHUKU" quantize "$base" "$f" "$t" --pure -t "$THREADS" >/dev/null
       echo "$f" ;;
     base-*) local t=${1#base-} f=$WORK/$1.gguf base=$WORK/base-f32.gguf
       [ -f "$base" ] || "$SHUKU" convert "$ROOT/assets/shuku-base" -o "$base" --outtype f32 >/dev/null
