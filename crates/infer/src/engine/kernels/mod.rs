@@ -606,11 +606,13 @@ impl<'a> QMatrix<'a> {
             }
             (GgmlType::Q4_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
                 let k = lane_kernels!(q4_k);
-                self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k45::reference)
+                let reference = lanes_k45::reference::<lanes_k45::Q4Kx16>;
+                self.run_lanes_with(a, terms, QK_K, n, out, k, reference)
             }
             (GgmlType::Q5_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
                 let k = lane_kernels!(q5_k);
-                self.run_lanes_with(a, terms, QK_K, n, out, k, lanes_k45::reference)
+                let reference = lanes_k45::reference::<lanes_k45::Q5Kx16>;
+                self.run_lanes_with(a, terms, QK_K, n, out, k, reference)
             }
             (GgmlType::Q2_K, QActs::Q8K(a, terms)) if self.layout == Layout::Lanes => {
                 let k = lane_kernels!(q2_k);
