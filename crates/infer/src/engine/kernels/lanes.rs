@@ -207,6 +207,37 @@ impl LaneGroup for Q8_0x16 {
     }
 }
 
+/// 16 rows' bytes in 4-byte chunks: `out[v][4i + k]` is byte `4v + k` of `bytes(row i)`.
+pub(super) fn chunked<B, const V: usize>(
+    rows: &[B; LANE_ROWS],
+    bytes: impl Fn(&B) -> &[u8],
+) -> [[u8; 4 * LANE_ROWS]; V] {
+    std::array::from_fn(|v| std::array::from_fn(|b| bytes(&rows[b / 4])[4 * v + b % 4]))
+}
+
+/// Row `i`'s bytes back from [`chunked`] vectors.
+pub(super) fn unchunked<const N: usize>(vectors: &[[u8; 4 * LANE_ROWS]], i: usize) -> [u8; N] {
+    std::array::from_fn(|b| vectors[b / 4][4 * i + b % 4])
+}
+
+/// 16 rows' bytes as little-endian words: `out[w][i]` is bytes `4w … 4w + 3` of `bytes(row i)`.
+pub(super) fn words<B, const W: usize>(
+    rows: &[B; LANE_ROWS],
+    bytes: impl Fn(&B) -> &[u8],
+) -> [[u32; LANE_ROWS]; W] {
+    std::array::from_fn(|w| {
+        std::array::from_fn(|i| {
+            let s = &bytes(&rows[i])[4 * w..4 * w + 4];
+            u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        })
+    })
+}
+
+/// Row `i`'s bytes back from [`words`].
+pub(super) fn unworded<const N: usize>(words: &[[u32; LANE_ROWS]], i: usize) -> [u8; N] {
+    std::array::from_fn(|b| words[b / 4][i].to_le_bytes()[b % 4])
+}
+
 /// Writes rows `rows` (`bpr` blocks each, row after row) into `out` as group blocks of 16 rows; a
 /// short last group repeats the last row. `out` holds `⌈rows / 16⌉ · bpr` group blocks.
 pub fn gather_rows<G: LaneGroup>(rows: &[G::Block], bpr: usize, out: &mut [G]) {
@@ -219,6 +250,30 @@ pub fn gather_rows<G: LaneGroup>(rows: &[G::Block], bpr: usize, out: &mut [G]) {
     for (k, dst) in out.iter_mut().enumerate() {
         let (g, b) = (k / bpr * LANE_ROWS, k % bpr);
         *dst = G::gather(&std::array::from_fn(|i| rows[(g + i).min(n - 1) * bpr + b]));
+    }
+}
+
+/// Gathering 16 rows and reading each row's block back gives the file's bytes (compared as bytes:
+/// random f16 fields may be NaN), and a group block is exactly its 16 blocks' size: the test of
+/// every [`LaneGroup`].
+#[cfg(test)]
+pub fn assert_gather_round_trips<G: LaneGroup>() {
+    use super::test_blocks::random;
+    assert_eq!(size_of::<G>(), LANE_ROWS * size_of::<G::Block>());
+    let (rows, bpr) = (19, 2);
+    let blocks = random::<G::Block>(rows * bpr, 5);
+    let mut groups = vec![G::zeroed(); 2 * bpr];
+    gather_rows(&blocks, bpr, &mut groups);
+    for r in 0..32 {
+        for b in 0..bpr {
+            let want = blocks[r.min(rows - 1) * bpr + b];
+            let got = groups[(r / LANE_ROWS) * bpr + b].block(r % LANE_ROWS);
+            assert_eq!(
+                bytemuck::bytes_of(&got),
+                bytemuck::bytes_of(&want),
+                "row {r}"
+            );
+        }
     }
 }
 

@@ -198,21 +198,9 @@ mod tests {
     use super::super::tile_k::vec_dot_q6_k_scalar;
     use super::*;
 
-    /// Gathering 16 rows and reading each row's block back gives the file's bytes, and a group
-    /// block is exactly its 16 blocks' size.
     #[test]
     fn gather_keeps_every_block() {
-        assert_eq!(size_of::<Q6Kx16>(), LANE_ROWS * size_of::<BlockQ6K>());
-        let (rows, bpr) = (19, 2);
-        let blocks = random::<BlockQ6K>(rows * bpr, 5);
-        let mut groups = vec![Q6Kx16::zeroed(); 2 * bpr];
-        gather_rows(&blocks, bpr, &mut groups);
-        for r in 0..32 {
-            for b in 0..bpr {
-                let want = blocks[r.min(rows - 1) * bpr + b];
-                assert_eq!(groups[(r / LANE_ROWS) * bpr + b].block(r % LANE_ROWS), want);
-            }
-        }
+        super::super::lanes::assert_gather_round_trips::<Q6Kx16>();
     }
 
     /// The reference equals the per-row scalar product (the same integers; unit activation scales

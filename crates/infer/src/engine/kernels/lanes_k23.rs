@@ -28,7 +28,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use shuku_quants::blocks::{q3_scale, BlockQ2K, BlockQ3K, BlockQ8K, K_SCALE_SIZE, QK_K};
 
-use super::lanes::{ActTerms, LaneGroup, LANE_ROWS};
+use super::lanes::{chunked, unchunked, unworded, words, ActTerms, LaneGroup, LANE_ROWS};
 
 /// Code vectors of a group super-block: 4-byte chunks of 64 bytes of 2-bit codes.
 pub const VECTORS: usize = QK_K / 16;
@@ -59,37 +59,6 @@ pub struct Q3Kx16 {
     pub scales: [[u32; LANE_ROWS]; K_SCALE_SIZE / 4],
     /// Each row's super-block scale.
     pub d: [f16; LANE_ROWS],
-}
-
-/// 16 rows' bytes in 4-byte chunks: `out[v][4i + k]` is byte `4v + k` of `bytes(row i)`.
-fn chunked<B, const V: usize>(
-    rows: &[B; LANE_ROWS],
-    bytes: impl Fn(&B) -> &[u8],
-) -> [[u8; 4 * LANE_ROWS]; V] {
-    std::array::from_fn(|v| std::array::from_fn(|b| bytes(&rows[b / 4])[4 * v + b % 4]))
-}
-
-/// Row `i`'s bytes back from [`chunked`] vectors.
-fn unchunked<const N: usize>(vectors: &[[u8; 4 * LANE_ROWS]], i: usize) -> [u8; N] {
-    std::array::from_fn(|b| vectors[b / 4][4 * i + b % 4])
-}
-
-/// 16 rows' bytes as little-endian words: `out[w][i]` is bytes `4w … 4w + 3` of `bytes(row i)`.
-fn words<B, const W: usize>(
-    rows: &[B; LANE_ROWS],
-    bytes: impl Fn(&B) -> &[u8],
-) -> [[u32; LANE_ROWS]; W] {
-    std::array::from_fn(|w| {
-        std::array::from_fn(|i| {
-            let s = &bytes(&rows[i])[4 * w..4 * w + 4];
-            u32::from_le_bytes([s[0], s[1], s[2], s[3]])
-        })
-    })
-}
-
-/// Row `i`'s bytes back from [`words`].
-fn unworded<const N: usize>(words: &[[u32; LANE_ROWS]], i: usize) -> [u8; N] {
-    std::array::from_fn(|b| words[b / 4][i].to_le_bytes()[b % 4])
 }
 
 impl LaneGroup for Q2Kx16 {
@@ -185,38 +154,17 @@ pub fn reference_q3_k(w: &[Q3Kx16], a: &[BlockQ8K], terms: &[ActTerms]) -> [f32;
 
 #[cfg(test)]
 mod tests {
-    use super::super::lanes::gather_rows;
+    use super::super::lanes::{assert_gather_round_trips, gather_rows};
     use super::super::lanes_k::terms_q8_k;
     use super::super::test_blocks::random;
     use super::super::tile_k::tests::acts;
     use super::super::tile_k235::{vec_dot_q2_k_scalar, vec_dot_q3_k_scalar};
     use super::*;
 
-    /// Gathering 16 rows and reading each row's block back gives the file's bytes (compared as
-    /// bytes: random f16 fields may be NaN), and a group block is exactly its 16 blocks' size.
-    fn check_gather<G: LaneGroup>() {
-        assert_eq!(size_of::<G>(), LANE_ROWS * size_of::<G::Block>());
-        let (rows, bpr) = (19, 2);
-        let blocks = random::<G::Block>(rows * bpr, 5);
-        let mut groups = vec![G::zeroed(); 2 * bpr];
-        gather_rows(&blocks, bpr, &mut groups);
-        for r in 0..32 {
-            for b in 0..bpr {
-                let want = blocks[r.min(rows - 1) * bpr + b];
-                let got = groups[(r / LANE_ROWS) * bpr + b].block(r % LANE_ROWS);
-                assert_eq!(
-                    bytemuck::bytes_of(&got),
-                    bytemuck::bytes_of(&want),
-                    "row {r}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn gather_keeps_every_block() {
-        check_gather::<Q2Kx16>();
-        check_gather::<Q3Kx16>();
+        assert_gather_round_trips::<Q2Kx16>();
+        assert_gather_round_trips::<Q3Kx16>();
     }
 
     /// The references against the per-row scalar products (the same integers; unit scales and

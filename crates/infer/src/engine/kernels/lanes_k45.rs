@@ -25,7 +25,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use shuku_quants::blocks::{get_scale_min_k4, BlockQ4K, BlockQ5K, BlockQ8K, K_SCALE_SIZE, QK_K};
 
-use super::lanes::{ActTerms, LaneGroup, LANE_ROWS};
+use super::lanes::{chunked, unchunked, unworded, words, ActTerms, LaneGroup, LANE_ROWS};
 
 /// Code vectors of a group super-block: 4-byte chunks of 128 bytes of nibbles.
 const VECTORS: usize = QK_K / 8;
@@ -74,37 +74,6 @@ pub trait K45Lanes: LaneGroup {
     fn fifth_bits(&self) -> Option<&[[u8; 4 * LANE_ROWS]; QK_K / 32]>;
 }
 
-/// Row `i`'s packed scale bytes from a group's scale words.
-fn scale_bytes(words: &[[u32; LANE_ROWS]; K_SCALE_SIZE / 4], i: usize) -> [u8; K_SCALE_SIZE] {
-    std::array::from_fn(|b| words[b / 4][i].to_le_bytes()[b % 4])
-}
-
-/// Row `i`'s scale words from its packed bytes (the inverse of [`scale_bytes`]).
-fn scale_words<B>(
-    rows: &[B; LANE_ROWS],
-    scales: impl Fn(&B) -> &[u8; K_SCALE_SIZE],
-) -> [[u32; LANE_ROWS]; 3] {
-    std::array::from_fn(|w| {
-        std::array::from_fn(|i| {
-            let s = &scales(&rows[i])[4 * w..4 * w + 4];
-            u32::from_le_bytes([s[0], s[1], s[2], s[3]])
-        })
-    })
-}
-
-/// 16 rows' bytes in 4-byte chunks: `out[v][4i + k]` is byte `4v + k` of `bytes(row i)`.
-fn chunked<B, const V: usize>(
-    rows: &[B; LANE_ROWS],
-    bytes: impl Fn(&B) -> &[u8],
-) -> [[u8; 4 * LANE_ROWS]; V] {
-    std::array::from_fn(|v| std::array::from_fn(|b| bytes(&rows[b / 4])[4 * v + b % 4]))
-}
-
-/// Row `i`'s bytes back from [`chunked`] vectors.
-fn unchunked<const N: usize>(vectors: &[[u8; 4 * LANE_ROWS]], i: usize) -> [u8; N] {
-    std::array::from_fn(|b| vectors[b / 4][4 * i + b % 4])
-}
-
 impl K45Lanes for Q4Kx16 {
     fn d(&self) -> &[f16; LANE_ROWS] {
         &self.d
@@ -147,7 +116,7 @@ impl LaneGroup for Q5Kx16 {
         Q5Kx16 {
             d: rows.map(|r| r.d),
             dmin: rows.map(|r| r.dmin),
-            scales: scale_words(rows, |r| &r.scales),
+            scales: words(rows, |r| &r.scales),
             qh: chunked(rows, |r| &r.qh),
             qs: chunked(rows, |r| &r.qs),
         }
@@ -156,7 +125,7 @@ impl LaneGroup for Q5Kx16 {
         BlockQ5K {
             d: self.d[i],
             dmin: self.dmin[i],
-            scales: scale_bytes(&self.scales, i),
+            scales: unworded(&self.scales, i),
             qh: unchunked(&self.qh, i),
             qs: unchunked(&self.qs, i),
         }
@@ -169,7 +138,7 @@ impl LaneGroup for Q4Kx16 {
         Q4Kx16 {
             d: rows.map(|r| r.d),
             dmin: rows.map(|r| r.dmin),
-            scales: scale_words(rows, |r| &r.scales),
+            scales: words(rows, |r| &r.scales),
             qs: chunked(rows, |r| &r.qs),
         }
     }
@@ -177,7 +146,7 @@ impl LaneGroup for Q4Kx16 {
         BlockQ4K {
             d: self.d[i],
             dmin: self.dmin[i],
-            scales: scale_bytes(&self.scales, i),
+            scales: unworded(&self.scales, i),
             qs: unchunked(&self.qs, i),
         }
     }
@@ -189,7 +158,7 @@ pub fn reference<G: K45Lanes>(w: &[G], a: &[BlockQ8K], terms: &[ActTerms]) -> [f
     std::array::from_fn(|i| {
         let (mut acc, mut acc_m) = (0f32, 0f32);
         for ((g, a), t) in w.iter().zip(a).zip(terms) {
-            let scales = scale_bytes(g.scale_words(), i);
+            let scales = unworded(g.scale_words(), i);
             let qs: [u8; QK_K / 2] = unchunked(g.nibbles(), i);
             let qh: Option<[u8; QK_K / 8]> = g.fifth_bits().map(|f| unchunked(f, i));
             let (mut s, mut m) = (0i32, 0i32);
@@ -215,7 +184,7 @@ pub fn reference<G: K45Lanes>(w: &[G], a: &[BlockQ8K], terms: &[ActTerms]) -> [f
 
 #[cfg(test)]
 mod tests {
-    use super::super::lanes::gather_rows;
+    use super::super::lanes::{assert_gather_round_trips, gather_rows};
     use super::super::lanes_k::terms_q8_k;
     use super::super::test_blocks::random;
     use super::super::tile_k::tests::acts;
@@ -223,31 +192,10 @@ mod tests {
     use super::super::tile_k235::vec_dot_q5_k_scalar;
     use super::*;
 
-    /// Gathering 16 rows and reading each row's block back gives the file's bytes (compared as
-    /// bytes: random f16 fields may be NaN), and a group block is exactly its 16 blocks' size.
-    fn check_gather<G: LaneGroup>() {
-        assert_eq!(size_of::<G>(), LANE_ROWS * size_of::<G::Block>());
-        let (rows, bpr) = (19, 2);
-        let blocks = random::<G::Block>(rows * bpr, 5);
-        let mut groups = vec![G::zeroed(); 2 * bpr];
-        gather_rows(&blocks, bpr, &mut groups);
-        for r in 0..32 {
-            for b in 0..bpr {
-                let want = blocks[r.min(rows - 1) * bpr + b];
-                let got = groups[(r / LANE_ROWS) * bpr + b].block(r % LANE_ROWS);
-                assert_eq!(
-                    bytemuck::bytes_of(&got),
-                    bytemuck::bytes_of(&want),
-                    "row {r}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn gather_keeps_every_block() {
-        check_gather::<Q4Kx16>();
-        check_gather::<Q5Kx16>();
+        assert_gather_round_trips::<Q4Kx16>();
+        assert_gather_round_trips::<Q5Kx16>();
     }
 
     /// The reference against the per-row scalar product (the same integers; unit scales and
