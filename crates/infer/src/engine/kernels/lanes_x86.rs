@@ -245,6 +245,31 @@ fn load_words(w: &[u32; LANE_ROWS]) -> __m512i {
     unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
 }
 
+/// `Σ_k m_k · s_k` per lane, from minimums held as i16 pairs: pair `p` holds minimums `k` and
+/// `k + 2` for `k = 4·(p / 2) + p % 2` (bytes 0 and 2, then 1 and 3, of each 32-bit word of
+/// four); `sums[k]` is the activations' sum that minimum `k` multiplies. One `vpdpwssd` a pair.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn min_sum<const P: usize, const S: usize>(pairs: &[__m512i; P], sums: &[i32; S]) -> __m512i {
+    const { assert!(S == 2 * P) };
+    let mut m = _mm512_setzero_si512();
+    for (p, &pair) in pairs.iter().enumerate() {
+        let k = 4 * (p / 2) + p % 2;
+        let word = (sums[k] & 0xffff) | (sums[k + 2] << 16);
+        m = _mm512_dpwssd_epi32(m, pair, _mm512_set1_epi32(word));
+    }
+    m
+}
+
+/// `acc − acc_m` of every token, as 16 lanes each.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn lanes16_minus<const T: usize>(acc: &[__m512; T], acc_m: &[__m512; T]) -> [[f32; LANE_ROWS]; T] {
+    let mut out = [_mm512_setzero_ps(); T];
+    for t in 0..T {
+        out[t] = _mm512_sub_ps(acc[t], acc_m[t]);
+    }
+    lanes16(&out)
+}
+
 /// Q4_K group super-blocks × Q8_K tokens ([`k45`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub fn q4_k<const T: usize>(
@@ -350,23 +375,15 @@ fn k45<G: K45Lanes, const T: usize>(
         let (dw, dmw) = (widen(g.d()), widen(g.dmin()));
         for t in 0..T {
             let bs = &a[t][b].bsums;
-            let sum32 = |k: usize| (i32::from(bs[2 * k]) + i32::from(bs[2 * k + 1])) & 0xffff;
-            let mut m = zero;
-            for (p, &pair) in pairs.iter().enumerate() {
-                let k = 4 * (p / 2) + p % 2;
-                let word = sum32(k) | (sum32(k + 2) << 16);
-                m = _mm512_dpwssd_epi32(m, pair, _mm512_set1_epi32(word));
-            }
+            let sums32: [i32; 8] =
+                std::array::from_fn(|k| i32::from(bs[2 * k]) + i32::from(bs[2 * k + 1]));
+            let m = min_sum(&pairs, &sums32);
             let da = _mm512_set1_ps(terms[t][b].d);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), _mm512_mul_ps(dw, da), acc[t]);
             acc_m[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmw, da), acc_m[t]);
         }
     }
-    let mut out = [_mm512_setzero_ps(); T];
-    for t in 0..T {
-        out[t] = _mm512_sub_ps(acc[t], acc_m[t]);
-    }
-    lanes16(&out)
+    lanes16_minus(&acc, &acc_m)
 }
 
 /// The four code vectors of sub-block `s` (0…16) of a Q2_K or Q3_K group super-block: vectors
@@ -442,23 +459,14 @@ pub fn q2_k<const T: usize>(
         }
         let (dw, dmw) = (widen(&g.d), widen(&g.dmin));
         for t in 0..T {
-            let bs = &a[t][b].bsums;
-            let mut m = zero;
-            for (p, &pair) in min_pairs.iter().enumerate() {
-                let k = 4 * (p / 2) + p % 2;
-                let word = (i32::from(bs[k]) & 0xffff) | (i32::from(bs[k + 2]) << 16);
-                m = _mm512_dpwssd_epi32(m, pair, _mm512_set1_epi32(word));
-            }
+            let sums16 = a[t][b].bsums.map(i32::from);
+            let m = min_sum(&min_pairs, &sums16);
             let da = _mm512_set1_ps(terms[t][b].d);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[t]), _mm512_mul_ps(dw, da), acc[t]);
             acc_m[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmw, da), acc_m[t]);
         }
     }
-    let mut out = [_mm512_setzero_ps(); T];
-    for t in 0..T {
-        out[t] = _mm512_sub_ps(acc[t], acc_m[t]);
-    }
-    lanes16(&out)
+    lanes16_minus(&acc, &acc_m)
 }
 
 /// Bits `2k, 2k + 1` of each byte of Q3_K's third scale word, moved to bits 4–5: the top bits of
