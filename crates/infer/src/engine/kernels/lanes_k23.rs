@@ -157,7 +157,7 @@ mod tests {
     use super::super::lanes::{assert_gather_round_trips, gather_rows};
     use super::super::lanes_k::terms_q8_k;
     use super::super::test_blocks::random;
-    use super::super::tile_k::tests::acts;
+    use super::super::tile_k::tests::exact_acts;
     use super::super::tile_k235::{vec_dot_q2_k_scalar, vec_dot_q3_k_scalar};
     use super::*;
 
@@ -172,17 +172,7 @@ mod tests {
     #[test]
     fn references_equal_the_per_row_products() {
         let bpr = 3;
-        let mut a = acts(bpr, 9);
-        for a in &mut a {
-            a.d = 1.0;
-            a.qs.iter_mut().for_each(|q| *q %= 8);
-            a.bsums = std::array::from_fn(|g| {
-                a.qs[16 * g..16 * (g + 1)]
-                    .iter()
-                    .map(|&q| i16::from(q))
-                    .sum()
-            });
-        }
+        let a = exact_acts(bpr, 9);
         let terms: Vec<ActTerms> = a.iter().map(terms_q8_k).collect();
 
         let mut b2 = random::<BlockQ2K>(LANE_ROWS * bpr, 8);

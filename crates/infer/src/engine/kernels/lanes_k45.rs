@@ -187,7 +187,7 @@ mod tests {
     use super::super::lanes::{assert_gather_round_trips, gather_rows};
     use super::super::lanes_k::terms_q8_k;
     use super::super::test_blocks::random;
-    use super::super::tile_k::tests::acts;
+    use super::super::tile_k::tests::exact_acts;
     use super::super::tile_k::vec_dot_q4_k_scalar;
     use super::super::tile_k235::vec_dot_q5_k_scalar;
     use super::*;
@@ -210,17 +210,7 @@ mod tests {
         blocks.iter_mut().for_each(unit);
         let mut groups = vec![G::zeroed(); bpr];
         gather_rows(&blocks, bpr, &mut groups);
-        let mut a = acts(bpr, 9);
-        for a in &mut a {
-            a.d = 1.0;
-            a.qs.iter_mut().for_each(|q| *q %= 8);
-            a.bsums = std::array::from_fn(|g| {
-                a.qs[16 * g..16 * (g + 1)]
-                    .iter()
-                    .map(|&q| i16::from(q))
-                    .sum()
-            });
-        }
+        let a = exact_acts(bpr, 9);
         let terms: Vec<ActTerms> = a.iter().map(terms_q8_k).collect();
         let got = reference(&groups, &a, &terms);
         for (i, &g) in got.iter().enumerate() {

@@ -298,6 +298,23 @@ pub(super) mod tests {
         a
     }
 
+    /// [`acts`] with scale 1 and codes within ±7 (true sums kept): every product over them, and
+    /// its float sums, stay exact below 2^24, so two orders of summation agree bit for bit.
+    pub fn exact_acts(n: usize, seed: u64) -> Vec<BlockQ8K> {
+        let mut a = acts(n, seed);
+        for a in &mut a {
+            a.d = 1.0;
+            a.qs.iter_mut().for_each(|q| *q %= 8);
+            a.bsums = std::array::from_fn(|g| {
+                a.qs[16 * g..16 * (g + 1)]
+                    .iter()
+                    .map(|&q| i16::from(q))
+                    .sum()
+            });
+        }
+        a
+    }
+
     pub fn close(got: f32, want: f32, what: &str) {
         assert!(
             (got - want).abs() <= 2e-5 * want.abs().max(1.0),
