@@ -17,7 +17,7 @@
 use super::kernels::pool;
 use half::f16;
 
-use super::kernels::dot_float::{dot_f16, mad_f16, scale_f16};
+use super::kernels::dot_float::{dot_half, mad_f16, scale_f16};
 
 /// One layer's cached keys and values: rows of `n_head_kv · head_dim` f16 values, one per
 /// position.
@@ -187,7 +187,7 @@ fn attend_online_f16<'a>(
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
     for (k, v) in keys.zip(vals) {
-        let s = dot_f16(k, &q16) * scale;
+        let s = dot_half(k, &q16) * scale;
         let mut ms = 1.0f32;
         let mut vs = 1.0f32;
         if s > m {

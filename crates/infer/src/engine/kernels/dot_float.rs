@@ -1,31 +1,34 @@
-//! Float dot products (f32 · f32, f16 · f16) and the f16 multiply-add and scale of attention's value
-//! accumulator, each with an AVX2 path beside its scalar reference.
+//! Float dot products (f32 · f32, and f16 · f16 or bf16 · bf16 through [`HalfFloat`]) and the f16
+//! multiply-add and scale of attention's value accumulator, each with an AVX2 path beside its scalar
+//! reference.
 //!
 //! Written here because the plain-Rust versions were the engine's slowest code: without FMA enabled
 //! at compile time `f32::mul_add` is a call into a software `fmaf`, and the `half` crate converts one
 //! f16 at a time behind a run-time feature check; together they made F16 models 40× slower than
 //! llama.cpp. The AVX2 paths use F16C and FMA, chosen at run time.
 //!
-//! Both paths follow llama.cpp's AVX2 order (`ggml_vec_dot_f16`, `ggml_vec_dot_f32`): four 8-lane
+//! Both paths follow llama.cpp's AVX2 order (`ggml_vec_dot_f16`, `ggml_vec_dot_f32`; BF16 takes the
+//! same order, widened by a shift instead of F16C): four 8-lane
 //! accumulators over steps of 32 elements, reduced pairwise (0+2, 1+3, then 0+1, then the two 128-bit
 //! halves and two horizontal adds), the leftover elements added in f64. The scalar references
 //! compute in exactly that order with fused multiply-adds, so the two paths agree bit for bit.
 
+use super::half_float::HalfFloat;
 use half::f16;
 
 /// Elements per step: four accumulators of eight lanes.
 const STEP: usize = 32;
 const LANES: usize = 8;
 
-/// `Σ a·b` of two f16 vectors, products and sums in f32.
-pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+/// `Σ a·b` of two f16 (or two bf16) vectors, products and sums in f32.
+pub fn dot_half<H: HalfFloat>(a: &[H], b: &[H]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
-        return unsafe { avx2::dot_f16(a, b) };
+        return unsafe { avx2::dot_half(a, b) };
     }
-    dot_f16_scalar(a, b)
+    dot_half_portable(a, b)
 }
 
 /// `Σ a·b` of two f32 vectors.
@@ -36,7 +39,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::dot_f32(a, b) };
     }
-    dot_f32_scalar(a, b)
+    dot_f32_portable(a, b)
 }
 
 /// `acc[i] = f16(x[i]·s + acc[i])`, fused over whole steps of 32 and unfused for the leftover
@@ -69,17 +72,73 @@ fn reduce(acc: [[f32; LANES]; 4]) -> f32 {
     (t[0] + t[1]) + (t[2] + t[3])
 }
 
-/// Scalar reference of [`dot_f16`].
-pub fn dot_f16_scalar(a: &[f16], b: &[f16]) -> f32 {
-    dot_scalar(a, b, f16::to_f32)
+/// Scalar reference of [`dot_half`].
+#[cfg(test)]
+pub fn dot_half_scalar<H: HalfFloat>(a: &[H], b: &[H]) -> f32 {
+    dot_scalar(a, b, H::widen)
 }
 
 /// Scalar reference of [`dot_f32`].
+#[cfg(test)]
 pub fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
     dot_scalar(a, b, |x| x)
 }
 
+/// Values widened at a time by [`dot_half_portable`].
+const WIDEN_CHUNK: usize = 8 * STEP;
+
+/// [`dot_half`] where there is no AVX2 path (AArch64 among them): the operands widened by
+/// `half`'s vectorised slice conversions a chunk at a time, then [`accumulate`], which the compiler
+/// vectorises (fused multiply-add is part of every AArch64 CPU). The AVX2 order, so it equals
+/// [`dot_half_scalar`] bit for bit; without it, `half` converted one value at a time behind a
+/// run-time feature check.
+pub fn dot_half_portable<H: HalfFloat>(a: &[H], b: &[H]) -> f32 {
+    let whole = a.len().min(b.len()) / STEP * STEP;
+    let mut acc = [[0f32; LANES]; 4];
+    let (mut wa, mut wb) = ([0f32; WIDEN_CHUNK], [0f32; WIDEN_CHUNK]);
+    for (ac, bc) in a[..whole]
+        .chunks(WIDEN_CHUNK)
+        .zip(b[..whole].chunks(WIDEN_CHUNK))
+    {
+        let (wa, wb) = (&mut wa[..ac.len()], &mut wb[..ac.len()]);
+        H::widen_slice(ac, wa);
+        H::widen_slice(bc, wb);
+        accumulate(&mut acc, wa, wb);
+    }
+    let mut sum = reduce(acc) as f64;
+    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
+        sum += f64::from(x.widen() * y.widen());
+    }
+    sum as f32
+}
+
+/// [`dot_f32`] where there is no AVX2 path: [`accumulate`], vectorised by the compiler; equal to
+/// [`dot_f32_scalar`] bit for bit.
+pub fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
+    let whole = a.len().min(b.len()) / STEP * STEP;
+    let mut acc = [[0f32; LANES]; 4];
+    accumulate(&mut acc, &a[..whole], &b[..whole]);
+    let mut sum = reduce(acc) as f64;
+    for (x, y) in a[whole..].iter().zip(&b[whole..]) {
+        sum += f64::from(x * y);
+    }
+    sum as f32
+}
+
+/// Whole steps of `a · b` into the four accumulators of the AVX2 order.
+fn accumulate(acc: &mut [[f32; LANES]; 4], a: &[f32], b: &[f32]) {
+    for (ac, bc) in a.chunks_exact(STEP).zip(b.chunks_exact(STEP)) {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            let (x, y) = (&ac[j * LANES..][..LANES], &bc[j * LANES..][..LANES]);
+            for l in 0..LANES {
+                lanes[l] = x[l].mul_add(y[l], lanes[l]);
+            }
+        }
+    }
+}
+
 /// The AVX2 order in scalar code, over values widened to f32 by `f32_of`.
+#[cfg(test)]
 fn dot_scalar<T: Copy>(a: &[T], b: &[T], f32_of: impl Fn(T) -> f32) -> f32 {
     let whole = a.len() / STEP * STEP;
     let mut acc = [[0f32; LANES]; 4];
@@ -121,19 +180,10 @@ pub fn scale_f16_scalar(acc: &mut [f16], s: f32) {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
+    use super::super::half_float::{widen8, HalfFloat};
     use super::{LANES, STEP};
     use half::f16;
     use std::arch::x86_64::*;
-
-    /// Eight f16 at `p` widened to f32.
-    ///
-    /// # Safety
-    /// `p` must point at 8 readable f16 values (16 bytes).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8(p: *const f16) -> __m256 {
-        // SAFETY: the caller guarantees 16 readable bytes; the load is unaligned.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
-    }
 
     /// # Safety
     /// `p` must point at 8 writable f16 values (16 bytes).
@@ -158,20 +208,20 @@ pub(super) mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; `a` and `b` have equal lengths.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    pub unsafe fn dot_half<H: HalfFloat>(a: &[H], b: &[H]) -> f32 {
         let whole = a.len().min(b.len()) / STEP * STEP;
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in (0..whole).step_by(STEP) {
             for (j, lane) in acc.iter_mut().enumerate() {
                 let at = i + j * LANES;
                 // SAFETY: `at + 8 <= whole <= len` of both slices.
-                let (x, y) = unsafe { (load8(a.as_ptr().add(at)), load8(b.as_ptr().add(at))) };
+                let (x, y) = unsafe { (widen8(a.as_ptr().add(at)), widen8(b.as_ptr().add(at))) };
                 *lane = _mm256_fmadd_ps(x, y, *lane);
             }
         }
         let mut sum = reduce(acc) as f64;
         for (x, y) in a[whole..].iter().zip(&b[whole..]) {
-            sum += f64::from(x.to_f32() * y.to_f32());
+            sum += f64::from(x.widen() * y.widen());
         }
         sum as f32
     }
@@ -211,8 +261,8 @@ pub(super) mod avx2 {
         for i in (0..whole).step_by(LANES) {
             // SAFETY: `i + 8 <= whole <= len` of both slices, and `acc` is borrowed mutably.
             unsafe {
-                let y = load8(acc.as_ptr().add(i));
-                let v = load8(x.as_ptr().add(i));
+                let y = widen8(acc.as_ptr().add(i));
+                let v = widen8(x.as_ptr().add(i));
                 store8(acc.as_mut_ptr().add(i), _mm256_fmadd_ps(v, vs, y));
             }
         }
@@ -228,7 +278,7 @@ pub(super) mod avx2 {
         for i in (0..whole).step_by(LANES) {
             // SAFETY: `i + 8 <= whole <= acc.len()`, and `acc` is borrowed mutably.
             unsafe {
-                let y = load8(acc.as_ptr().add(i));
+                let y = widen8(acc.as_ptr().add(i));
                 store8(acc.as_mut_ptr().add(i), _mm256_mul_ps(y, vs));
             }
         }
@@ -266,6 +316,13 @@ mod tests {
         values(n, seed).into_iter().map(f16::from_f32).collect()
     }
 
+    fn brains(n: usize, seed: u64) -> Vec<half::bf16> {
+        values(n, seed)
+            .into_iter()
+            .map(half::bf16::from_f32)
+            .collect()
+    }
+
     /// Lengths with and without leftovers beyond whole steps.
     const LENS: [usize; 7] = [0, 5, 32, 64, 80, 256, 1000];
 
@@ -274,9 +331,15 @@ mod tests {
         for n in LENS {
             let (a, b) = (halves(n, 1), halves(n, 2));
             assert_eq!(
-                dot_f16(&a, &b).to_bits(),
-                dot_f16_scalar(&a, &b).to_bits(),
+                dot_half(&a, &b).to_bits(),
+                dot_half_scalar(&a, &b).to_bits(),
                 "f16, n = {n}"
+            );
+            let (a, b) = (brains(n, 1), brains(n, 2));
+            assert_eq!(
+                dot_half(&a, &b).to_bits(),
+                dot_half_scalar(&a, &b).to_bits(),
+                "bf16, n = {n}"
             );
             let (x, y) = (values(n, 3), values(n, 4));
             assert_eq!(
@@ -284,6 +347,23 @@ mod tests {
                 dot_f32_scalar(&x, &y).to_bits(),
                 "f32, n = {n}"
             );
+        }
+    }
+
+    /// The portable paths (those of CPUs without AVX2, AArch64's) equal the scalar references bit
+    /// for bit, across several widening chunks.
+    #[test]
+    fn portable_dots_equal_their_scalar_references_bit_for_bit() {
+        for n in LENS.into_iter().chain([WIDEN_CHUNK + 37, 3 * WIDEN_CHUNK]) {
+            let (a, b) = (halves(n, 11), halves(n, 12));
+            let want = dot_half_scalar(&a, &b).to_bits();
+            assert_eq!(dot_half_portable(&a, &b).to_bits(), want, "f16, n = {n}");
+            let (a, b) = (brains(n, 11), brains(n, 12));
+            let want = dot_half_scalar(&a, &b).to_bits();
+            assert_eq!(dot_half_portable(&a, &b).to_bits(), want, "bf16, n = {n}");
+            let (x, y) = (values(n, 13), values(n, 14));
+            let want = dot_f32_scalar(&x, &y).to_bits();
+            assert_eq!(dot_f32_portable(&x, &y).to_bits(), want, "f32, n = {n}");
         }
     }
 
@@ -296,8 +376,19 @@ mod tests {
                 .zip(&b)
                 .map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32()))
                 .sum();
-            let got = f64::from(dot_f16(&a, &b));
+            let got = f64::from(dot_half(&a, &b));
             assert!((got - want).abs() < 1e-4 * (n as f64).max(1.0), "n = {n}");
+            let (a, b) = (brains(n, 5), brains(n, 6));
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32()))
+                .sum();
+            let got = f64::from(dot_half(&a, &b));
+            assert!(
+                (got - want).abs() < 1e-4 * (n as f64).max(1.0),
+                "bf16, n = {n}"
+            );
         }
     }
 

@@ -1,4 +1,4 @@
-//! F16 weights × a batch of tokens: each group of [`GROUP`] rows is widened to f32 and transposed
+//! F16 or BF16 weights ([`HalfFloat`]) × a batch of tokens: each group of [`GROUP`] rows is widened to f32 and transposed
 //! once per product (one column's 16 values side by side), then passes of `T` tokens keep one
 //! 512-bit accumulator per token holding the group's 16 rows.
 //!
@@ -14,11 +14,18 @@
 //! column with one instruction as they read it, and neither batches nor single tokens pay a
 //! transposition; single tokens run four groups at once, four independent chains.
 //!
+//! BF16 takes every path of F16, its weights widened by a shift instead of F16C's conversion
+//! (`half_float`), its activations rounded to bf16 (llama.cpp's vec-dot type for BF16).
+//!
 //! The arithmetic, which [`reference`] computes and the tests check bit for bit: per (row, token) a
 //! sequential chain of fused multiply-adds over the columns, of the weights and the f16-rounded
 //! activations, from 0. (llama.cpp's batched F16 products, tinyBLAS, use yet another order.)
 //! Unpacked matrices decode with the per-row product.
 
+#[cfg(target_arch = "x86_64")]
+use super::half_float::widen16;
+use super::half_float::HalfFloat;
+#[cfg(test)]
 use half::f16;
 
 /// Rows of one group: the 16 lanes of a 512-bit vector.
@@ -27,16 +34,22 @@ pub const GROUP: usize = 16;
 /// Batches below this many tokens keep the per-row tiles (the transposition would not pay).
 pub const MIN_TOKENS: usize = 8;
 
-/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
-/// the last row), transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The scalar reference of
-/// [`transpose_group_avx512`].
+/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 or BF16 matrix `w` (a short last group
+/// repeats the last row), widened and transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The
+/// scalar reference of [`transpose_group_avx512`].
 #[cfg(test)]
-pub fn transpose_group(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
+pub fn transpose_group<H: HalfFloat>(
+    w: &[H],
+    rows: usize,
+    cols: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
     debug_assert_eq!(out.len(), cols * GROUP);
     for i in 0..GROUP {
         let r = (r0 + i).min(rows - 1);
         for (k, x) in w[r * cols..(r + 1) * cols].iter().enumerate() {
-            out[k * GROUP + i] = x.to_f32();
+            out[k * GROUP + i] = x.widen();
         }
     }
 }
@@ -45,20 +58,25 @@ pub fn transpose_group(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut
 /// per-value transposition cost as much as a third of the multiply-adds of a 128-token batch.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub fn transpose_group_avx512(w: &[f16], rows: usize, cols: usize, r0: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let rows16: [&[f16]; GROUP] = std::array::from_fn(|i| {
+pub fn transpose_group_avx512<H: HalfFloat>(
+    w: &[H],
+    rows: usize,
+    cols: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let rows16: [&[H]; GROUP] = std::array::from_fn(|i| {
         let r = (r0 + i).min(rows - 1);
         &w[r * cols..(r + 1) * cols]
     });
     transpose16(cols, out, |i, k| {
-        // SAFETY: `transpose16` asks for columns `k..k + 16 <= cols` of a row: 16 f16 (32
-        // bytes), one unaligned 256-bit load.
-        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(rows16[i][k..k + 16].as_ptr().cast()) })
+        // SAFETY: `transpose16` asks for columns `k..k + 16 <= cols` of a row: 16 values (32
+        // bytes).
+        unsafe { widen16(rows16[i][k..k + 16].as_ptr()) }
     });
     for (k, col) in out.chunks_exact_mut(GROUP).enumerate().skip(cols / 16 * 16) {
         for (i, x) in col.iter_mut().enumerate() {
-            *x = rows16[i][k].to_f32();
+            *x = rows16[i][k].widen();
         }
     }
 }
@@ -204,17 +222,16 @@ pub fn tile<const T: usize>(w: &[f32], a: [&[f32]; T]) -> [[f32; GROUP]; T] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[inline]
-fn column(w: &[f16], k: usize) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
+fn column<H: HalfFloat>(w: &[H], k: usize) -> std::arch::x86_64::__m512 {
     let col = &w[k * GROUP..(k + 1) * GROUP];
-    // SAFETY: `col` is 16 f16 (32 bytes), one unaligned 256-bit load.
-    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.as_ptr().cast()) })
+    // SAFETY: `col` is 16 values (32 bytes).
+    unsafe { widen16(col.as_ptr()) }
 }
 
-/// [`tile_packed`] on a packed f16 group (`w`: `cols × 16` f16).
+/// [`tile_packed`] on a packed group (`w`: `cols × 16` f16 or bf16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub fn tile_packed_lanes(w: &[f16], a: &[f32]) -> [[f32; GROUP]; TOKENS] {
+pub fn tile_packed_lanes<H: HalfFloat>(w: &[H], a: &[f32]) -> [[f32; GROUP]; TOKENS] {
     use std::arch::x86_64::*;
     let cols = w.len() / GROUP;
     assert!(a.len() >= cols * TOKENS);
@@ -228,12 +245,12 @@ pub fn tile_packed_lanes(w: &[f16], a: &[f32]) -> [[f32; GROUP]; TOKENS] {
     super::x86::lanes16(&acc)
 }
 
-/// `G` packed f16 groups (`cols × 16` each) × `T` tokens: `out[g][t]` holds group `g`'s 16 rows.
-/// The arithmetic of [`reference`]; several groups at once keep as many chains in flight.
+/// `G` packed groups (`cols × 16` f16 or bf16 each) × `T` tokens: `out[g][t]` holds group `g`'s 16
+/// rows. The arithmetic of [`reference`]; several groups at once keep as many chains in flight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub fn tile_lanes<const G: usize, const T: usize>(
-    w: [&[f16]; G],
+pub fn tile_lanes<H: HalfFloat, const G: usize, const T: usize>(
+    w: [&[H]; G],
     a: [&[f32]; T],
 ) -> [[[f32; GROUP]; T]; G] {
     use std::arch::x86_64::*;
@@ -312,17 +329,23 @@ mod tests {
     }
 
     /// The AVX-512 transposition equals the scalar one, whole blocks and tail columns, full and
-    /// short groups.
+    /// short groups, F16 and BF16.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_transpose_equals_the_scalar_one() {
+        vector_transpose::<f16>();
+        vector_transpose::<half::bf16>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn vector_transpose<H: HalfFloat>() {
         if !super::super::cpu::has_avx512f() {
             eprintln!("skipped: this CPU has no AVX-512 F");
             return;
         }
         for (rows, cols) in [(16, 16), (37, 53), (18, 256), (5, 7)] {
-            let w: Vec<f16> = (0..rows * cols)
-                .map(|i| f16::from_f32((i as f32 - 500.0) / 7.0))
+            let w: Vec<H> = (0..rows * cols)
+                .map(|i| H::round((i as f32 - 500.0) / 7.0))
                 .collect();
             for r0 in (0..rows).step_by(GROUP) {
                 let mut want = vec![0f32; cols * GROUP];
@@ -355,26 +378,31 @@ mod tests {
         }
     }
 
-    /// The kernels on packed f16 groups equal the scalar reference on the same group widened, bit
-    /// for bit: a packed pass, 4 groups × 1 token, 1 group × 4 tokens, short last group.
+    /// The kernels on packed f16 and bf16 groups equal the scalar reference on the same group
+    /// widened, bit for bit: a packed pass, 4 groups × 1 token, 1 group × 4 tokens, short last
+    /// group.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn packed_group_kernels_equal_the_scalar_reference() {
+        packed_group_kernels::<f16>();
+        packed_group_kernels::<half::bf16>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn packed_group_kernels<H: HalfFloat>() {
         if !super::super::cpu::has_avx512f() {
             eprintln!("skipped: this CPU has no AVX-512 F");
             return;
         }
-        let val = |i: usize| f16::from_f32(((i * 7919 % 2003) as f32 - 1001.0) * 60.0).to_f32();
+        let val = |i: usize| H::round(((i * 7919 % 2003) as f32 - 1001.0) * 60.0).widen();
         let (rows, cols) = (61, 70);
-        let w: Vec<f16> = (0..rows * cols)
-            .map(|i| f16::from_f32(val(i) / 1e4))
-            .collect();
+        let w: Vec<H> = (0..rows * cols).map(|i| H::round(val(i) / 1e4)).collect();
         let a: Vec<f32> = (0..16 * cols).map(|i| val(i + 5)).collect();
         let tokens: [&[f32]; 16] = std::array::from_fn(|t| &a[t * cols..(t + 1) * cols]);
-        let groups: Vec<Vec<f16>> = (0..4)
+        let groups: Vec<Vec<H>> = (0..4)
             .map(|g| {
-                let mut out = vec![f16::ZERO; cols * GROUP];
-                super::super::repack::f16_group(&w, rows, cols, 16 * g, &mut out);
+                let mut out = vec![H::round(0.0); cols * GROUP];
+                super::super::repack::half_group(&w, rows, cols, 16 * g, &mut out);
                 out
             })
             .collect();
@@ -382,15 +410,15 @@ mod tests {
         pack_tokens(&a, cols, &mut packed);
         // SAFETY (all): the CPU has AVX-512 F (checked above).
         let four =
-            unsafe { tile_lanes::<4, 1>(std::array::from_fn(|g| &groups[g][..]), [tokens[9]]) };
+            unsafe { tile_lanes::<H, 4, 1>(std::array::from_fn(|g| &groups[g][..]), [tokens[9]]) };
         for (g, group) in groups.iter().enumerate() {
-            let widened: Vec<f32> = group.iter().map(|x| x.to_f32()).collect();
+            let widened: Vec<f32> = group.iter().map(|x| x.widen()).collect();
             let mut transposed = vec![0f32; cols * GROUP];
             transpose_group(&w, rows, cols, 16 * g, &mut transposed);
             assert_eq!(widened, transposed, "group {g}");
             let pass = unsafe { tile_packed_lanes(group, &packed) };
             let some = unsafe {
-                tile_lanes::<1, 4>([group], [tokens[0], tokens[3], tokens[9], tokens[15]])
+                tile_lanes::<H, 1, 4>([group], [tokens[0], tokens[3], tokens[9], tokens[15]])
             };
             for i in 0..GROUP {
                 let want = |t: usize| reference(&widened, i, tokens[t]).to_bits();

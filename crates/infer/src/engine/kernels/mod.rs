@@ -50,6 +50,7 @@ mod dot_q5;
 mod dot_q8_0;
 #[cfg(target_arch = "x86_64")]
 mod gemm_f16;
+mod half_float;
 pub mod lanes;
 pub mod lanes_k;
 pub mod lanes_k23;
@@ -253,8 +254,8 @@ pub enum QActs {
     /// the first `n / 16 · 16` tokens of those packed by passes of 16: packed once, they serve every
     /// product of the same activations (Q, K and V; gate and up).
     F16(Vec<f16>, Vec<f32>, Vec<f32>),
-    /// For BF16 weights.
-    Bf16(Vec<bf16>),
+    /// For BF16 weights: as for F16, rounded to bf16.
+    Bf16(Vec<bf16>, Vec<f32>, Vec<f32>),
     /// Q8_0 blocks (for Q4_0, Q5_0 and Q8_0 weights) and their terms for the lane kernels.
     Q8_0(Vec<BlockQ8_0>, Vec<lanes::ActTerms>),
     /// Q8_1 blocks (for Q4_1 and Q5_1 weights) and their terms for the lane kernels.
@@ -389,7 +390,7 @@ impl<'a> QMatrix<'a> {
         match self.ttype {
             GgmlType::F32 => bytemuck::try_cast_slice::<u8, f32>(b).is_ok(),
             GgmlType::F16 => bytemuck::try_cast_slice::<u8, f16>(b).is_ok(),
-            GgmlType::BF16 => true,
+            GgmlType::BF16 => bytemuck::try_cast_slice::<u8, bf16>(b).is_ok(),
             GgmlType::Q4_0 => view::<BlockQ4_0>(b, ts).is_some(),
             GgmlType::Q4_1 => view::<BlockQ4_1>(b, ts).is_some(),
             GgmlType::Q5_0 => view::<BlockQ5_0>(b, ts).is_some(),
@@ -494,8 +495,12 @@ impl<'a> QMatrix<'a> {
                 QActs::F32(a)
             }
             (GgmlType::F16, QActs::F16(mut h, mut r, mut packed)) => {
-                convert_f16(x, n, cols, (&mut h, &mut r, &mut packed));
+                convert_half(x, n, cols, (&mut h, &mut r, &mut packed));
                 QActs::F16(h, r, packed)
+            }
+            (GgmlType::BF16, QActs::Bf16(mut h, mut r, mut packed)) => {
+                convert_half(x, n, cols, (&mut h, &mut r, &mut packed));
+                QActs::Bf16(h, r, packed)
             }
             (_, _) => self.quantize_acts_fresh(x, n),
         };
@@ -507,10 +512,14 @@ impl<'a> QMatrix<'a> {
             GgmlType::F32 => QActs::F32(x.to_vec()),
             GgmlType::F16 => {
                 let mut bufs = (Vec::new(), Vec::new(), Vec::new());
-                convert_f16(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
+                convert_half(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
                 QActs::F16(bufs.0, bufs.1, bufs.2)
             }
-            GgmlType::BF16 => QActs::Bf16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
+            GgmlType::BF16 => {
+                let mut bufs = (Vec::new(), Vec::new(), Vec::new());
+                convert_half(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
+                QActs::Bf16(bufs.0, bufs.1, bufs.2)
+            }
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
                 let (blocks, terms) =
                     quantize_blocks(x, QK, acts::quantize_q8_0, lanes::terms_q8_0);
@@ -554,16 +563,19 @@ impl<'a> QMatrix<'a> {
                 })
             }
             (GgmlType::F16, QActs::F16(_, rounded, packed)) if self.layout == Layout::Lanes => {
-                let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
-                    return out.fill(0.0);
-                };
-                self.run_f16_lanes(w, rounded, packed, n, out)
+                self.run_half_lanes::<f16>(rounded, packed, n, out)
+            }
+            (GgmlType::BF16, QActs::Bf16(_, rounded, packed)) if self.layout == Layout::Lanes => {
+                self.run_half_lanes::<bf16>(rounded, packed, n, out)
+            }
+            (GgmlType::BF16, QActs::Bf16(a, rounded, packed)) => {
+                self.run_half_rows(a, rounded, packed, n, out)
             }
             (GgmlType::F16, QActs::F16(a, rounded, packed)) => {
                 let Ok(w) = bytemuck::try_cast_slice::<u8, f16>(b) else {
                     return out.fill(0.0);
                 };
-                if self.run_f16_batch(w, rounded, packed, n, out) {
+                if self.run_half_batch(w, rounded, packed, n, out) {
                     return;
                 }
                 #[cfg(target_arch = "x86_64")]
@@ -579,12 +591,9 @@ impl<'a> QMatrix<'a> {
                 }
                 self.run_rows(n, out, |r, t| {
                     let cols = self.cols;
-                    dot_float::dot_f16(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
+                    dot_float::dot_half(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
                 })
             }
-            (GgmlType::BF16, QActs::Bf16(a)) => self.run_rows(n, out, |r, t| {
-                dot_bf16_bytes(self.row(r), &a[t * self.cols..(t + 1) * self.cols])
-            }),
             (GgmlType::Q4_0, QActs::Q8_0(a, terms)) if self.layout == Layout::Lanes => {
                 self.run_lanes::<lanes::Q4_0x16, _>(a, terms, n, out, lane_kernels!(q4_0))
             }
@@ -730,8 +739,8 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q5_K => row::<lanes_k45::Q5Kx16>(self.bytes, ts, self.cols / QK_K, r),
             GgmlType::Q2_K => row::<lanes_k23::Q2Kx16>(self.bytes, ts, self.cols / QK_K, r),
             GgmlType::Q3_K => row::<lanes_k23::Q3Kx16>(self.bytes, ts, self.cols / QK_K, r),
-            GgmlType::F16 => {
-                // Value k of row r sits at k · 16 + r % 16 of its group (`repack::f16_group`).
+            GgmlType::F16 | GgmlType::BF16 => {
+                // Value k of row r sits at k · 16 + r % 16 of its group (`repack::half_group`).
                 let group = 2 * self.cols * lanes::LANE_ROWS;
                 self.bytes[r / lanes::LANE_ROWS * group..][..group]
                     .chunks_exact(2 * lanes::LANE_ROWS)
@@ -743,11 +752,6 @@ impl<'a> QMatrix<'a> {
             }
             _ => Vec::new(),
         }
-    }
-
-    fn row(&self, r: usize) -> &[u8] {
-        let rb = self.row_bytes();
-        &self.bytes[r * rb..(r + 1) * rb]
     }
 
     /// Weights of one of the 32-value block types (`W`) against activation blocks `A`, with the
@@ -884,16 +888,39 @@ impl<'a> QMatrix<'a> {
         });
     }
 
-    /// F16 weights (`w`, row-major) × a batch of f16-rounded tokens (as f32) with `gemm_f16`'s AVX-512 kernels:
-    /// the tokens packed by passes of 16 and each group of 16 rows transposed once, then every
-    /// pass, and the last tokens by 4 and 1.
+    /// Row-major BF16 weights × `n` tokens (`a`, rounded to bf16; `rounded`, the same as f32;
+    /// `packed`, those packed for the batch kernels): batches by [`QMatrix::run_half_batch`] where
+    /// it runs, otherwise the per-row product.
+    fn run_half_rows(
+        &self,
+        a: &[bf16],
+        rounded: &[f32],
+        packed: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let Ok(w) = bytemuck::try_cast_slice::<u8, bf16>(self.bytes) else {
+            return out.fill(0.0);
+        };
+        if self.run_half_batch(w, rounded, packed, n, out) {
+            return;
+        }
+        let cols = self.cols;
+        self.run_rows(n, out, |r, t| {
+            dot_float::dot_half(&w[r * cols..(r + 1) * cols], &a[t * cols..(t + 1) * cols])
+        })
+    }
+
+    /// F16 or BF16 weights (`w`, row-major) × a batch of tokens rounded to the weights' format (as
+    /// f32) with `gemm_f16`'s AVX-512 kernels: the tokens packed by passes of 16 and each group of
+    /// 16 rows transposed once, then every pass, and the last tokens by 4 and 1.
     ///
     /// Returns `false`, computing nothing, for batches of fewer than `gemm_f16::MIN_TOKENS` tokens
     /// and where the CPU has no AVX-512 F.
     #[cfg(target_arch = "x86_64")]
-    fn run_f16_batch(
+    fn run_half_batch<H: half_float::HalfFloat>(
         &self,
-        w: &[f16],
+        w: &[H],
         acts: &[f32],
         packed: &[f32],
         n: usize,
@@ -939,13 +966,22 @@ impl<'a> QMatrix<'a> {
         true
     }
 
-    /// F16 weights packed in transposed groups (`repack::f16_group`) × `n` f16-rounded tokens
-    /// (`acts`, as f32). With AVX-512 F: batches of `gemm_f16::MIN_TOKENS` or more by packed passes
+    /// F16 or BF16 weights packed in transposed groups (`repack::half_group`) × `n` tokens rounded
+    /// to the weights' format (`acts`, as f32). With AVX-512 F: batches of `gemm_f16::MIN_TOKENS` or more by packed passes
     /// of 16 tokens, the rest 4 tokens at a time, single tokens on up to four groups at a time
     /// (independent chains). Every path computes `gemm_f16`'s reference order; without AVX-512 F,
     /// that reference itself.
-    fn run_f16_lanes(&self, w: &[f16], acts: &[f32], packed: &[f32], n: usize, out: &mut [f32]) {
+    fn run_half_lanes<H: half_float::HalfFloat>(
+        &self,
+        acts: &[f32],
+        packed: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) {
         const G: usize = lanes::LANE_ROWS;
+        let Ok(w) = bytemuck::try_cast_slice::<u8, H>(self.bytes) else {
+            return out.fill(0.0);
+        };
         let cols = self.cols;
         let group = |g: usize| &w[g * cols * G..(g + 1) * cols * G];
         let token = |t: usize| &acts[t * cols..(t + 1) * cols];
@@ -983,7 +1019,7 @@ impl<'a> QMatrix<'a> {
                             dst,
                             g,
                             t0,
-                            &unsafe { tile_lanes::<1, 4>([group(g)], ts) }[0],
+                            &unsafe { tile_lanes::<H, 1, 4>([group(g)], ts) }[0],
                         );
                     }
                     t0 += 4;
@@ -995,17 +1031,17 @@ impl<'a> QMatrix<'a> {
                         let v: &[[[f32; G]; 1]] = if left >= 4 {
                             // SAFETY: as above.
                             &unsafe {
-                                tile_lanes::<4, 1>(
+                                tile_lanes::<H, 4, 1>(
                                     std::array::from_fn(|i| group(g + i)),
                                     [token(t)],
                                 )
                             }
                         } else if left >= 2 {
                             // SAFETY: as above.
-                            &unsafe { tile_lanes::<2, 1>([group(g), group(g + 1)], [token(t)]) }
+                            &unsafe { tile_lanes::<H, 2, 1>([group(g), group(g + 1)], [token(t)]) }
                         } else {
                             // SAFETY: as above.
-                            &unsafe { tile_lanes::<1, 1>([group(g)], [token(t)]) }
+                            &unsafe { tile_lanes::<H, 1, 1>([group(g)], [token(t)]) }
                         };
                         for (i, v) in v.iter().enumerate() {
                             put(dst, g + i, t, v);
@@ -1022,13 +1058,13 @@ impl<'a> QMatrix<'a> {
             group(r / G)
                 .chunks_exact(G)
                 .zip(token(t))
-                .fold(0f32, |acc, (col, &x)| col[i].to_f32().mul_add(x, acc))
+                .fold(0f32, |acc, (col, &x)| col[i].widen().mul_add(x, acc))
         });
     }
 
-    /// The F16 batch kernels are x86-64's: elsewhere the per-row products run.
+    /// The F16 and BF16 batch kernels are x86-64's: elsewhere the per-row products run.
     #[cfg(not(target_arch = "x86_64"))]
-    fn run_f16_batch(&self, _: &[f16], _: &[f32], _: &[f32], _: usize, _: &mut [f32]) -> bool {
+    fn run_half_batch<H>(&self, _: &[H], _: &[f32], _: &[f32], _: usize, _: &mut [f32]) -> bool {
         false
     }
 
@@ -1174,7 +1210,7 @@ fn packs_batch(n: usize) -> bool {
     }
 }
 
-/// Tokens of one task of [`convert_f16`] and [`pack_batch`], and of one packed pass.
+/// Tokens of one task of [`convert_half`] and [`pack_batch`], and of one packed pass.
 #[cfg(target_arch = "x86_64")]
 const PASS_TOKENS: usize = gemm_f16::TOKENS;
 #[cfg(not(target_arch = "x86_64"))]
@@ -1231,25 +1267,25 @@ fn packed_batch<'p>(
     }
 }
 
-/// The F16 weights' activations from `x` (`n × cols`) into `h`, `r` and `packed` (resized to
-/// fit): `x` rounded to f16, the rounded values back as f32, and those packed by [`pack_batch`].
+/// The F16 or BF16 weights' activations from `x` (`n × cols`) into `h`, `r` and `packed` (resized
+/// to fit): `x` rounded to the weights' format, the rounded values back as f32, and those packed
+/// by [`pack_batch`].
 /// One parallel loop over passes of 16 tokens does all three for large batches (`half`'s
 /// vectorised slice conversions); small ones run here.
-fn convert_f16(
+fn convert_half<H: half_float::HalfFloat>(
     x: &[f32],
     n: usize,
     cols: usize,
-    (h, r, packed): (&mut Vec<f16>, &mut Vec<f32>, &mut Vec<f32>),
+    (h, r, packed): (&mut Vec<H>, &mut Vec<f32>, &mut Vec<f32>),
 ) {
-    use half::slice::HalfFloatSliceExt;
-    h.resize(x.len(), f16::ZERO);
+    h.resize(x.len(), H::round(0.0));
     r.resize(x.len(), 0.0);
     let passes = if packs_batch(n) { n / PASS_TOKENS } else { 0 };
     let span = PASS_TOKENS * cols;
     packed.resize(passes * span, 0.0);
     // One task: a pass's (or the last tokens') values, and its packing if it is a whole pass.
-    type Task<'b> = (&'b mut [f16], &'b mut [f32], Option<&'b mut [f32]>);
-    let mut tasks: Vec<Task> = h
+    type Task<'b, H> = (&'b mut [H], &'b mut [f32], Option<&'b mut [f32]>);
+    let mut tasks: Vec<Task<H>> = h
         .chunks_mut(span)
         .zip(r.chunks_mut(span))
         .zip(
@@ -1260,9 +1296,9 @@ fn convert_f16(
         )
         .map(|((h, r), pass)| (h, r, pass))
         .collect();
-    let convert = |p: usize, (h, r, pass): &mut Task| {
-        h.convert_from_f32_slice(&x[p * span..][..h.len()]);
-        h.convert_to_f32_slice(r);
+    let convert = |p: usize, (h, r, pass): &mut Task<H>| {
+        H::round_slice(&x[p * span..][..h.len()], h);
+        H::widen_slice(h, r);
         if let Some(pass) = pass {
             pack_pass(r, cols, pass);
         }
@@ -1298,23 +1334,6 @@ pub fn matmul_many(jobs: Vec<(QMatrix<'_>, &QActs, &mut [f32])>) {
         let mut rows = unsafe { out.rows(r0, r1) };
         m.rows_view(r0, r1).matmul_q(acts, 1, rows.token(0));
     });
-}
-
-/// bf16 weight row · bf16 activations.
-fn dot_bf16_bytes(w: &[u8], x: &[bf16]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (wc, xc) in w.chunks_exact(16).zip(x.chunks_exact(8)) {
-        for k in 0..8 {
-            let wv = bf16::from_le_bytes([wc[2 * k], wc[2 * k + 1]]).to_f32();
-            acc[k] = wv.mul_add(xc[k].to_f32(), acc[k]);
-        }
-    }
-    let done = x.len() / 8 * 8;
-    let mut s: f32 = acc.iter().sum();
-    for (i, xv) in x.iter().enumerate().skip(done) {
-        s += bf16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * xv.to_f32();
-    }
-    s
 }
 
 /// Quantizes `x` (a multiple of the block size) with llama.cpp's reference quantizer
@@ -1422,7 +1441,7 @@ mod tests {
         let w = rand_vec(rows * cols, 3);
         let x = rand_vec(40 * cols, 4);
         let mut acts = QActs::Q8_0(Vec::new(), Vec::new());
-        for t in [GgmlType::F32, GgmlType::F16, GgmlType::Q4_0] {
+        for t in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0] {
             let bytes = quantize_for_tests(t, &w).unwrap();
             let store = aligned(&bytes);
             let plain = QMatrix::new(as_bytes(&store, bytes.len()), t, rows, cols).unwrap();

@@ -3,16 +3,18 @@
 //! The block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants Q2_K … Q6_K) go to the lane
 //! layouts of [`lanes`], [`lanes_k`], [`lanes_k45`] and [`lanes_k23`]: 16 rows per group, one row
 //! per 32-bit lane, whose kernels sum each block exactly in integers for 16 rows at once (their
-//! products differ from the per-row ones in the last bits). F16 goes to the same grouping, each
-//! group transposed (a column's 16 values side by side, `gemm_f16`), so its batches multiply
-//! without transposing the weights in every product. A group's blocks lie together, so the whole
+//! products differ from the per-row ones in the last bits). F16 and BF16 go to the same grouping,
+//! each group transposed (a column's 16 values side by side, `gemm_f16`), so their batches
+//! multiply without transposing the weights in every product. A group's blocks lie together, so the whole
 //! matrix is one forward stream that the hardware prefetcher keeps ahead of the arithmetic.
 //!
 //! Types are packed only where the CPU runs the lane kernels; a packed matrix has the size of its
 //! rows (rounded up to whole groups), and the caller releases the file pages of a packed tensor,
 //! so the weights are held once.
 
+use super::half_float::HalfFloat;
 use super::{cpu, lanes, lanes_k, lanes_k23, lanes_k45, KernelError, QMatrix};
+use half::{bf16, f16};
 use shuku_gguf::GgmlType;
 
 /// A matrix in its lane layout: groups of [`lanes::LANE_ROWS`] rows; a short last group repeats
@@ -48,6 +50,7 @@ pub(super) fn in_lanes(t: GgmlType) -> bool {
             | GgmlType::Q5_K
             | GgmlType::Q6_K
             | GgmlType::F16
+            | GgmlType::BF16
     )
 }
 
@@ -66,8 +69,10 @@ impl PackedMatrix {
             return None;
         }
         let row_bytes = m.row_bytes();
-        if m.ttype == GgmlType::F16 {
-            return pack_f16(m);
+        match m.ttype {
+            GgmlType::F16 => return pack_half::<f16>(m),
+            GgmlType::BF16 => return pack_half::<bf16>(m),
+            _ => {}
         }
         let bpr = m.cols / m.ttype.block_size() as usize;
         let groups = match m.ttype {
@@ -105,29 +110,28 @@ impl PackedMatrix {
     }
 }
 
-/// An F16 matrix as transposed groups of [`lanes::LANE_ROWS`] rows ([`f16_group`]).
-fn pack_f16(m: &QMatrix<'_>) -> Option<PackedMatrix> {
-    use half::f16;
-    let w = bytemuck::try_cast_slice::<u8, f16>(m.bytes).ok()?;
+/// An F16 or BF16 matrix as transposed groups of [`lanes::LANE_ROWS`] rows ([`half_group`]).
+fn pack_half<H: HalfFloat>(m: &QMatrix<'_>) -> Option<PackedMatrix> {
+    let w = bytemuck::try_cast_slice::<u8, H>(m.bytes).ok()?;
     let group = m.cols.checked_mul(lanes::LANE_ROWS)?;
     let len = padded_len(m.rows, lanes::LANE_ROWS, m.row_bytes())?;
     let mut words = vec![0u64; len.div_ceil(8)];
-    let out = &mut bytemuck::cast_slice_mut::<u64, f16>(&mut words)[..len / 2];
+    let out = &mut bytemuck::cast_slice_mut::<u64, H>(&mut words)[..len / 2];
     for (g, dst) in out.chunks_exact_mut(group).enumerate() {
-        f16_group(w, m.rows, m.cols, g * lanes::LANE_ROWS, dst);
+        half_group(w, m.rows, m.cols, g * lanes::LANE_ROWS, dst);
     }
     Some(PackedMatrix::holding(m, words, len))
 }
 
-/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 matrix `w` (a short last group repeats
-/// the last row) transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The packed layout of
-/// F16 matrices: a column of the group is one vector.
-pub(super) fn f16_group(
-    w: &[half::f16],
+/// Rows `r0 … r0 + 15` of the row-major `rows × cols` F16 or BF16 matrix `w` (a short last group
+/// repeats the last row) transposed into `out`: `out[k · 16 + i] = w[r0 + i][k]`. The packed
+/// layout of F16 and BF16 matrices: a column of the group is one vector.
+pub(super) fn half_group<H: HalfFloat>(
+    w: &[H],
     rows: usize,
     cols: usize,
     r0: usize,
-    out: &mut [half::f16],
+    out: &mut [H],
 ) {
     assert_eq!(out.len(), cols * lanes::LANE_ROWS);
     for i in 0..lanes::LANE_ROWS {

@@ -1,6 +1,6 @@
 //! F16 weight rows × f16 tokens in tiles of `R` rows × `T` tokens, on 512-bit lanes.
 //!
-//! The per-row product (`dot_float::dot_f16`, llama.cpp's `ggml_vec_dot_f16` order) keeps four
+//! The per-row product (`dot_float::dot_half`, llama.cpp's `ggml_vec_dot_f16` order) keeps four
 //! 8-lane accumulators per (row, token) pair and converts both operands for every pair. A tile
 //! converts each weight chunk once for its tokens and each token chunk once for its rows, and holds
 //! a pair's four accumulators as two 512-bit halves: lane for lane the same fused multiply-adds
@@ -110,7 +110,7 @@ mod tests {
             for r in 0..4 {
                 assert_eq!(one[r][0].to_bits(), got[r][2].to_bits());
                 for t in 0..WIDE_TOKENS {
-                    let want = dot_float::dot_f16(
+                    let want = dot_float::dot_half(
                         &w[r * cols..(r + 1) * cols],
                         &a[t * cols..(t + 1) * cols],
                     );
