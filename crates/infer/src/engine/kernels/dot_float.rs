@@ -51,7 +51,7 @@ pub fn mad_f16(acc: &mut [f16], x: &[f16], s: f32) {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::mad_f16(acc, x, s) };
     }
-    mad_f16_scalar(acc, x, s)
+    mad_f16_portable(acc, x, s)
 }
 
 /// `acc[i] = f16(acc[i]·s)` (ggml's `ggml_vec_scale_f16`).
@@ -61,7 +61,7 @@ pub fn scale_f16(acc: &mut [f16], s: f32) {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time just above).
         return unsafe { avx2::scale_f16(acc, s) };
     }
-    scale_f16_scalar(acc, s)
+    scale_f16_portable(acc, s)
 }
 
 /// The four accumulators reduced in llama.cpp's AVX2 order.
@@ -160,7 +160,43 @@ fn dot_scalar<T: Copy>(a: &[T], b: &[T], f32_of: impl Fn(T) -> f32) -> f32 {
     sum as f32
 }
 
+/// [`mad_f16`] where there is no AVX2 path: widened and rounded back by `half`'s slice
+/// conversions a chunk at a time; equal to [`mad_f16_scalar`].
+pub fn mad_f16_portable(acc: &mut [f16], x: &[f16], s: f32) {
+    let whole = acc.len().min(x.len()) / STEP * STEP;
+    let (mut wa, mut wx) = ([0f32; WIDEN_CHUNK], [0f32; WIDEN_CHUNK]);
+    for (ac, xc) in acc[..whole]
+        .chunks_mut(WIDEN_CHUNK)
+        .zip(x[..whole].chunks(WIDEN_CHUNK))
+    {
+        let (wa, wx) = (&mut wa[..ac.len()], &mut wx[..ac.len()]);
+        f16::widen_slice(ac, wa);
+        f16::widen_slice(xc, wx);
+        for (a, &v) in wa.iter_mut().zip(wx.iter()) {
+            *a = v.mul_add(s, *a);
+        }
+        f16::round_slice(wa, ac);
+    }
+    for (a, v) in acc[whole..].iter_mut().zip(&x[whole..]) {
+        *a = f16::from_f32(a.to_f32() + v.to_f32() * s);
+    }
+}
+
+/// [`scale_f16`] where there is no AVX2 path, by chunks as [`mad_f16_portable`].
+pub fn scale_f16_portable(acc: &mut [f16], s: f32) {
+    let mut wa = [0f32; WIDEN_CHUNK];
+    for ac in acc.chunks_mut(WIDEN_CHUNK) {
+        let wa = &mut wa[..ac.len()];
+        f16::widen_slice(ac, wa);
+        for a in wa.iter_mut() {
+            *a *= s;
+        }
+        f16::round_slice(wa, ac);
+    }
+}
+
 /// Scalar reference of [`mad_f16`].
+#[cfg(test)]
 pub fn mad_f16_scalar(acc: &mut [f16], x: &[f16], s: f32) {
     let whole = acc.len() / STEP * STEP;
     for (a, v) in acc[..whole].iter_mut().zip(&x[..whole]) {
@@ -172,6 +208,7 @@ pub fn mad_f16_scalar(acc: &mut [f16], x: &[f16], s: f32) {
 }
 
 /// Scalar reference of [`scale_f16`].
+#[cfg(test)]
 pub fn scale_f16_scalar(acc: &mut [f16], s: f32) {
     for a in acc.iter_mut() {
         *a = f16::from_f32(a.to_f32() * s);
@@ -404,6 +441,14 @@ mod tests {
             scale_f16(&mut simd, 0.61);
             scale_f16_scalar(&mut scalar, 0.61);
             assert_eq!(simd, scalar, "scale, n = {n}");
+            let mut portable = halves(n, 8);
+            let mut scalar = portable.clone();
+            mad_f16_portable(&mut portable, &x, 0.37);
+            mad_f16_scalar(&mut scalar, &x, 0.37);
+            assert_eq!(portable, scalar, "portable mad, n = {n}");
+            scale_f16_portable(&mut portable, 0.61);
+            scale_f16_scalar(&mut scalar, 0.61);
+            assert_eq!(portable, scalar, "portable scale, n = {n}");
         }
     }
 }
