@@ -18,13 +18,17 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `n` as an integer, read from `shifted`'s low bits (its ulp is 1) rather than by `n as i32`,
+    // whose saturating conversion the compiler does not vectorise.
+    let k = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scale = f32::from_bits((k.wrapping_add(127) as u32) << 23);
     p * scale
 }
 
@@ -64,7 +68,7 @@ pub fn lane_max(xs: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{exp, lane_max, lane_sum};
+    use super::*;
 
     #[test]
     fn lane_sum_adds_every_term() {
@@ -75,6 +79,28 @@ mod tests {
         );
         assert_eq!(lane_max(&a[..19]), 18.0);
         assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
+    }
+
+    /// Reading `n` from the shifted value's bits gives what `n as i32` gives, on every input of the
+    /// clamped range and beyond.
+    #[test]
+    fn integer_part_from_bits_equals_the_cast() {
+        let by_cast = |x: f32| {
+            let x = x.clamp(-87.3, 88.3);
+            let n = (x * LOG2_E + ROUND) - ROUND;
+            let r = x - n * LN2_HI - n * LN2_LO;
+            let p = 1.0
+                + r * (1.0
+                    + r * (0.5
+                        + r * (1.0 / 6.0
+                            + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+            p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        };
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            assert_eq!(exp(x).to_bits(), by_cast(x).to_bits(), "x = {x}");
+            x += 0.000_37;
+        }
     }
 
     #[test]
