@@ -11,6 +11,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{cpu_tensor, f32s, product, with_f32s, Operand};
+use multiversion::multiversion;
 use shuku_math::{exp, lane_max, lane_sum};
 
 /// Query rows per block: the unit of the causal column cut.
@@ -152,14 +153,28 @@ impl Attention {
         for (r, row) in p[..m * cols].chunks_exact_mut(cols).enumerate() {
             let (lo, hi) = self.row_range(dims, rows.start + r);
             let (lo, hi) = (lo - vis.first, hi - vis.first);
-            let visible = &mut row[lo..hi];
-            let max = lane_max(visible);
-            visible.iter_mut().for_each(|x| *x = exp(*x - max));
-            let inv = 1.0 / lane_sum(visible, visible, |x, _| x);
-            visible.iter_mut().for_each(|x| *x *= inv);
+            softmax_in_place(&mut row[lo..hi]);
             row[..lo].fill(0.0);
             row[hi..].fill(0.0);
         }
+    }
+}
+
+/// The softmax of `x`, in place.
+#[multiversion(targets = "simd")]
+fn softmax_in_place(x: &mut [f32]) {
+    let max = lane_max(x);
+    x.iter_mut().for_each(|x| *x = exp(*x - max));
+    let inv = 1.0 / lane_sum(x, x, |x, _| x);
+    x.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `ds = p ⊙ (dp − delta)` in place over one row (`ds` holds `dp`): the softmax's backward pass,
+/// `delta` the row's `Σ p·dp`.
+#[multiversion(targets = "simd")]
+fn softmax_gradient(ds: &mut [f32], p: &[f32], delta: f32) {
+    for (ds, p) in ds.iter_mut().zip(p) {
+        *ds = p * (*ds - delta);
     }
 }
 
@@ -301,9 +316,7 @@ impl CustomOp3 for Attention {
                                 .zip(&o[row..row + dims.d])
                                 .map(|(a, b)| a * b)
                                 .sum();
-                            for (ds, p) in ds.iter_mut().zip(p) {
-                                *ds = p * (*ds - delta);
-                            }
+                            softmax_gradient(ds, p, delta);
                         }
                         unsafe {
                             // dQ = scale · dS · K

@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
+use multiversion::multiversion;
 use shuku_math::{exp, lane_max, lane_sum};
 
 /// Marks a position whose target is ignored.
@@ -59,10 +60,44 @@ pub fn forward_kl(
 }
 
 /// `(max, log Σ exp(x − max))` of one row scaled by `1/temperature`.
+#[multiversion(targets = "simd")]
 fn log_sum_exp(row: &[f32], inv_t: f32) -> (f32, f32) {
     let max = lane_max(row) * inv_t;
     let sum = lane_sum(row, row, |x, _| exp(x * inv_t - max));
     (max, sum.ln())
+}
+
+/// `d = g · exp(x · inv_t − shift)` over one row: `g` times the softmax when `shift` is the row's
+/// log-sum-exp.
+#[multiversion(targets = "simd")]
+fn scaled_exp(d: &mut [f32], x: &[f32], inv_t: f32, shift: f32, g: f32) {
+    for (d, v) in d.iter_mut().zip(x) {
+        *d = g * exp(v * inv_t - shift);
+    }
+}
+
+/// `KL(softmax(t/T) ‖ softmax(s/T))` of one row pair, given both rows' log-sum-exps `(zs, zt)` at
+/// `1/T = inv_t`.
+#[multiversion(targets = "simd")]
+fn kl_row(s: &[f32], t: &[f32], inv_t: f32, (zs, zt): (f32, f32)) -> f32 {
+    lane_sum(s, t, |s, t| {
+        let log_pt = t * inv_t - zt;
+        exp(log_pt) * (log_pt - (s * inv_t - zs))
+    })
+}
+
+/// `d = coef · (softmax(s/T) − softmax(t/T))` over one row pair, given their log-sum-exps.
+#[multiversion(targets = "simd")]
+fn kl_gradient(
+    d: &mut [f32],
+    (s, t): (&[f32], &[f32]),
+    inv_t: f32,
+    (zs, zt): (f32, f32),
+    coef: f32,
+) {
+    for ((d, s), t) in d.iter_mut().zip(s).zip(t) {
+        *d = coef * (exp(s * inv_t - zs) - exp(t * inv_t - zt));
+    }
 }
 
 /// Sums per-chunk partials of `f(row index, row)` over the rows of `x` (row length `c`) in a fixed
@@ -126,10 +161,7 @@ impl CustomOp1 for CrossEntropy {
                             continue;
                         }
                         let (max, lse) = log_sum_exp(x, 1.0);
-                        let shift = max + lse;
-                        for (d, v) in dx.iter_mut().zip(x) {
-                            *d = g * exp(v - shift);
-                        }
+                        scaled_exp(dx, x, 1.0, max + lse, g);
                         dx[t as usize] -= g;
                     }
                 });
@@ -162,12 +194,7 @@ impl CustomOp2 for ForwardKl {
             let trow = &t[r * c..][..c];
             let (ms, ls) = log_sum_exp(srow, inv_t);
             let (mt, lt) = log_sum_exp(trow, inv_t);
-            let (zs, zt) = (ms + ls, mt + lt);
-            let kl = lane_sum(srow, trow, |s, t| {
-                let log_pt = t * inv_t - zt;
-                exp(log_pt) * (log_pt - (s * inv_t - zs))
-            });
-            f64::from(kl)
+            f64::from(kl_row(srow, trow, inv_t, (ms + ls, mt + lt)))
         });
         let t2 = f64::from(self.temperature).powi(2);
         Ok(scalar(t2 * total / n.max(1) as f64))
@@ -198,10 +225,7 @@ impl CustomOp2 for ForwardKl {
                     {
                         let (ms, ls) = log_sum_exp(s, inv_t);
                         let (mt, lt) = log_sum_exp(t, inv_t);
-                        let (zs, zt) = (ms + ls, mt + lt);
-                        for ((d, s), t) in ds.iter_mut().zip(s).zip(t) {
-                            *d = coef * (exp(s * inv_t - zs) - exp(t * inv_t - zt));
-                        }
+                        kl_gradient(ds, (s, t), inv_t, (ms + ls, mt + lt), coef);
                     }
                 });
             Ok(ds)

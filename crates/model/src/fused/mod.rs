@@ -18,6 +18,12 @@
 //!   kept alive.
 //! * [`sum_of_squares`]: the gradient norm's reduction, in f64, without copies.
 //!
+//! The element-wise loops are written to vectorise (`shuku_math`'s inlined `exp`, sums in fixed
+//! lanes) and compiled by `multiversion` once per CPU level (AVX-512, AVX2 with FMA, the baseline),
+//! chosen at run time: the workspace builds for its target's baseline, four f32 lanes on x86-64.
+//! The clones run the same operations in the same order (no contraction, no reassociation), so the
+//! results do not depend on the CPU.
+//!
 //! Each applies to contiguous-able f32 tensors on the CPU ([`applies`]); callers keep the composed
 //! version for anything else. Every kernel is tested against the composed candle ops (values and
 //! gradients) and against finite differences (`tests/fused.rs`). Work is split in chunks whose size does

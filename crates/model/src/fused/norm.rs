@@ -3,6 +3,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use multiversion::multiversion;
+
 use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
 
 /// RMSNorm of `x` `[.., D]` with gain `weight` `[D]`; differentiable in both.
@@ -16,6 +18,7 @@ struct RmsNorm {
 }
 
 /// `1 / sqrt(mean(x²) + eps)` of one row, summed in eight lanes (vectorisable).
+#[inline(always)]
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = x.chunks_exact(8);
@@ -27,6 +30,28 @@ fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
     let sum = lanes.iter().sum::<f32>() + tail;
     1.0 / (sum / x.len() as f32 + eps).sqrt()
+}
+
+/// `y = x / rms(x) · w` for one row.
+#[multiversion(targets = "simd")]
+fn forward_row(y: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let r = inv_rms(x, eps);
+    for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+        *y = x * r * w;
+    }
+}
+
+/// One row's input gradient into `dx` and its part of the gain's gradient added into `dw`, for the
+/// output gradient `g`.
+#[multiversion(targets = "simd")]
+fn backward_row((dx, dw): (&mut [f32], &mut [f32]), (x, g, w): (&[f32], &[f32], &[f32]), eps: f32) {
+    let r = inv_rms(x, eps);
+    let ux: f32 = g.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
+    let c = r * r * r * ux / x.len() as f32;
+    for (i, dx) in dx.iter_mut().enumerate() {
+        *dx = r * g[i] * w[i] - c * x[i];
+        dw[i] += g[i] * x[i] * r;
+    }
 }
 
 fn check(d: usize, w: usize) -> candle_core::Result<()> {
@@ -58,10 +83,7 @@ impl CustomOp2 for RmsNorm {
             .zip(x.par_chunks(task))
             .for_each(|(y, x)| {
                 for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let r = inv_rms(x, self.eps);
-                    for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                        *y = x * r * w;
-                    }
+                    forward_row(y, x, w, self.eps);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -89,13 +111,7 @@ impl CustomOp2 for RmsNorm {
                         .zip(x.chunks_exact(d))
                         .zip(g.chunks_exact(d))
                     {
-                        let r = inv_rms(x, self.eps);
-                        let ux: f32 = g.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
-                        let c = r * r * r * ux / d as f32;
-                        for (i, dx) in dx.iter_mut().enumerate() {
-                            *dx = r * g[i] * w[i] - c * x[i];
-                            dw[i] += g[i] * x[i] * r;
-                        }
+                        backward_row((dx, &mut dw), (x, g, w), self.eps);
                     }
                     dw
                 })

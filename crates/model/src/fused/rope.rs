@@ -4,6 +4,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use multiversion::multiversion;
+
 use super::{cpu_tensor, f32s, rows_per_task, with_f32s};
 
 /// RoPE of `x` `[B, T, H, D]` (token-major, as the projections produce it) with tables `cos`, `sin`
@@ -36,7 +38,6 @@ fn rotate(
     transposed: bool,
 ) {
     let d = cos.len() / seq;
-    let half = d / 2;
     let task = rows_per_task(d) * d;
     y.par_chunks_mut(task)
         .zip(x.par_chunks(task))
@@ -46,20 +47,41 @@ fn rotate(
             for (r, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
                 let pos = ((first_row + r) / heads) % seq;
                 let (c, s) = (&cos[pos * d..][..d], &sin[pos * d..][..d]);
-                let (x1, x2) = x.split_at(half);
-                let (y1, y2) = y.split_at_mut(half);
-                for i in 0..half {
-                    let j = i + half;
-                    if transposed {
-                        y1[i] = x1[i] * c[i] + x2[i] * s[j];
-                        y2[i] = x2[i] * c[j] - x1[i] * s[i];
-                    } else {
-                        y1[i] = x1[i] * c[i] - x2[i] * s[i];
-                        y2[i] = x2[i] * c[j] + x1[i] * s[j];
-                    }
+                if transposed {
+                    rotate_row_back(y, x, c, s);
+                } else {
+                    rotate_row(y, x, c, s);
                 }
             }
         });
+}
+
+/// One row rotated by its position's `cos` and `sin` (rotate-half).
+#[multiversion(targets = "simd")]
+fn rotate_row(y: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (y1, y2) = y.split_at_mut(half);
+    let (c1, c2) = c.split_at(half);
+    let (s1, s2) = s.split_at(half);
+    for i in 0..half.min(y1.len()).min(y2.len()).min(c2.len()).min(s2.len()) {
+        y1[i] = x1[i] * c1[i] - x2[i] * s1[i];
+        y2[i] = x2[i] * c2[i] + x1[i] * s2[i];
+    }
+}
+
+/// [`rotate_row`]'s transpose (the rotation back, for the gradient).
+#[multiversion(targets = "simd")]
+fn rotate_row_back(y: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (y1, y2) = y.split_at_mut(half);
+    let (c1, c2) = c.split_at(half);
+    let (s1, s2) = s.split_at(half);
+    for i in 0..half.min(y1.len()).min(y2.len()).min(c2.len()).min(s2.len()) {
+        y1[i] = x1[i] * c1[i] + x2[i] * s2[i];
+        y2[i] = x2[i] * c2[i] - x1[i] * s1[i];
+    }
 }
 
 impl CustomOp3 for Rope {
