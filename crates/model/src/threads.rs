@@ -4,10 +4,13 @@
 //! Three pools could run a step: rayon's (the fused kernels of [`crate::fused`] and the `gemm` products
 //! inside them, which follow the pool the caller runs in), candle's matmul (sized by
 //! `RAYON_NUM_THREADS`, read at every call) and candle's barrier pool for its element-wise ops (sized by
-//! `CANDLE_NUM_THREADS` once, at first use), whose idle workers spin for a while before parking and on a
-//! loaded machine steal the cores the other pools need. [`init`] keeps candle's barrier pool to the
-//! calling thread (its remaining element-wise ops are small next to the fused kernels; measured: the
-//! same step time) and sizes rayon's global pool, so the one count reaches everything.
+//! `CANDLE_NUM_THREADS` once, at first use). [`init`] gives all three the one count. candle's
+//! element-wise ops that remain are the additions and zeroed buffers with which its backward pass
+//! accumulates every gradient: on one thread they were about a sixth of a two-thread step on the 40 M
+//! shape, done while the other core waited. Its idle workers spin for a while (candle's
+//! `CANDLE_BARRIER_POOL_SPIN_LIMIT`) before parking, as the inference engine's pool does; measured with
+//! them on both cores: 6–9 % more tokens/s on the 40 M shape's two-thread step, the same (within the
+//! machine's noise) on the base shape's.
 //!
 //! A training step allocates every activation and gradient afresh (candle's tensors own their
 //! buffers), hundreds of megabytes per step. With glibc's defaults the freed top of the heap is
@@ -20,16 +23,16 @@
 //! outside the kernels. Other C libraries keep their defaults.
 
 /// Sets the compute runtime for the rest of the process: rayon's global pool gets `threads` workers
-/// (`None`: one per core), candle's matmul follows it, candle's spinning barrier pool gets none, and
-/// (with glibc) freed memory stays with the process for reuse. Call it at the start of `main`, before
+/// (`None`: one per core), candle's matmul and its barrier pool follow it, and (with glibc) freed memory
+/// stays with the process for reuse. Call it at the start of `main`, before
 /// any tensor op and before other threads start (it sets environment variables candle reads). Returns
 /// `false` if rayon's global pool was already built, in which case it keeps its size.
 pub fn init(threads: Option<usize>) -> bool {
-    std::env::set_var("CANDLE_NUM_THREADS", "1");
     keep_freed_memory();
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads.filter(|&n| n > 0) {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
         builder = builder.num_threads(n);
     }
     builder.build_global().is_ok()
