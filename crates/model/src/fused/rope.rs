@@ -47,40 +47,34 @@ fn rotate(
             for (r, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
                 let pos = ((first_row + r) / heads) % seq;
                 let (c, s) = (&cos[pos * d..][..d], &sin[pos * d..][..d]);
+                let (s1, s2) = s.split_at(d / 2);
                 if transposed {
-                    rotate_row_back(y, x, c, s);
+                    rotate_row(y, x, c, (s2, s1), -1.0);
                 } else {
-                    rotate_row(y, x, c, s);
+                    rotate_row(y, x, c, (s1, s2), 1.0);
                 }
             }
         });
 }
 
-/// One row rotated by its position's `cos` and `sin` (rotate-half).
+/// One row rotated by its position's `cos` and `sin` (rotate-half): `y₁ = x₁·c₁ − x₂·sign·s_a`,
+/// `y₂ = x₂·c₂ + x₁·sign·s_b`. The rotation is `(s₁, s₂, +1)`; its transpose, for the gradient, is
+/// `(s₂, s₁, −1)` (negations are exact, so both equal the written-out formulas bit for bit).
 #[multiversion(targets = "simd")]
-fn rotate_row(y: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
+fn rotate_row(y: &mut [f32], x: &[f32], c: &[f32], (s_a, s_b): (&[f32], &[f32]), sign: f32) {
     let half = x.len() / 2;
     let (x1, x2) = x.split_at(half);
     let (y1, y2) = y.split_at_mut(half);
     let (c1, c2) = c.split_at(half);
-    let (s1, s2) = s.split_at(half);
-    for i in 0..half.min(y1.len()).min(y2.len()).min(c2.len()).min(s2.len()) {
-        y1[i] = x1[i] * c1[i] - x2[i] * s1[i];
-        y2[i] = x2[i] * c2[i] + x1[i] * s2[i];
-    }
-}
-
-/// [`rotate_row`]'s transpose (the rotation back, for the gradient).
-#[multiversion(targets = "simd")]
-fn rotate_row_back(y: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
-    let half = x.len() / 2;
-    let (x1, x2) = x.split_at(half);
-    let (y1, y2) = y.split_at_mut(half);
-    let (c1, c2) = c.split_at(half);
-    let (s1, s2) = s.split_at(half);
-    for i in 0..half.min(y1.len()).min(y2.len()).min(c2.len()).min(s2.len()) {
-        y1[i] = x1[i] * c1[i] + x2[i] * s2[i];
-        y2[i] = x2[i] * c2[i] - x1[i] * s1[i];
+    let n = half
+        .min(y1.len())
+        .min(y2.len())
+        .min(c2.len())
+        .min(s_a.len())
+        .min(s_b.len());
+    for i in 0..n {
+        y1[i] = x1[i] * c1[i] - x2[i] * (sign * s_a[i]);
+        y2[i] = x2[i] * c2[i] + x1[i] * (sign * s_b[i]);
     }
 }
 
