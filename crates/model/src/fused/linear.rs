@@ -34,24 +34,26 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// `dst[m × n] = lhs · rhs` with explicit (row, column) strides for both operands; `dst` row-major.
-fn checked_product(
-    dst: &mut [f32],
+/// `lhs · rhs` (`m × k` times `k × n`, explicit (row, column) strides for both), row-major in a new
+/// buffer that `gemm` writes without it being zeroed first: zeroing a fresh buffer ran on the calling
+/// thread, a serial part of every multi-threaded step.
+fn new_product(
     (m, n, k): (usize, usize, usize),
     (lhs, lhs_strides): (&[f32], (usize, usize)),
     (rhs, rhs_strides): (&[f32], (usize, usize)),
-) {
+) -> Vec<f32> {
     let reach =
         |(rs, cs): (usize, usize), rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
     if m == 0 || n == 0 || k == 0 {
-        dst[..m * n].fill(0.0);
-        return;
+        return vec![0f32; m * n];
     }
-    assert!(dst.len() >= m * n);
     assert!(lhs.len() > reach(lhs_strides, m, k));
     assert!(rhs.len() > reach(rhs_strides, k, n));
-    // SAFETY: the assertions above keep every element `gemm` reads and writes inside the slices;
-    // `dst` is borrowed mutably.
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the assertions above keep every element `gemm` reads inside `lhs` and `rhs`. With
+    // `accumulate` false, `gemm` writes each of the `m × n` values of `dst` (row stride `n`) once and
+    // reads none, so writing through the pointer into the buffer's `m · n` reserved values and then
+    // setting its length exposes only written values.
     unsafe {
         product(
             dst.as_mut_ptr(),
@@ -63,7 +65,9 @@ fn checked_product(
             false,
             parallelism(),
         );
+        dst.set_len(m * n);
     }
+    dst
 }
 
 impl CustomOp2 for Linear {
@@ -81,8 +85,7 @@ impl CustomOp2 for Linear {
         let (x, w) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
         let (n, k) = l1.shape().dims2()?;
         let (out, _) = l2.shape().dims2()?;
-        let mut y = vec![0f32; n * out];
-        checked_product(&mut y, (n, out, k), (x, (k, 1)), (w, (1, k)));
+        let y = new_product((n, out, k), (x, (k, 1)), (w, (1, k)));
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
@@ -97,10 +100,8 @@ impl CustomOp2 for Linear {
         let (n, k) = x.dims2()?;
         let (out, _) = weight.dims2()?;
         let (dx, dw) = with_f32s([x, weight, grad], self.name(), |[x, w, g]| {
-            let mut dx = vec![0f32; n * k];
-            checked_product(&mut dx, (n, k, out), (g, (out, 1)), (w, (k, 1)));
-            let mut dw = vec![0f32; out * k];
-            checked_product(&mut dw, (out, k, n), (g, (1, out)), (x, (k, 1)));
+            let dx = new_product((n, k, out), (g, (out, 1)), (w, (k, 1)));
+            let dw = new_product((out, k, n), (g, (1, out)), (x, (k, 1)));
             Ok((dx, dw))
         })?;
         Ok((
