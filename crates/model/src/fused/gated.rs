@@ -3,7 +3,9 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_tensor, f32s, with_f32s};
+use std::mem::MaybeUninit;
+
+use super::{cpu_tensor, f32s, with_f32s, written};
 use multiversion::multiversion;
 use shuku_math::exp;
 
@@ -56,35 +58,31 @@ fn gelu_tanh(x: f32) -> (f32, f32) {
     (0.5 * x * (1.0 + t), slope)
 }
 
-/// `y = act(g) · u` over one task's values; `act` gives an activation and its derivative. One loop
-/// per activation: a choice of activation per value kept the loop from vectorising.
+/// `y = act(g) · u` over one task's values, every value of `y` written; `act` gives an activation
+/// and its derivative. One loop per activation: a choice of activation per value kept the loop from
+/// vectorising.
 #[multiversion(targets = "simd")]
-fn forward<A: Fn(f32) -> (f32, f32)>(act: A, y: &mut [f32], g: &[f32], u: &[f32]) {
+fn forward<A: Fn(f32) -> (f32, f32)>(act: A, y: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
+    assert!(g.len() == y.len() && u.len() == y.len());
     for ((y, g), u) in y.iter_mut().zip(g).zip(u) {
-        *y = act(*g).0 * u;
+        y.write(act(*g).0 * u);
     }
 }
 
-/// The gradients `dg`, `du` of `act(g) · u` for the output gradient `dy`, over one task's values.
+/// The gradients `dg`, `du` of `act(g) · u` for the output gradient `dy`, over one task's values,
+/// every value of both written.
 #[multiversion(targets = "simd")]
 fn backward<A: Fn(f32) -> (f32, f32)>(
     act: A,
-    dg: &mut [f32],
-    du: &mut [f32],
-    g: &[f32],
-    u: &[f32],
-    dy: &[f32],
+    (dg, du): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]),
+    (g, u, dy): (&[f32], &[f32], &[f32]),
 ) {
-    let n = dg
-        .len()
-        .min(du.len())
-        .min(g.len())
-        .min(u.len())
-        .min(dy.len());
+    let n = dg.len();
+    assert!(du.len() == n && g.len() == n && u.len() == n && dy.len() == n);
     for i in 0..n {
         let (a, slope) = act(g[i]);
-        dg[i] = dy[i] * u[i] * slope;
-        du[i] = dy[i] * a;
+        dg[i].write(dy[i] * u[i] * slope);
+        du[i].write(dy[i] * a);
     }
 }
 
@@ -107,13 +105,20 @@ impl CustomOp2 for Gated {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let gate = f32s(s1, l1, self.name())?;
         let up = f32s(s2, l2, self.name())?;
-        let mut y = vec![0f32; gate.len()];
-        y.par_chunks_mut(TASK)
-            .zip(gate.par_chunks(TASK).zip(up.par_chunks(TASK)))
-            .for_each(|(y, (g, u))| match self.0 {
-                Act::Silu => forward(silu, y, g, u),
-                Act::GeluTanh => forward(gelu_tanh, y, g, u),
-            });
+        if up.len() != gate.len() {
+            candle_core::bail!("{}: gate and up differ in size", self.name());
+        }
+        let fill = |y: &mut [MaybeUninit<f32>]| {
+            y.par_chunks_mut(TASK)
+                .zip(gate.par_chunks(TASK).zip(up.par_chunks(TASK)))
+                .for_each(|(y, (g, u))| match self.0 {
+                    Act::Silu => forward(silu, y, g, u),
+                    Act::GeluTanh => forward(gelu_tanh, y, g, u),
+                })
+        };
+        // SAFETY: the chunks of `y` pair with equally long chunks of `gate` and `up` (same length,
+        // checked above), and `forward` writes every value of its chunk.
+        let y = unsafe { written(gate.len(), fill) };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -125,20 +130,32 @@ impl CustomOp2 for Gated {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (d_gate, d_up) = with_f32s([gate, up, grad], self.name(), |[g, u, dy]| {
-            let mut d_gate = vec![0f32; g.len()];
-            let mut d_up = vec![0f32; g.len()];
-            d_gate
-                .par_chunks_mut(TASK)
-                .zip(d_up.par_chunks_mut(TASK))
-                .zip(
-                    g.par_chunks(TASK)
-                        .zip(u.par_chunks(TASK))
-                        .zip(dy.par_chunks(TASK)),
-                )
-                .for_each(|((dg, du), ((g, u), dy))| match self.0 {
-                    Act::Silu => backward(silu, dg, du, g, u, dy),
-                    Act::GeluTanh => backward(gelu_tanh, dg, du, g, u, dy),
-                });
+            let n = g.len();
+            if u.len() != n || dy.len() != n {
+                candle_core::bail!("shuku-gated: gate, up and gradient differ in size");
+            }
+            let mut d_up = Vec::with_capacity(n);
+            let fill = |d_gate: &mut [MaybeUninit<f32>]| {
+                d_gate
+                    .par_chunks_mut(TASK)
+                    .zip(d_up.spare_capacity_mut()[..n].par_chunks_mut(TASK))
+                    .zip(
+                        g.par_chunks(TASK)
+                            .zip(u.par_chunks(TASK))
+                            .zip(dy.par_chunks(TASK)),
+                    )
+                    .for_each(|(d, ((g, u), dy))| match self.0 {
+                        Act::Silu => backward(silu, d, (g, u, dy)),
+                        Act::GeluTanh => backward(gelu_tanh, d, (g, u, dy)),
+                    })
+            };
+            // SAFETY: the chunks of both outputs pair with equally long chunks of `g`, `u` and `dy`
+            // (same length, checked above), and `backward` writes every value of both its chunks:
+            // `d_gate` in full by `written`, `d_up`'s first `n` values, after which its length is
+            // set.
+            let d_gate = unsafe { written(n, fill) };
+            // SAFETY: as above.
+            unsafe { d_up.set_len(n) };
             Ok((d_gate, d_up))
         })?;
         Ok((

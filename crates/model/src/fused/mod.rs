@@ -46,6 +46,8 @@ pub use norm::rms_norm;
 pub use reduce::sum_of_squares;
 pub use rope::rope;
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::Parallelism;
 
@@ -88,6 +90,19 @@ fn with_f32s<const N: usize, R>(
 /// A tensor on the CPU from `values` shaped `dims`.
 fn cpu_tensor(values: Vec<f32>, dims: &[usize]) -> candle_core::Result<Tensor> {
     Tensor::from_vec(values, dims, &candle_core::Device::Cpu)
+}
+
+/// A new buffer of `n` values, each written by `fill`, without zeroing it first: zeroing a fresh
+/// buffer runs on the calling thread, a serial part of every multi-threaded step.
+///
+/// # Safety
+/// `fill` must write every one of the `n` values it is given.
+unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's `fill` wrote all `n` values, the first `n` of the buffer's capacity.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// Rows handed to one rayon task: enough work (about 16 k values) to pay for the hand-off, fixed so the
