@@ -511,14 +511,12 @@ impl<'a> QMatrix<'a> {
         match self.ttype {
             GgmlType::F32 => QActs::F32(x.to_vec()),
             GgmlType::F16 => {
-                let mut bufs = (Vec::new(), Vec::new(), Vec::new());
-                convert_half(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
-                QActs::F16(bufs.0, bufs.1, bufs.2)
+                let (h, r, packed) = half_acts(x, n, cols);
+                QActs::F16(h, r, packed)
             }
             GgmlType::BF16 => {
-                let mut bufs = (Vec::new(), Vec::new(), Vec::new());
-                convert_half(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
-                QActs::Bf16(bufs.0, bufs.1, bufs.2)
+                let (h, r, packed) = half_acts(x, n, cols);
+                QActs::Bf16(h, r, packed)
             }
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
                 let (blocks, terms) =
@@ -967,9 +965,9 @@ impl<'a> QMatrix<'a> {
     }
 
     /// F16 or BF16 weights packed in transposed groups (`repack::half_group`) × `n` tokens rounded
-    /// to the weights' format (`acts`, as f32). With AVX-512 F: batches of `gemm_f16::MIN_TOKENS` or more by packed passes
-    /// of 16 tokens, the rest 4 tokens at a time, single tokens on up to four groups at a time
-    /// (independent chains). Every path computes `gemm_f16`'s reference order; without AVX-512 F,
+    /// to the weights' format (`acts`, as f32). With AVX-512 F: batches of `gemm_f16::MIN_TOKENS`
+    /// or more by packed passes of 16 tokens, the rest 4 tokens at a time, single tokens on up to
+    /// four groups at a time (independent chains). Every path computes `gemm_f16`'s reference order; without AVX-512 F,
     /// that reference itself.
     fn run_half_lanes<H: half_float::HalfFloat>(
         &self,
@@ -1265,6 +1263,17 @@ fn packed_batch<'p>(
     } else {
         std::borrow::Cow::Owned(pack_batch(acts, n, cols))
     }
+}
+
+/// [`convert_half`] into new buffers.
+fn half_acts<H: half_float::HalfFloat>(
+    x: &[f32],
+    n: usize,
+    cols: usize,
+) -> (Vec<H>, Vec<f32>, Vec<f32>) {
+    let mut bufs = (Vec::new(), Vec::new(), Vec::new());
+    convert_half(x, n, cols, (&mut bufs.0, &mut bufs.1, &mut bufs.2));
+    bufs
 }
 
 /// The F16 or BF16 weights' activations from `x` (`n × cols`) into `h`, `r` and `packed` (resized
