@@ -785,15 +785,34 @@ impl Llama {
         mut observer: Option<&mut dyn LinearObserver>,
     ) -> Result<Tensor> {
         let x = self.final_norm(x)?;
-        let head = match &self.lm_head {
-            Some(w) => {
-                observe(&mut observer, &["lm_head.weight"], &x)?;
-                w.as_tensor()
-            }
-            None => self.embed_tokens.as_tensor(),
-        };
-        let logits = ops::linear(&x, head)?;
+        if self.lm_head.is_some() {
+            observe(&mut observer, &["lm_head.weight"], &x)?;
+        }
+        let logits = ops::linear(&x, self.head_weight())?;
         Ok(logits.reshape((batch, seq, self.config.vocab_size))?)
+    }
+
+    /// The output head's weight `[V, H]`: its own, or the token embeddings when tied.
+    fn head_weight(&self) -> &Tensor {
+        match &self.lm_head {
+            Some(w) => w.as_tensor(),
+            None => self.embed_tokens.as_tensor(),
+        }
+    }
+
+    /// What the output head multiplies, for tokens `[B, T]` (u32) without a cache: the final hidden
+    /// states `[B·T, H]` (after the final norm, rows batch-major) and the head's weight `[V, H]`.
+    /// [`Llama::forward`]'s logits are exactly `hidden · weightᵀ`, reshaped; a trainer hands both to a
+    /// loss that fuses the head's product ([`crate::fused::head_loss`]) so the `[B·T, V]` logits are
+    /// never built.
+    pub fn forward_head_input(&self, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = self.check_tokens(tokens)?;
+        let ctx = self.pass_context(b, t, 0)?;
+        let mut x = self.embed_checked(tokens)?;
+        for blk in &self.blocks {
+            x = blk.forward(&x, &ctx, None, None)?;
+        }
+        Ok((self.final_norm(&x)?, self.head_weight().clone()))
     }
 
     /// The final RMSNorm, with the family's gain convention.

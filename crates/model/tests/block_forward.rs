@@ -65,6 +65,24 @@ fn layerwise_forward_equals_forward() {
 }
 
 #[test]
+fn head_input_times_the_head_weight_equals_forward() {
+    for (tied, bias) in [(false, false), (true, true)] {
+        let model = Llama::random(common::tiny_config(tied, bias), 23, &Device::Cpu).unwrap();
+        let full = model.forward(&tokens(), None).unwrap();
+        let (hidden, weight) = model.forward_head_input(&tokens()).unwrap();
+        let (b, t) = tokens().dims2().unwrap();
+        assert_eq!(hidden.dims(), &[b * t, model.config().hidden_size]);
+        let logits = hidden
+            .matmul(&weight.t().unwrap())
+            .unwrap()
+            .reshape(full.dims())
+            .unwrap();
+        let d = max_abs(&logits, &full);
+        assert!(d < 1e-5, "tied={tied}: max abs diff {d}");
+    }
+}
+
+#[test]
 fn layerwise_observations_match_forward_observed_and_block_linear_names() {
     let model = Llama::random(common::tiny_config(false, true), 22, &Device::Cpu).unwrap();
     let mut full = Recorder::default();

@@ -230,6 +230,78 @@ fn forward_kl_matches_the_composed_formula() {
 }
 
 #[test]
+fn head_loss_matches_the_composed_head_and_losses() {
+    let targets = [Some(3u32), None, Some(10), Some(0), Some(10), Some(6), None];
+    let teacher = det(&[7, 11], 60, 4.0);
+    let hidden = det(&[7, 12], 61, 1.0);
+    let weight = det(&[11, 12], 62, 1.0);
+    let composed_hard = |x: &[Tensor]| -> Tensor {
+        let logits = ops::linear(&x[0], &x[1]).unwrap();
+        fused::cross_entropy(&logits, &targets).unwrap()
+    };
+    let fused_hard = |x: &[Tensor]| {
+        fused::head_loss(&x[0], &x[1], &targets, None)
+            .unwrap()
+            .total
+    };
+    let inputs = [hidden, weight];
+    check_against(
+        "head_loss (hard)",
+        &fused_hard,
+        &composed_hard,
+        &inputs,
+        &[0, 1],
+        1e-5,
+    );
+
+    let (temperature, alpha) = (2.0, 0.7);
+    let soft = fused::SoftTargets {
+        teacher: teacher.clone(),
+        temperature,
+        alpha,
+    };
+    let composed_mixed = |x: &[Tensor]| -> Tensor {
+        let logits = ops::linear(&x[0], &x[1]).unwrap();
+        let hard = fused::cross_entropy(&logits, &targets).unwrap();
+        let kl = fused::forward_kl(&logits, &teacher, temperature).unwrap();
+        ((kl * alpha).unwrap() + (hard * (1.0 - alpha)).unwrap()).unwrap()
+    };
+    let fused_mixed = |x: &[Tensor]| {
+        fused::head_loss(&x[0], &x[1], &targets, Some(&soft))
+            .unwrap()
+            .total
+    };
+    check_against(
+        "head_loss (KD)",
+        &fused_mixed,
+        &composed_mixed,
+        &inputs,
+        &[0, 1],
+        1e-5,
+    );
+
+    // The reported terms are the two losses' values.
+    let out = fused::head_loss(&inputs[0], &inputs[1], &targets, Some(&soft)).unwrap();
+    let logits = ops::linear(&inputs[0], &inputs[1]).unwrap();
+    let hard = fused::cross_entropy(&logits, &targets).unwrap();
+    let kl = fused::forward_kl(&logits, &teacher, temperature).unwrap();
+    assert!((out.hard - f64::from(hard.to_scalar::<f32>().unwrap())).abs() < 1e-5);
+    assert!((out.soft.unwrap() - f64::from(kl.to_scalar::<f32>().unwrap())).abs() < 1e-5);
+
+    // Bad inputs are errors, not panics.
+    let bad = [Some(11u32), None, None, None, None, None, None];
+    assert!(fused::head_loss(&inputs[0], &inputs[1], &bad, None).is_err());
+    assert!(fused::head_loss(&inputs[0], &inputs[1], &targets[..6], None).is_err());
+    assert!(fused::head_loss(&inputs[0], &inputs[0], &targets, None).is_err());
+    let wrong_teacher = fused::SoftTargets {
+        teacher: det(&[7, 10], 63, 1.0),
+        temperature,
+        alpha,
+    };
+    assert!(fused::head_loss(&inputs[0], &inputs[1], &targets, Some(&wrong_teacher)).is_err());
+}
+
+#[test]
 fn linear_matches_the_composed_op() {
     let f = |x: &[Tensor]| ops::linear(&x[0], &x[1]).unwrap();
     check(

@@ -5,10 +5,8 @@
 //! gradient transposed and adds it into a zeroed buffer through a strided walk. Here both gradients are
 //! one `gemm` each, read and written contiguously.
 
+use super::{cpu_tensor, f32s, parallelism, product, with_f32s, Operand};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use gemm::Parallelism;
-
-use super::{cpu_tensor, f32s, product, with_f32s, Operand};
 
 /// `x` `[N, in]` times `weight` `[out, in]` transposed: `[N, out]`; differentiable in both.
 pub fn linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
@@ -25,14 +23,6 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 struct Linear;
-
-/// The pool-wide parallelism `gemm` splits its output over (rayon's pool, sized by the caller).
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
 
 /// `lhs · rhs` (`m × k` times `k × n`, explicit (row, column) strides for both), row-major in a new
 /// buffer that `gemm` writes without it being zeroed first: zeroing a fresh buffer ran on the calling

@@ -12,7 +12,7 @@ use multiversion::multiversion;
 use shuku_math::{exp, lane_max, lane_sum};
 
 /// Marks a position whose target is ignored.
-const IGNORED: u32 = u32::MAX;
+pub(super) const IGNORED: u32 = u32::MAX;
 
 /// Mean cross-entropy of `logits` `[N, C]` against `targets` (one per row, each `< C` or `None` to
 /// ignore the row). The mean runs over the rows not ignored; with none left the loss is 0.
@@ -61,7 +61,7 @@ pub fn forward_kl(
 
 /// `(max, log Σ exp(x − max))` of one row scaled by `1/temperature`.
 #[multiversion(targets = "simd")]
-fn log_sum_exp(row: &[f32], inv_t: f32) -> (f32, f32) {
+pub(super) fn log_sum_exp(row: &[f32], inv_t: f32) -> (f32, f32) {
     let max = lane_max(row) * inv_t;
     let sum = lane_sum(row, row, |x, _| exp(x * inv_t - max));
     (max, sum.ln())
@@ -79,7 +79,7 @@ fn scaled_exp(d: &mut [f32], x: &[f32], inv_t: f32, shift: f32, g: f32) {
 /// `KL(softmax(t/T) ‖ softmax(s/T))` of one row pair, given both rows' log-sum-exps `(zs, zt)` at
 /// `1/T = inv_t`.
 #[multiversion(targets = "simd")]
-fn kl_row(s: &[f32], t: &[f32], inv_t: f32, (zs, zt): (f32, f32)) -> f32 {
+pub(super) fn kl_row(s: &[f32], t: &[f32], inv_t: f32, (zs, zt): (f32, f32)) -> f32 {
     lane_sum(s, t, |s, t| {
         let log_pt = t * inv_t - zt;
         exp(log_pt) * (log_pt - (s * inv_t - zs))

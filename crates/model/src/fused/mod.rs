@@ -16,6 +16,8 @@
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
+//! * [`head_loss`]: the output head's product and those losses as one op, a block of rows at a time,
+//!   the gradients made in the forward pass, so the `[N, V]` logits and their gradient never exist.
 //! * [`sum_of_squares`]: the gradient norm's reduction, in f64, without copies.
 //!
 //! The element-wise loops are written to vectorise (`shuku_math`'s inlined `exp`, sums in fixed
@@ -32,6 +34,7 @@
 
 mod attention;
 mod gated;
+mod head;
 mod linear;
 mod loss;
 mod norm;
@@ -40,6 +43,7 @@ mod rope;
 
 pub use attention::attention;
 pub use gated::{gelu_tanh_mul, silu_mul};
+pub use head::{head_loss, HeadLoss, SoftTargets};
 pub use linear::linear;
 pub use loss::{cross_entropy, forward_kl};
 pub use norm::rms_norm;
@@ -109,6 +113,14 @@ unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f
 /// split never depends on the thread count.
 fn rows_per_task(row_len: usize) -> usize {
     (16 * 1024 / row_len.max(1)).max(1)
+}
+
+/// The pool-wide parallelism `gemm` splits its output over (rayon's pool, sized by the caller).
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
 }
 
 /// One operand of [`product`]: its first element and its row and column strides (in values).
