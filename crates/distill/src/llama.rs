@@ -15,6 +15,12 @@ impl Trainable for shuku_model::Llama {
     fn forward_logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
         self.forward(tokens, None).map_err(candle_core::Error::wrap)
     }
+
+    fn forward_head_input(&self, tokens: &Tensor) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+        shuku_model::Llama::forward_head_input(self, tokens)
+            .map(Some)
+            .map_err(candle_core::Error::wrap)
+    }
 }
 
 impl TextTokenizer for shuku_model::Tokenizer {

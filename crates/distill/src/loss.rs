@@ -78,6 +78,37 @@ fn paired(student: &Tensor, teacher: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((s, t))
 }
 
+/// The targets of `n` positions over `c` classes (from `logits_dims`, for the error), each checked
+/// against the vocabulary; `None` where it equals `ignore_index`.
+fn target_ids(
+    targets: &Tensor,
+    (n, c): (usize, usize),
+    logits_dims: &[usize],
+    ignore_index: Option<u32>,
+) -> Result<Vec<Option<u32>>> {
+    let ids = targets
+        .flatten_all()?
+        .to_dtype(DType::U32)?
+        .to_vec1::<u32>()?;
+    if ids.len() != n {
+        return Err(DistillError::ShapeMismatch {
+            what: "logits positions vs targets".into(),
+            left: logits_dims.to_vec(),
+            right: targets.dims().to_vec(),
+        });
+    }
+    ids.into_iter()
+        .map(|id| match id {
+            _ if Some(id) == ignore_index => Ok(None),
+            _ if (id as usize) < c => Ok(Some(id)),
+            _ => Err(DistillError::TokenOutOfVocab {
+                token: id,
+                vocab: c,
+            }),
+        })
+        .collect()
+}
+
 /// `mean_n Σ_c p[n,c] (a[n,c] − b[n,c])` — KL(p‖q) with `a = log p`, `b = log q`.
 fn kl_rows(p: &Tensor, log_p: &Tensor, log_q: &Tensor) -> candle_core::Result<Tensor> {
     (p * (log_p - log_q)?)?.sum(1)?.mean_all()
@@ -95,43 +126,17 @@ pub fn cross_entropy(
 ) -> Result<Tensor> {
     let flat = flatten_classes(logits)?;
     let (n, c) = flat.dims2()?;
-    let ids = targets
-        .flatten_all()?
-        .to_dtype(DType::U32)?
-        .to_vec1::<u32>()?;
-    if ids.len() != n {
-        return Err(DistillError::ShapeMismatch {
-            what: "logits positions vs targets".into(),
-            left: logits.dims().to_vec(),
-            right: targets.dims().to_vec(),
-        });
-    }
-    let mut safe = Vec::with_capacity(n);
-    let mut mask = Vec::with_capacity(n);
-    for &id in &ids {
-        if Some(id) == ignore_index {
-            safe.push(0u32);
-            mask.push(0f64);
-        } else if (id as usize) < c {
-            safe.push(id);
-            mask.push(1f64);
-        } else {
-            return Err(DistillError::TokenOutOfVocab {
-                token: id,
-                vocab: c,
-            });
-        }
-    }
+    let ids = target_ids(targets, (n, c), logits.dims(), ignore_index)?;
     if shuku_model::ops::fused_for(&flat) {
-        let targets: Vec<Option<u32>> = ids
-            .iter()
-            .zip(&mask)
-            .map(|(&id, &m)| (m > 0.0).then_some(id))
-            .collect();
-        return Ok(shuku_model::fused::cross_entropy(&flat, &targets)?);
+        return Ok(shuku_model::fused::cross_entropy(&flat, &ids)?);
     }
     let lp = log_softmax(&flat)?;
-    let count = mask.iter().sum::<f64>().max(1.0);
+    let count = ids.iter().flatten().count().max(1) as f64;
+    let safe: Vec<u32> = ids.iter().map(|id| id.unwrap_or(0)).collect();
+    let mask: Vec<f64> = ids
+        .iter()
+        .map(|id| f64::from(u8::from(id.is_some())))
+        .collect();
     let dev = lp.device();
     let idx = Tensor::from_vec(safe, (n, 1), dev)?;
     let mask = Tensor::from_vec(mask, n, dev)?.to_dtype(lp.dtype())?;
@@ -398,6 +403,73 @@ impl DistillLoss {
             soft: Some(soft_v),
             hard: hard_v,
             temperature: Some(t),
+        })
+    }
+}
+
+impl DistillLoss {
+    /// Whether [`DistillLoss::compute_from_head`] fuses the head with this loss: the cross-entropy
+    /// alone, or with a teacher through the forward KL (the other divergences run on logits).
+    pub fn fuses_with_head(&self, with_teacher: bool) -> bool {
+        !with_teacher || self.kind == DivergenceKind::Forward
+    }
+
+    /// [`DistillLoss::compute`] on the logits `hidden · weightᵀ` (`hidden` `[N, H]`, the output head's
+    /// `weight` `[V, H]`; positions in the order of `targets` and `teacher`'s leading dimensions).
+    ///
+    /// Where the fused kernels apply ([`shuku_model::ops::fused_for`] and
+    /// [`DistillLoss::fuses_with_head`]) the head's product and the loss run as one op
+    /// ([`shuku_model::fused::head_loss`]) that never builds the `[N, V]` logits or their gradient;
+    /// elsewhere the logits are built and passed to [`DistillLoss::compute`].
+    pub fn compute_from_head(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        teacher: Option<&Tensor>,
+        targets: &Tensor,
+        step: usize,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        if !(shuku_model::ops::fused_for(hidden) && self.fuses_with_head(teacher.is_some())) {
+            let logits = shuku_model::ops::linear(hidden, weight)?;
+            return self.compute(&logits, teacher, targets, step);
+        }
+        let (n, _) = hidden.dims2()?;
+        let (v, _) = weight.dims2()?;
+        let ids = target_ids(targets, (n, v), &[n, v], self.ignore_index)?;
+        let soft = match teacher {
+            Some(teacher) => {
+                let teacher = flatten_classes(&teacher.detach())?.to_dtype(DType::F32)?;
+                let (nt, vt) = teacher.dims2()?;
+                if vt != v {
+                    return Err(DistillError::VocabMismatch {
+                        what: "student head vs teacher logits",
+                        left: v,
+                        right: vt,
+                    });
+                }
+                if nt != n {
+                    return Err(DistillError::ShapeMismatch {
+                        what: "student positions vs teacher logits".into(),
+                        left: hidden.dims().to_vec(),
+                        right: teacher.dims().to_vec(),
+                    });
+                }
+                let temperature = self.temperature.temperature(step, &teacher)?;
+                Some(shuku_model::fused::SoftTargets {
+                    teacher,
+                    temperature,
+                    alpha: self.alpha,
+                })
+            }
+            None => None,
+        };
+        let out = shuku_model::fused::head_loss(hidden, weight, &ids, soft.as_ref())?;
+        Ok(LossOutput {
+            total: out.total,
+            soft: out.soft,
+            hard: out.hard,
+            temperature: soft.map(|s| s.temperature),
         })
     }
 }

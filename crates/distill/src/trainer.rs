@@ -29,6 +29,15 @@ pub trait Trainable {
     fn parameters(&self) -> Vec<(String, Var)>;
     /// Logits `[B, T, V]` for token ids `[B, T]` (`u32`).
     fn forward_logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// What the output head multiplies, when the logits are exactly `hidden · weightᵀ`: the hidden
+    /// states `[B·T, H]` (rows batch-major) and the head's weight `[V, H]`. The trainer then fuses the
+    /// head with the loss ([`DistillLoss::compute_from_head`]) and the `[B·T, V]` logits are never
+    /// built. `None` (the default) keeps [`Trainable::forward_logits`].
+    fn forward_head_input(&self, tokens: &Tensor) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+        let _ = tokens;
+        Ok(None)
+    }
 }
 
 /// Format of the training-curve log.
@@ -432,12 +441,26 @@ impl Trainer {
             let (mut total, mut hard, mut soft, mut temp) = (0f64, 0f64, None::<f64>, None);
             for _ in 0..cfg.grad_accum {
                 let batch = data.next_batch(cfg.batch_size, &self.device)?;
-                let logits = model.forward_logits(&batch.inputs)?;
-                let t_logits = match teacher {
-                    Some(t) => Some(t.forward_logits(&batch.inputs)?.detach()),
-                    None => None,
+                let teacher_logits = || -> candle_core::Result<Option<Tensor>> {
+                    teacher
+                        .map(|t| Ok(t.forward_logits(&batch.inputs)?.detach()))
+                        .transpose()
                 };
-                let out = loss.compute(&logits, t_logits.as_ref(), &batch.targets, self.step)?;
+                let head = match loss.fuses_with_head(teacher.is_some()) {
+                    true => model.forward_head_input(&batch.inputs)?,
+                    false => None,
+                };
+                let (targets, step) = (&batch.targets, self.step);
+                let out = match head {
+                    Some((h, w)) => {
+                        let t = teacher_logits()?;
+                        loss.compute_from_head(&h, &w, t.as_ref(), targets, step)?
+                    }
+                    None => {
+                        let logits = model.forward_logits(&batch.inputs)?;
+                        loss.compute(&logits, teacher_logits()?.as_ref(), targets, step)?
+                    }
+                };
                 let value = out.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !value.is_finite() {
                     return Err(DistillError::Diverged {

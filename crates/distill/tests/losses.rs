@@ -141,6 +141,65 @@ fn cross_entropy_with_ignore_index() {
     assert_eq!(scalar(&cross_entropy(&x, &all, Some(99)).unwrap()), 0.0);
 }
 
+/// The loss from the head's inputs equals the loss on the logits they make, fused (forward KL and the
+/// cross-entropy alone) or not (the other divergences), with ignored targets and typed errors.
+#[test]
+fn loss_from_the_head_equals_the_loss_on_its_logits() {
+    let mut rng = SplitMix64::new(5);
+    let f32s = |rng: &mut SplitMix64, dims: &[usize], scale: f64| {
+        let v: Vec<f32> = random(rng, dims.iter().product(), scale)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    };
+    let (hidden, weight) = (f32s(&mut rng, &[6, 5], 1.0), f32s(&mut rng, &[9, 5], 1.0));
+    let teacher = f32s(&mut rng, &[2, 3, 9], 3.0);
+    let targets = Tensor::new(&[[1u32, 8, 99], [0, 4, 4]], &Device::Cpu).unwrap();
+    let logits = hidden
+        .matmul(&weight.t().unwrap())
+        .unwrap()
+        .reshape((2, 3, 9))
+        .unwrap();
+    for kind in [DivergenceKind::Forward, DivergenceKind::Reverse] {
+        let loss = DistillLoss {
+            kind,
+            ignore_index: Some(99),
+            ..DistillLoss::default()
+        };
+        for teacher in [Some(&teacher), None] {
+            let a = loss
+                .compute_from_head(&hidden, &weight, teacher, &targets, 3)
+                .unwrap();
+            let b = loss.compute(&logits, teacher, &targets, 3).unwrap();
+            assert!((scalar(&a.total) - scalar(&b.total)).abs() < 1e-5);
+            assert!((a.hard - b.hard).abs() < 1e-5);
+            assert_eq!(a.soft.is_some(), b.soft.is_some());
+            assert!((a.soft.unwrap_or(0.0) - b.soft.unwrap_or(0.0)).abs() < 1e-5);
+            assert_eq!(a.temperature, b.temperature);
+        }
+    }
+    let loss = DistillLoss::default();
+    let bad = Tensor::new(&[[1u32, 8, 99], [0, 4, 4]], &Device::Cpu).unwrap();
+    assert!(matches!(
+        loss.compute_from_head(&hidden, &weight, None, &bad, 0),
+        Err(DistillError::TokenOutOfVocab {
+            token: 99,
+            vocab: 9
+        })
+    ));
+    let narrow = f32s(&mut rng, &[2, 3, 8], 1.0);
+    let kept = Tensor::new(&[[1u32, 8, 2], [0, 4, 4]], &Device::Cpu).unwrap();
+    assert!(matches!(
+        loss.compute_from_head(&hidden, &weight, Some(&narrow), &kept, 0),
+        Err(DistillError::VocabMismatch {
+            left: 9,
+            right: 8,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn teacher_student_vocab_mismatch_is_typed() {
     let s = Tensor::zeros((2, 4, 10), DType::F32, &Device::Cpu).unwrap();
