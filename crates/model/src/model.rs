@@ -109,9 +109,14 @@ impl PassContext {
         }
     }
 
-    /// The gated FFN activation `act(gate) * up`.
-    fn gated(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-        ops::gated(gate, up, self.act)
+    /// The gated FFN's first half `act(gate(hn)) · up(hn)`: one op for the two projections and the
+    /// activation when neither has a bias.
+    fn gated(&self, hn: &Tensor, gate: &Linear, up: &Linear) -> Result<Tensor> {
+        if gate.bias.is_none() && up.bias.is_none() {
+            let (wg, wu) = (gate.weight.as_tensor(), up.weight.as_tensor());
+            return ops::gated_projection(hn, wg, wu, self.act);
+        }
+        ops::gated(&gate.forward(hn)?, &up.forward(hn)?, self.act)
     }
 }
 
@@ -240,7 +245,7 @@ impl Block {
 
         let hn = ctx.norm(&x, &self.ffn_norm)?;
         observe(&mut observer, &mlp_in, &hn)?;
-        let act = ctx.gated(&self.gate_proj.forward(&hn)?, &self.up_proj.forward(&hn)?)?;
+        let act = ctx.gated(&hn, &self.gate_proj, &self.up_proj)?;
         observe(&mut observer, &down_in, &act)?;
         self.residual(&x, &self.down_proj.forward(&act)?, &self.post_ffn_norm, ctx)
     }
@@ -286,7 +291,7 @@ impl Block {
         let act = hn
             .iter()
             .zip(ctxs)
-            .map(|(h, ctx)| ctx.gated(&self.gate_proj.forward(h)?, &self.up_proj.forward(h)?))
+            .map(|(h, ctx)| ctx.gated(h, &self.gate_proj, &self.up_proj))
             .collect::<Result<Vec<_>>>()?;
         drop(hn);
         before_group(&down_in, &act)?;

@@ -133,6 +133,20 @@ pub fn gated(gate: &Tensor, up: &Tensor, act: crate::Activation) -> Result<Tenso
     Ok((a * up)?)
 }
 
+/// The gated FFN's first half `act(x · w_gateᵀ) · (x · w_upᵀ)` for `x` `[N, H]` and PyTorch-layout
+/// weights `[F, H]`; differentiable in all three.
+pub fn gated_projection(
+    x: &Tensor,
+    w_gate: &Tensor,
+    w_up: &Tensor,
+    act: crate::Activation,
+) -> Result<Tensor> {
+    if fused_for(x) {
+        return Ok(fused::gated_projection(x, w_gate, w_up, act)?);
+    }
+    gated(&linear(x, w_gate)?, &linear(x, w_up)?, act)
+}
+
 /// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len` and the `head_dim / 2`
 /// rotation `frequencies` (radians per position), in HF's rotate-half layout (the frequencies repeated
 /// twice), both multiplied by `scale` (LongRoPE's attention factor; 1 otherwise). Angles are computed in

@@ -302,6 +302,40 @@ fn head_loss_matches_the_composed_head_and_losses() {
 }
 
 #[test]
+fn gated_projection_matches_the_composed_ops() {
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let f = move |x: &[Tensor]| ops::gated_projection(&x[0], &x[1], &x[2], act).unwrap();
+        let inputs = [
+            det(&[6, 10], 70, 1.5),
+            det(&[13, 10], 71, 1.0),
+            det(&[13, 10], 72, 1.0),
+        ];
+        check(
+            &format!("{act:?} projection"),
+            &f,
+            &inputs,
+            &[0, 1, 2],
+            1e-5,
+        );
+    }
+    let x = det(&[6, 10], 73, 1.0);
+    assert!(fused::gated_projection(
+        &x,
+        &det(&[13, 9], 74, 1.0),
+        &det(&[13, 9], 75, 1.0),
+        Activation::Silu
+    )
+    .is_err());
+    assert!(fused::gated_projection(
+        &x,
+        &det(&[13, 10], 74, 1.0),
+        &det(&[12, 10], 75, 1.0),
+        Activation::Silu
+    )
+    .is_err());
+}
+
+#[test]
 fn linear_matches_the_composed_op() {
     let f = |x: &[Tensor]| ops::linear(&x[0], &x[1]).unwrap();
     check(

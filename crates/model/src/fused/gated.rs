@@ -10,7 +10,7 @@ use multiversion::multiversion;
 use shuku_math::exp;
 
 /// Values per rayon task of the element-wise kernels.
-const TASK: usize = 16 * 1024;
+pub(super) const TASK: usize = 16 * 1024;
 
 /// `silu(gate) · up`, differentiable in both.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
@@ -45,14 +45,14 @@ const GELU_A: f32 = 0.044_715;
 
 /// SiLU and its derivative at `x`.
 #[inline(always)]
-fn silu(x: f32) -> (f32, f32) {
+pub(super) fn silu(x: f32) -> (f32, f32) {
     let s = 1.0 / (1.0 + exp(-x));
     (x * s, s * (1.0 + x * (1.0 - s)))
 }
 
 /// GELU (tanh approximation) and its derivative at `x`.
 #[inline(always)]
-fn gelu_tanh(x: f32) -> (f32, f32) {
+pub(super) fn gelu_tanh(x: f32) -> (f32, f32) {
     let t = (GELU_C * x * (1.0 + GELU_A * x * x)).tanh();
     let slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
     (0.5 * x * (1.0 + t), slope)
@@ -62,7 +62,12 @@ fn gelu_tanh(x: f32) -> (f32, f32) {
 /// and its derivative. One loop per activation: a choice of activation per value kept the loop from
 /// vectorising.
 #[multiversion(targets = "simd")]
-fn forward<A: Fn(f32) -> (f32, f32)>(act: A, y: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
+pub(super) fn forward<A: Fn(f32) -> (f32, f32)>(
+    act: A,
+    y: &mut [MaybeUninit<f32>],
+    g: &[f32],
+    u: &[f32],
+) {
     assert!(g.len() == y.len() && u.len() == y.len());
     for ((y, g), u) in y.iter_mut().zip(g).zip(u) {
         y.write(act(*g).0 * u);
@@ -72,7 +77,7 @@ fn forward<A: Fn(f32) -> (f32, f32)>(act: A, y: &mut [MaybeUninit<f32>], g: &[f3
 /// The gradients `dg`, `du` of `act(g) · u` for the output gradient `dy`, over one task's values,
 /// every value of both written.
 #[multiversion(targets = "simd")]
-fn backward<A: Fn(f32) -> (f32, f32)>(
+pub(super) fn backward<A: Fn(f32) -> (f32, f32)>(
     act: A,
     (dg, du): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]),
     (g, u, dy): (&[f32], &[f32], &[f32]),

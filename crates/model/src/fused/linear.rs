@@ -27,7 +27,7 @@ struct Linear;
 /// `lhs · rhs` (`m × k` times `k × n`, explicit (row, column) strides for both), row-major in a new
 /// buffer that `gemm` writes without it being zeroed first: zeroing a fresh buffer ran on the calling
 /// thread, a serial part of every multi-threaded step.
-fn new_product(
+pub(super) fn new_product(
     (m, n, k): (usize, usize, usize),
     (lhs, lhs_strides): (&[f32], (usize, usize)),
     (rhs, rhs_strides): (&[f32], (usize, usize)),

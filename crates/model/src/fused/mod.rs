@@ -16,6 +16,8 @@
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
+//! * [`gated_projection`]: the FFN's two projections and the gated activation as one op, so the
+//!   projections' `[N, F]` gradients never pass through the graph.
 //! * [`head_loss`]: the output head's product and those losses as one op, a block of rows at a time,
 //!   the gradients made in the forward pass, so the `[N, V]` logits and their gradient never exist.
 //! * [`sum_of_squares`]: the gradient norm's reduction, in f64, without copies.
@@ -34,6 +36,7 @@
 
 mod attention;
 mod gated;
+mod gated_projection;
 mod head;
 mod linear;
 mod loss;
@@ -43,6 +46,7 @@ mod rope;
 
 pub use attention::attention;
 pub use gated::{gelu_tanh_mul, silu_mul};
+pub use gated_projection::gated_projection;
 pub use head::{head_loss, HeadLoss, SoftTargets};
 pub use linear::linear;
 pub use loss::{cross_entropy, forward_kl};
