@@ -304,6 +304,42 @@ impl Block {
             .collect()
     }
 
+    /// Queries and keys (rotated by RoPE) and values of normalised input `hn` `[B*T, H]`, token-major
+    /// heads `[B, T, heads, D]` as the projections lay them out. Without biases or per-head norms each
+    /// is one op ([`ops::head_projection`]).
+    fn rotated_heads(
+        &self,
+        hn: &Tensor,
+        (b, t, hd): (usize, usize, usize),
+        tables: &AttentionTables,
+        ctx: &PassContext,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let rope = Some((&tables.cos, &tables.sin));
+        let projections = [&self.q_proj, &self.k_proj, &self.v_proj];
+        let plain = self.q_norm.is_none() && self.k_norm.is_none();
+        if plain && projections.iter().all(|p| p.bias.is_none()) {
+            let heads = |p: &Linear, n: usize, rope| {
+                ops::head_projection(hn, p.weight.as_tensor(), (b, t, n, hd), rope)
+            };
+            return Ok((
+                heads(&self.q_proj, self.n_heads, rope)?,
+                heads(&self.k_proj, self.n_kv_heads, rope)?,
+                heads(&self.v_proj, self.n_kv_heads, None)?,
+            ));
+        }
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?) };
+        let mut q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
+        let mut k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
+        let v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = ctx.norm(&q, qn)?;
+            k = ctx.norm(&k, kn)?;
+        }
+        let q = ops::rope(&q, &tables.cos, &tables.sin)?;
+        let k = ops::rope(&k, &tables.cos, &tables.sin)?;
+        Ok((q, k, v))
+    }
+
     /// Causal grouped-query attention with RoPE on normalised input `hn` `[B*T, H]`; returns the heads'
     /// concatenated outputs `[B*T, n_heads*head_dim]` (the input of `o_proj`).
     fn attention(
@@ -313,18 +349,8 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, t, hd) = (ctx.batch, ctx.seq, ctx.head_dim);
-        // Token-major heads `[B, T, heads, D]`, as the projections lay them out (no copy).
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?) };
-        let mut q = heads(self.q_proj.forward(hn)?, self.n_heads)?;
-        let mut k = heads(self.k_proj.forward(hn)?, self.n_kv_heads)?;
-        let mut v = heads(self.v_proj.forward(hn)?, self.n_kv_heads)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = ctx.norm(&q, qn)?;
-            k = ctx.norm(&k, kn)?;
-        }
         let tables = ctx.tables(self.sliding);
-        let q = ops::rope(&q, &tables.cos, &tables.sin)?;
-        k = ops::rope(&k, &tables.cos, &tables.sin)?;
+        let (q, mut k, mut v) = self.rotated_heads(hn, (b, t, hd), tables, ctx)?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 1)?;

@@ -147,6 +147,25 @@ pub fn gated_projection(
     gated(&linear(x, w_gate)?, &linear(x, w_up)?, act)
 }
 
+/// `x` `[B·T, H]` times a PyTorch-layout `weight` `[heads·D, H]` transposed, laid out in heads
+/// `[B, T, heads, D]`, then rotated by RoPE tables `(cos, sin)` `[T, D]` when given ([`rope`]);
+/// differentiable in `x` and `weight`.
+pub fn head_projection(
+    x: &Tensor,
+    weight: &Tensor,
+    dims: (usize, usize, usize, usize),
+    rope_tables: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    if fused_for(x) {
+        return Ok(fused::head_projection(x, weight, dims, rope_tables)?);
+    }
+    let y = linear(x, weight)?.reshape(dims)?;
+    match rope_tables {
+        Some((cos, sin)) => rope(&y, cos, sin),
+        None => Ok(y),
+    }
+}
+
 /// Cosine and sine tables `[len, head_dim]` for positions `offset .. offset + len` and the `head_dim / 2`
 /// rotation `frequencies` (radians per position), in HF's rotate-half layout (the frequencies repeated
 /// twice), both multiplied by `scale` (LongRoPE's attention factor; 1 otherwise). Angles are computed in

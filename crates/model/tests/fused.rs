@@ -336,6 +336,33 @@ fn gated_projection_matches_the_composed_ops() {
 }
 
 #[test]
+fn head_projection_matches_the_composed_ops() {
+    let (b, t, heads, d) = (2, 5, 3, 4);
+    let (cos, sin) = ops::rope_tables(&[1.0, 0.2], 1.0, 3, t, &Device::Cpu).unwrap();
+    for rotated in [true, false] {
+        let (cos, sin) = (cos.clone(), sin.clone());
+        let f = move |x: &[Tensor]| {
+            let rope = rotated.then_some((&cos, &sin));
+            ops::head_projection(&x[0], &x[1], (b, t, heads, d), rope).unwrap()
+        };
+        let inputs = [det(&[b * t, 7], 80, 1.0), det(&[heads * d, 7], 81, 1.0)];
+        check(
+            &format!("head_projection, rope {rotated}"),
+            &f,
+            &inputs,
+            &[0, 1],
+            1e-5,
+        );
+    }
+    let x = det(&[b * t, 7], 82, 1.0);
+    let w = det(&[heads * d, 7], 83, 1.0);
+    assert!(fused::head_projection(&x, &w, (b, t, heads + 1, d), None).is_err());
+    assert!(fused::head_projection(&x, &w, (b, t + 1, heads, d), None).is_err());
+    let short = cos.narrow(0, 0, t - 1).unwrap();
+    assert!(fused::head_projection(&x, &w, (b, t, heads, d), Some((&short, &short))).is_err());
+}
+
+#[test]
 fn linear_matches_the_composed_op() {
     let f = |x: &[Tensor]| ops::linear(&x[0], &x[1]).unwrap();
     check(

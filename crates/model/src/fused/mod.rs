@@ -16,6 +16,8 @@
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
+//! * [`head_projection`]: an attention projection laid out in heads, RoPE applied on the way out, one
+//!   op instead of a product, a reshape and a rotation.
 //! * [`gated_projection`]: the FFN's two projections and the gated activation as one op, so the
 //!   projections' `[N, F]` gradients never pass through the graph.
 //! * [`head_loss`]: the output head's product and those losses as one op, a block of rows at a time,
@@ -38,6 +40,7 @@ mod attention;
 mod gated;
 mod gated_projection;
 mod head;
+mod head_projection;
 mod linear;
 mod loss;
 mod norm;
@@ -48,6 +51,7 @@ pub use attention::attention;
 pub use gated::{gelu_tanh_mul, silu_mul};
 pub use gated_projection::gated_projection;
 pub use head::{head_loss, HeadLoss, SoftTargets};
+pub use head_projection::head_projection;
 pub use linear::linear;
 pub use loss::{cross_entropy, forward_kl};
 pub use norm::rms_norm;

@@ -28,7 +28,7 @@ struct Rope;
 
 /// Rotates every `[D]` row of `x` (`heads` rows per position, `seq` positions per sequence) into `y`;
 /// `transposed` applies the inverse rotation's transpose (the backward pass).
-fn rotate(
+pub(super) fn rotate(
     x: &[f32],
     cos: &[f32],
     sin: &[f32],
