@@ -213,17 +213,20 @@ impl Block {
         ]
     }
 
-    /// Adds a sublayer's output to the residual stream, through the post-norm where the family has one.
+    /// Adds a sublayer's output projection `proj(input)` to the residual stream `x`, through the
+    /// post-norm where the family has one; one op ([`ops::linear_residual`]) without a post-norm or a
+    /// bias.
     fn residual(
         &self,
         x: &Tensor,
-        y: &Tensor,
+        (proj, input): (&Linear, &Tensor),
         post: &Option<Var>,
         ctx: &PassContext,
     ) -> Result<Tensor> {
         Ok(match post {
-            Some(n) => (x + ctx.norm(y, n)?)?,
-            None => (x + y)?,
+            Some(n) => (x + ctx.norm(&proj.forward(input)?, n)?)?,
+            None if proj.bias.is_none() => ops::linear_residual(input, proj.weight.as_tensor(), x)?,
+            None => (x + proj.forward(input)?)?,
         })
     }
 
@@ -241,13 +244,13 @@ impl Block {
         observe(&mut observer, &attn_in, &hn)?;
         let o = self.attention(&hn, ctx, cache)?;
         observe(&mut observer, &o_in, &o)?;
-        let x = self.residual(x, &self.o_proj.forward(&o)?, &self.post_attn_norm, ctx)?;
+        let x = self.residual(x, (&self.o_proj, &o), &self.post_attn_norm, ctx)?;
 
         let hn = ctx.norm(&x, &self.ffn_norm)?;
         observe(&mut observer, &mlp_in, &hn)?;
         let act = ctx.gated(&hn, &self.gate_proj, &self.up_proj)?;
         observe(&mut observer, &down_in, &act)?;
-        self.residual(&x, &self.down_proj.forward(&act)?, &self.post_ffn_norm, ctx)
+        self.residual(&x, (&self.down_proj, &act), &self.post_ffn_norm, ctx)
     }
 
     /// The layer over several batches at once, one stage (group of linears sharing an input) at a time:
@@ -277,9 +280,7 @@ impl Block {
             .iter()
             .zip(&o)
             .zip(ctxs)
-            .map(|((x, o), ctx)| {
-                self.residual(x, &self.o_proj.forward(o)?, &self.post_attn_norm, ctx)
-            })
+            .map(|((x, o), ctx)| self.residual(x, (&self.o_proj, o), &self.post_attn_norm, ctx))
             .collect::<Result<Vec<_>>>()?;
         drop(o);
         let hn = mid
@@ -298,9 +299,7 @@ impl Block {
         mid.iter()
             .zip(&act)
             .zip(ctxs)
-            .map(|((x, a), ctx)| {
-                self.residual(x, &self.down_proj.forward(a)?, &self.post_ffn_norm, ctx)
-            })
+            .map(|((x, a), ctx)| self.residual(x, (&self.down_proj, a), &self.post_ffn_norm, ctx))
             .collect()
     }
 

@@ -68,6 +68,15 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     Ok(x.matmul(&weight.t()?)?)
 }
 
+/// `residual + x · Wᵀ` for `x` `[N, in]`, a PyTorch-layout `weight` `[out, in]` and `residual`
+/// `[N, out]`; differentiable in all three.
+pub fn linear_residual(x: &Tensor, weight: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    if fused_for(x) {
+        return Ok(fused::linear_residual(x, weight, residual)?);
+    }
+    Ok((residual + linear(x, weight)?)?)
+}
+
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if fused_for(x) {

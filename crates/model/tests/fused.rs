@@ -363,6 +363,19 @@ fn head_projection_matches_the_composed_ops() {
 }
 
 #[test]
+fn linear_residual_matches_the_composed_ops() {
+    let f = |x: &[Tensor]| ops::linear_residual(&x[0], &x[1], &x[2]).unwrap();
+    let inputs = [
+        det(&[7, 12], 90, 1.0),
+        det(&[5, 12], 91, 1.0),
+        det(&[7, 5], 92, 1.0),
+    ];
+    check("linear_residual", &f, &inputs, &[0, 1, 2], 1e-5);
+    let wrong = det(&[7, 4], 93, 1.0);
+    assert!(fused::linear_residual(&inputs[0], &inputs[1], &wrong).is_err());
+}
+
+#[test]
 fn linear_matches_the_composed_op() {
     let f = |x: &[Tensor]| ops::linear(&x[0], &x[1]).unwrap();
     check(

@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::linear::new_product;
+use super::linear::{new_product, product_gradients};
 use super::rope::rotate;
 use super::{cpu_tensor, f32s, with_f32s};
 
@@ -105,9 +105,7 @@ impl CustomOp2 for HeadProjection {
             }
             let back = self.rotated(g, true)?;
             let g = back.as_deref().unwrap_or(g);
-            let dx = new_product((n, k, out), (g, (out, 1)), (w, (k, 1)));
-            let dw = new_product((out, k, n), (g, (1, out)), (x, (k, 1)));
-            Ok((dx, dw))
+            Ok(product_gradients((x, w, g), (n, k, out)))
         })?;
         Ok((
             Some(cpu_tensor(dx, x.dims())?),

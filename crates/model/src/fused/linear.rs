@@ -6,7 +6,7 @@
 //! one `gemm` each, read and written contiguously.
 
 use super::{cpu_tensor, f32s, parallelism, product, with_f32s, Operand};
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 /// `x` `[N, in]` times `weight` `[out, in]` transposed: `[N, out]`; differentiable in both.
 pub fn linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
@@ -90,13 +90,110 @@ impl CustomOp2 for Linear {
         let (n, k) = x.dims2()?;
         let (out, _) = weight.dims2()?;
         let (dx, dw) = with_f32s([x, weight, grad], self.name(), |[x, w, g]| {
-            let dx = new_product((n, k, out), (g, (out, 1)), (w, (k, 1)));
-            let dw = new_product((out, k, n), (g, (1, out)), (x, (k, 1)));
-            Ok((dx, dw))
+            Ok(product_gradients((x, w, g), (n, k, out)))
         })?;
         Ok((
             Some(cpu_tensor(dx, x.dims())?),
             Some(cpu_tensor(dw, weight.dims())?),
+        ))
+    }
+}
+
+/// The gradients of `x · Wᵀ` (`x` `[n, k]`, `W` `[out, k]`) for the output gradient `g` `[n, out]`:
+/// `dx = g · W` `[n, k]` and `dW = gᵀ · x` `[out, k]`, each one `gemm` into a new buffer.
+pub(super) fn product_gradients(
+    (x, w, g): (&[f32], &[f32], &[f32]),
+    (n, k, out): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let dx = new_product((n, k, out), (g, (out, 1)), (w, (k, 1)));
+    let dw = new_product((out, k, n), (g, (1, out)), (x, (k, 1)));
+    (dx, dw)
+}
+
+/// `residual + x · Wᵀ` (`x` `[N, in]`, `weight` `[out, in]`, `residual` `[N, out]`): a layer's output
+/// projection and its residual connection as one op, differentiable in all three. The sum is
+/// accumulated by `gemm` onto a copy of the residual, where a product node and an addition node each
+/// made an `[N, out]` buffer (and candle's backward pass zeroed and added one more for the product's
+/// gradient).
+pub fn linear_residual(
+    x: &Tensor,
+    weight: &Tensor,
+    residual: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (n, k) = x.dims2()?;
+    let (out, wk) = weight.dims2()?;
+    if k != wk || residual.dims() != [n, out] {
+        candle_core::bail!(
+            "linear_residual: input {:?}, weight {:?} and residual {:?} do not fit",
+            x.dims(),
+            weight.dims(),
+            residual.dims()
+        );
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &residual.contiguous()?,
+        LinearResidual,
+    )
+}
+
+struct LinearResidual;
+
+impl CustomOp3 for LinearResidual {
+    fn name(&self) -> &'static str {
+        "shuku-linear-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let (n, k) = l1.shape().dims2()?;
+        let (out, _) = l2.shape().dims2()?;
+        let mut y = f32s(s3, l3, self.name())?.to_vec();
+        if n * k * out > 0 {
+            // SAFETY: `x` is `n × k` and `w` is `out × k` (read transposed), both contiguous; `y` is
+            // this function's own `n × out` buffer, read and written.
+            unsafe {
+                product(
+                    y.as_mut_ptr(),
+                    out,
+                    (n, out, k),
+                    Operand::of(x, 0, (k, 1)),
+                    Operand::of(w, 0, (1, k)),
+                    1.0,
+                    true,
+                    parallelism(),
+                );
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    /// The product's gradients, and the output gradient itself for the residual.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _residual: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = x.dims2()?;
+        let (out, _) = weight.dims2()?;
+        let (dx, dw) = with_f32s([x, weight, grad], self.name(), |[x, w, g]| {
+            Ok(product_gradients((x, w, g), (n, k, out)))
+        })?;
+        Ok((
+            Some(cpu_tensor(dx, x.dims())?),
+            Some(cpu_tensor(dw, weight.dims())?),
+            Some(grad.clone()),
         ))
     }
 }

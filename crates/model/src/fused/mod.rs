@@ -13,6 +13,7 @@
 //! * [`attention`]: causal grouped-query attention (optional sliding window, any number of cached
 //!   positions), scores recomputed in the backward pass instead of stored; per-head products by `gemm`.
 //! * [`linear`]: `x · Wᵀ`, the weight's gradient written in its own layout.
+//! * [`linear_residual`]: `r + x · Wᵀ`, an output projection and its residual connection as one op.
 //! * [`silu_mul`], [`gelu_tanh_mul`]: the gated FFN activation `act(gate) · up`.
 //! * [`cross_entropy`], [`forward_kl`]: losses from logits, whose gradients need no `[N, V]` log-softmax
 //!   kept alive.
@@ -52,7 +53,7 @@ pub use gated::{gelu_tanh_mul, silu_mul};
 pub use gated_projection::gated_projection;
 pub use head::{head_loss, HeadLoss, SoftTargets};
 pub use head_projection::head_projection;
-pub use linear::linear;
+pub use linear::{linear, linear_residual};
 pub use loss::{cross_entropy, forward_kl};
 pub use norm::rms_norm;
 pub use reduce::sum_of_squares;
