@@ -22,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::loss::{kl_row, log_sum_exp, IGNORED};
+use super::loss::{kl_row, log_sum_exp, target_ids, IGNORED};
 use super::{cpu_tensor, f32s, parallelism, product, rows_per_task, with_f32s, Operand};
 use shuku_math::exp;
 
@@ -87,17 +87,7 @@ pub(super) fn head_loss_in_blocks(
             weight.dims()
         );
     }
-    if targets.len() != n {
-        candle_core::bail!("head_loss: {} targets for {n} rows", targets.len());
-    }
-    let mut ids = Vec::with_capacity(n);
-    for t in targets {
-        match *t {
-            Some(id) if (id as usize) < v => ids.push(id),
-            Some(id) => candle_core::bail!("head_loss: target {id} is outside {v} classes"),
-            None => ids.push(IGNORED),
-        }
-    }
+    let (ids, count) = target_ids(targets, (n, v), "head_loss")?;
     let teacher = match soft {
         Some(s) => {
             if s.teacher.dims() != [n, v] {
@@ -123,7 +113,6 @@ pub(super) fn head_loss_in_blocks(
         }
         None => None,
     };
-    let count = ids.iter().filter(|&&id| id != IGNORED).count().max(1);
     let parts = Arc::new(Mutex::new(None));
     let op = FusedHead {
         targets: ids.into(),

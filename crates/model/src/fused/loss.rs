@@ -19,22 +19,34 @@ pub(super) const IGNORED: u32 = u32::MAX;
 /// Differentiable in `logits`.
 pub fn cross_entropy(logits: &Tensor, targets: &[Option<u32>]) -> candle_core::Result<Tensor> {
     let (n, c) = logits.dims2()?;
+    let (ids, count) = target_ids(targets, (n, c), "cross_entropy")?;
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        targets: ids.into(),
+        count,
+    })
+}
+
+/// `targets` (one per each of `n` rows, `None` to ignore it) as class ids below `c`, ignored rows as
+/// [`IGNORED`], with the count of rows kept (at least 1, the mean's divisor); a wrong count or an id
+/// outside the classes is an error naming `op`.
+pub(super) fn target_ids(
+    targets: &[Option<u32>],
+    (n, c): (usize, usize),
+    op: &str,
+) -> candle_core::Result<(Vec<u32>, usize)> {
     if targets.len() != n {
-        candle_core::bail!("cross_entropy: {} targets for {n} rows", targets.len());
+        candle_core::bail!("{op}: {} targets for {n} rows", targets.len());
     }
     let mut ids = Vec::with_capacity(n);
     for t in targets {
         match *t {
             Some(id) if (id as usize) < c => ids.push(id),
-            Some(id) => candle_core::bail!("cross_entropy: target {id} is outside {c} classes"),
+            Some(id) => candle_core::bail!("{op}: target {id} is outside {c} classes"),
             None => ids.push(IGNORED),
         }
     }
     let count = ids.iter().filter(|&&id| id != IGNORED).count().max(1);
-    logits.contiguous()?.apply_op1(CrossEntropy {
-        targets: ids.into(),
-        count,
-    })
+    Ok((ids, count))
 }
 
 /// `T² · KL(softmax(teacher/T) ‖ softmax(student/T))`, averaged over the rows of `[N, C]` logits
