@@ -13,7 +13,7 @@
 //! or a language model's `[B, T, V]`) and flatten them to `[N, C]`; the result is averaged over
 //! the `N` positions. Teacher logits are always detached, so a teacher never receives gradients.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DistillError, Result};
@@ -34,16 +34,9 @@ fn flatten_classes(x: &Tensor) -> Result<Tensor> {
     Ok(x.reshape((n, c))?)
 }
 
-/// Numerically stable log-softmax over the last dimension.
-///
-/// The row maximum is subtracted before `exp` (so no overflow) and detached: the shift cancels
-/// analytically, so detaching it changes no gradient and avoids routing gradient through `max`.
-pub fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
-}
+/// Numerically stable log-softmax over the last dimension (the row maximum subtracted, detached):
+/// shuku-model's, the one definition the composed losses here and the model's share.
+pub use shuku_model::ops::log_softmax_last_dim as log_softmax;
 
 fn check_temperature(t: f64) -> Result<()> {
     if !(t.is_finite() && t > 0.0) {
