@@ -23,8 +23,9 @@ use crate::optim::{
 };
 use crate::schedule::LrSchedule;
 
-/// A model the trainer can optimise.
-pub trait Trainable {
+/// A model the trainer can optimise. `Sync` because [`Trainer::fit`] and [`evaluate`] run their passes
+/// on a thread of rayon's pool ([`shuku_model::threads::on_pool`]).
+pub trait Trainable: Sync {
     /// Named trainable parameters; names are checkpoint keys and must be unique and stable.
     fn parameters(&self) -> Vec<(String, Var)>;
     /// Logits `[B, T, V]` for token ids `[B, T]` (`u32`).
@@ -262,6 +263,17 @@ pub fn evaluate<M: Trainable + ?Sized>(
     max_batches: Option<usize>,
     device: &Device,
 ) -> Result<Option<EvalResult>> {
+    shuku_model::threads::on_pool(|| evaluate_here(model, data, batch_size, max_batches, device))
+}
+
+/// [`evaluate`] on the calling thread.
+fn evaluate_here<M: Trainable + ?Sized>(
+    model: &M,
+    data: &mut TokenDataset,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &Device,
+) -> Result<Option<EvalResult>> {
     let batches = data.validation_batches(batch_size, max_batches, device)?;
     let (mut sum, mut tokens) = (0f64, 0usize);
     for b in &batches {
@@ -403,7 +415,21 @@ impl Trainer {
     /// `model` must be the model this trainer was built over (the optimizer holds its
     /// parameters). A fresh run (step 0) re-seeds the sampler from [`TrainConfig::seed`]; a
     /// resumed run keeps the sampler state restored by [`Trainer::resume`].
+    ///
+    /// The steps run on a thread of rayon's pool ([`shuku_model::threads::on_pool`]), where their
+    /// parallel kernels run without a hand-off per kernel.
     pub fn fit<M: Trainable + ?Sized>(
+        &mut self,
+        model: &M,
+        teacher: Option<&dyn Trainable>,
+        data: &mut TokenDataset,
+        loss: &DistillLoss,
+    ) -> Result<FitReport> {
+        shuku_model::threads::on_pool(|| self.fit_here(model, teacher, data, loss))
+    }
+
+    /// [`Trainer::fit`] on the calling thread.
+    fn fit_here<M: Trainable + ?Sized>(
         &mut self,
         model: &M,
         teacher: Option<&dyn Trainable>,
