@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DistillError, Result};
-use crate::rng::SplitMix64;
+use shuku_math::SplitMix64;
 
 /// Anything that turns text into token ids (shuku-model's tokenizer wrapper implements it).
 pub trait TextTokenizer {

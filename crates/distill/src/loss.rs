@@ -17,8 +17,8 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DistillError, Result};
-use crate::rng::SplitMix64;
 use crate::schedule::{cosine_interp, linear_interp};
+use shuku_math::SplitMix64;
 
 /// Flatten `[.., C]` to `[N, C]`.
 fn flatten_classes(x: &Tensor) -> Result<Tensor> {

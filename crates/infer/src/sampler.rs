@@ -86,16 +86,9 @@ pub struct Rng {
 impl Rng {
     /// A generator whose whole sequence is determined by `seed`.
     pub fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut seeding = shuku_math::SplitMix64::new(seed);
         Rng {
-            s: [next(), next(), next(), next()],
+            s: std::array::from_fn(|_| seeding.next_u64()),
         }
     }
 

@@ -1,31 +1,24 @@
 //! A tiny deterministic normal generator for `Llama::random`, so test models are identical on every machine
 //! and candle version (candle's own RNG is neither seedable per call nor stable across backends).
 
+use shuku_math::SplitMix64;
+
 pub(crate) struct Normal {
-    state: u64,
+    bits: SplitMix64,
     spare: Option<f64>,
 }
 
 impl Normal {
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            bits: SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15),
             spare: None,
         }
     }
 
-    /// SplitMix64.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
+    /// Uniform in (0, 1] (never 0, whose logarithm Box–Muller takes).
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        ((self.bits.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
     /// Standard normal by Box–Muller.

@@ -164,11 +164,10 @@ pub struct TestRng(pub u64);
 impl TestRng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        let mut bits = shuku_math::SplitMix64::new(self.0);
+        let next = bits.next_u64();
+        self.0 = bits.state;
+        next
     }
 
     /// Uniform in [0, 1).
