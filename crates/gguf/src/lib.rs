@@ -54,7 +54,7 @@ pub mod value;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use llama_meta::{ArchParams, GeneralMeta, LlamaFileType, PerLayer};
+pub use llama_meta::{is_llama_arch, ArchParams, GeneralMeta, LlamaFileType, PerLayer};
 pub use metadata::Metadata;
 pub use reader::{parse, GgufFile, GgufHeader, TensorInfo, TensorView};
 pub use types::{GgmlType, TensorType};

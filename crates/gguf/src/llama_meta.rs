@@ -10,6 +10,13 @@ use crate::metadata::Metadata;
 use crate::reader::GgufFile;
 use crate::value::{Array, Value};
 
+/// Whether llama.cpp runs architecture `arch` with its llama graph: `llama`, and `deci`, the same
+/// tensors, rotary layout and tokenizer with head counts and FFN width read per layer (how
+/// structurally pruned llamas are stored).
+pub fn is_llama_arch(arch: &str) -> bool {
+    matches!(arch, "llama" | "deci")
+}
+
 macro_rules! file_types {
     ($($var:ident = $id:literal, $name:literal, $q:literal;)*) => {
         /// llama.cpp's `llama_ftype`: the `general.file_type` id describing the dominant tensor type.

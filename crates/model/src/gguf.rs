@@ -82,7 +82,7 @@ impl LlamaConfig {
     pub fn to_arch_params(&self) -> Result<ArchParams> {
         let arch = self.gguf_arch()?;
         let head_dim = to_u32("head_dim", self.head_dim)?;
-        let llama = matches!(arch, "llama" | "deci");
+        let llama = shuku_gguf::is_llama_arch(arch);
         // llama.cpp's converter writes key/value_length when config.json states head_dim (gemma3's
         // always; phi3's never).
         let explicit_kv = self.states_head_dim() || self.model_type == ModelType::Gemma3;
@@ -243,7 +243,7 @@ impl LlamaConfig {
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let p = ArchParams::from_gguf(file)?;
         let model_type = match p.arch.as_str() {
-            "llama" | "deci" => ModelType::Llama,
+            a if shuku_gguf::is_llama_arch(a) => ModelType::Llama,
             "qwen2" => ModelType::Qwen2,
             "qwen3" => ModelType::Qwen3,
             "phi3" => ModelType::Phi3,

@@ -112,7 +112,7 @@ pub(crate) fn layer_heads(config: &LlamaConfig, hf_name: &str) -> Option<usize> 
 /// Whether llama.cpp's converter permutes this architecture's Q/K rows into ggml's interleaved rotary
 /// layout (`llama` and `deci` use "normal" RoPE; `qwen2` uses NeoX RoPE, the HF layout, unpermuted).
 pub(crate) fn rotary_permuted(arch: &str) -> bool {
-    matches!(arch, "llama" | "deci")
+    shuku_gguf::is_llama_arch(arch)
 }
 
 /// The file name of a vocabulary-only GGUF in an HF folder: the `tokenizer.*` keys of the GGUF a model

@@ -43,7 +43,7 @@ fn family(arch: &str) -> Family {
     match arch {
         // shuku writes `deci` only for Llama-family models whose layers were pruned to
         // different widths; the tokenizer is still the Llama model's.
-        "llama" | "deci" => Family::Llama,
+        a if crate::is_llama_arch(a) => Family::Llama,
         "qwen2" | "qwen3" => Family::Qwen2,
         "gemma3" => Family::Gemma3,
         "phi3" => Family::Phi3,

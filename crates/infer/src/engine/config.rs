@@ -37,7 +37,7 @@ impl Arch {
             // `deci` is llama's graph with head counts and FFN width per layer: how shuku (and
             // llama.cpp) store structurally pruned llamas. Its attention-free and linear-attention
             // layer kinds (head count or KV head count 0) are refused when the layers are read.
-            "llama" | "deci" => Ok(Arch::Llama),
+            a if shuku_gguf::is_llama_arch(a) => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
             "gemma3" => Ok(Arch::Gemma3),
