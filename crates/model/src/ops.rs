@@ -26,14 +26,49 @@ thread_local! {
 
 /// Sets `flag` for the duration of `f` on this thread, restoring it afterwards (also on panic).
 fn scoped<T>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T {
+    scoped_to(flag, true, f)
+}
+
+/// Gives `flag` the value `value` for the duration of `f` on this thread, restoring it afterwards
+/// (also on panic).
+fn scoped_to<T>(
+    flag: &'static std::thread::LocalKey<Cell<bool>>,
+    value: bool,
+    f: impl FnOnce() -> T,
+) -> T {
     struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
+    let _restore = Restore(flag, flag.with(|c| c.replace(value)));
     f()
+}
+
+/// The switches of [`without_gradients`] and [`composed_only`] in force on one thread, carried to
+/// the thread that runs a pass for it ([`crate::threads::on_pool`]): they are thread-local.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelSwitches {
+    no_gradients: bool,
+    composed_only: bool,
+}
+
+impl KernelSwitches {
+    /// This thread's switches.
+    pub(crate) fn current() -> Self {
+        Self {
+            no_gradients: NO_GRADIENTS.with(Cell::get),
+            composed_only: COMPOSED_ONLY.with(Cell::get),
+        }
+    }
+
+    /// Runs `f` with these switches on this thread, restoring its own afterwards.
+    pub(crate) fn apply<T>(self, f: impl FnOnce() -> T) -> T {
+        scoped_to(&NO_GRADIENTS, self.no_gradients, || {
+            scoped_to(&COMPOSED_ONLY, self.composed_only, f)
+        })
+    }
 }
 
 /// Runs `f` with candle-nn's forward-only kernels for RMSNorm, softmax and RoPE where the fused CPU

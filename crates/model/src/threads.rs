@@ -33,11 +33,15 @@
 /// step splits each kernel with the other worker. Measured on `train_base --bench-steps` (alternating
 /// runs, same losses): 12–30 % more tokens/s on the base shape's one-thread step, 10–22 % on the 40 M
 /// shape's; 2–14 % on two threads.
+///
+/// The caller's kernel switches ([`crate::ops::without_gradients`], [`crate::ops::composed_only`],
+/// thread-local) hold for `work` on the pool's thread too.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return work();
     }
-    rayon::scope(|_| work())
+    let switches = crate::ops::KernelSwitches::current();
+    rayon::scope(|_| switches.apply(work))
 }
 
 /// Sets the compute runtime for the rest of the process: rayon's global pool gets `threads` workers
@@ -94,6 +98,14 @@ mod tests {
             (outer, on_pool(rayon::current_thread_index))
         });
         assert!(outer.is_some(), "on_pool ran its work outside rayon's pool");
+        let probe =
+            candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        assert!(on_pool(|| crate::ops::fused_for(&probe)));
+        assert!(
+            !crate::ops::composed_only(|| on_pool(|| crate::ops::fused_for(&probe))),
+            "composed_only did not reach the pool's thread"
+        );
         assert_eq!(outer, inner, "a nested on_pool left its thread");
         assert_eq!(on_pool(|| 6 * 7), 42);
     }
