@@ -16,6 +16,12 @@ impl Trainable for shuku_model::Llama {
         self.forward(tokens, None).map_err(candle_core::Error::wrap)
     }
 
+    /// One layer's activations alive at a time ([`shuku_model::Llama::forward_inference`]).
+    fn inference_logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_inference(tokens)
+            .map_err(candle_core::Error::wrap)
+    }
+
     fn forward_head_input(&self, tokens: &Tensor) -> candle_core::Result<Option<(Tensor, Tensor)>> {
         shuku_model::Llama::forward_head_input(self, tokens)
             .map(Some)

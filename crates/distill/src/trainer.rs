@@ -31,6 +31,14 @@ pub trait Trainable: Sync {
     /// Logits `[B, T, V]` for token ids `[B, T]` (`u32`).
     fn forward_logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor>;
 
+    /// [`Trainable::forward_logits`] for passes that never differentiate (evaluation, a teacher's
+    /// targets), free to keep no autograd graph. The default detaches `forward_logits`' result, which
+    /// holds every intermediate until the pass ends; a model that can drop each layer's activations
+    /// as it goes overrides it.
+    fn inference_logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.forward_logits(tokens)?.detach())
+    }
+
     /// What the output head multiplies, when the logits are exactly `hidden · weightᵀ`: the hidden
     /// states `[B·T, H]` (rows batch-major) and the head's weight `[V, H]`. The trainer then fuses the
     /// head with the loss ([`DistillLoss::compute_from_head`]) and the `[B·T, V]` logits are never
@@ -277,7 +285,7 @@ fn evaluate_here<M: Trainable + ?Sized>(
     let batches = data.validation_batches(batch_size, max_batches, device)?;
     let (mut sum, mut tokens) = (0f64, 0usize);
     for b in &batches {
-        let logits = model.forward_logits(&b.inputs)?.detach();
+        let logits = model.inference_logits(&b.inputs)?;
         let n = b.targets.elem_count();
         let ce = cross_entropy(&logits, &b.targets, None)?
             .to_dtype(DType::F64)?
@@ -469,7 +477,7 @@ impl Trainer {
                 let batch = data.next_batch(cfg.batch_size, &self.device)?;
                 let teacher_logits = || -> candle_core::Result<Option<Tensor>> {
                     teacher
-                        .map(|t| Ok(t.forward_logits(&batch.inputs)?.detach()))
+                        .map(|t| t.inference_logits(&batch.inputs))
                         .transpose()
                 };
                 let head = match loss.fuses_with_head(teacher.is_some()) {

@@ -11,10 +11,10 @@ impl Llama {
     /// Logits `[tokens.len() * vocab]` (row-major) of one fresh sequence.
     pub fn logits_vec(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         let t = Tensor::from_vec(tokens.to_vec(), (1, tokens.len()), self.device())?;
-        // Evaluation never differentiates: use the fused kernels.
-        crate::ops::without_gradients(|| {
-            Ok(self.forward(&t, None)?.flatten_all()?.to_vec1::<f32>()?)
-        })
+        Ok(self
+            .forward_inference(&t)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// llama.cpp-protocol perplexity of `tokens` (the whole tokenized text).

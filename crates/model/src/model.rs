@@ -845,6 +845,23 @@ impl Llama {
         Ok((self.final_norm(&x)?, self.head_weight().clone()))
     }
 
+    /// Logits `[B, T, V]` for tokens `[B, T]` (u32) without a cache, for passes that never call
+    /// `backward` (evaluation, a teacher's targets): each layer's output is detached from the autograd
+    /// graph, so one layer's activations are alive at a time where [`Llama::forward`] keeps every
+    /// layer's for a backward pass. Runs inside [`ops::without_gradients`]; on the CPU the values are
+    /// [`Llama::forward`]'s.
+    pub fn forward_inference(&self, tokens: &Tensor) -> Result<Tensor> {
+        ops::without_gradients(|| {
+            let (b, t) = self.check_tokens(tokens)?;
+            let ctx = self.pass_context(b, t, 0)?;
+            let mut x = self.embed_checked(tokens)?.detach();
+            for blk in &self.blocks {
+                x = blk.forward(&x, &ctx, None, None)?.detach();
+            }
+            Ok(self.head_checked(&x, b, t, None)?.detach())
+        })
+    }
+
     /// The final RMSNorm, with the family's gain convention.
     fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
