@@ -84,6 +84,9 @@ struct Args {
     /// Compute threads (every pool: `shuku::model::threads::init`).
     #[arg(long)]
     threads: Option<usize>,
+    /// Recompute each layer's activations in the backward pass (less memory, one more forward pass).
+    #[arg(long)]
+    checkpoint_activations: bool,
 }
 
 fn parse_keep(s: &str) -> Result<LayerSelection> {
@@ -125,6 +128,7 @@ fn train_config(a: &Args, log: PathBuf) -> TrainConfig {
         checkpoint_every: 0,
         checkpoint_path: None,
         progress: true,
+        checkpoint_activations: a.checkpoint_activations,
     }
 }
 

@@ -83,6 +83,9 @@ struct Args {
     /// Only measure: train this many steps from scratch, print tokens/s, write nothing.
     #[arg(long)]
     bench_steps: Option<usize>,
+    /// Recompute each layer's activations in the backward pass (less memory, one more forward pass).
+    #[arg(long)]
+    checkpoint_activations: bool,
 }
 
 /// Model shape: heads of 64, half as many KV heads, FFN three times the hidden width; with the
@@ -140,6 +143,7 @@ fn train_config(a: &Args, steps: usize, log: Option<PathBuf>) -> TrainConfig {
         checkpoint_every: 0,
         checkpoint_path: None,
         progress: true,
+        checkpoint_activations: a.checkpoint_activations,
     }
 }
 

@@ -92,6 +92,10 @@ pub struct Args {
     /// Seed of the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Recompute each layer's activations in the backward pass instead of keeping them: less memory
+    /// (one layer's activations), one more forward pass of the layers.
+    #[arg(long)]
+    checkpoint_activations: bool,
     /// Replace an existing output folder.
     #[arg(long)]
     overwrite: bool,
@@ -390,6 +394,7 @@ fn run_in_pool(args: &Args, source: StudentSource) -> Result<()> {
         .lr(args.lr)
         .alpha(args.alpha)
         .seed(args.seed)
+        .checkpoint_activations(args.checkpoint_activations)
         .temperature(args.temperature)
         .divergence(divergence);
     let needed = recipe.min_tokens(tokens.len());

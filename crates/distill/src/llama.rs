@@ -27,6 +27,16 @@ impl Trainable for shuku_model::Llama {
             .map(Some)
             .map_err(candle_core::Error::wrap)
     }
+
+    fn checkpointed_gradients(
+        &self,
+        tokens: &Tensor,
+        loss: &mut shuku_model::HeadInputLoss<'_>,
+    ) -> candle_core::Result<Option<candle_core::backprop::GradStore>> {
+        shuku_model::Llama::checkpointed_gradients(self, tokens, loss)
+            .map(Some)
+            .map_err(candle_core::Error::wrap)
+    }
 }
 
 impl TextTokenizer for shuku_model::Tokenizer {

@@ -47,6 +47,9 @@ pub struct Distillation {
     pub held_out: f64,
     /// Show a progress bar.
     pub progress: bool,
+    /// Recompute each layer's activations in the backward pass
+    /// ([`TrainConfig::checkpoint_activations`]).
+    pub checkpoint_activations: bool,
 }
 
 impl Distillation {
@@ -65,6 +68,7 @@ impl Distillation {
             seed: 0,
             held_out: 0.05,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 
@@ -83,6 +87,13 @@ impl Distillation {
     /// Sets the weight of the teacher's divergence against hard labels (1.0: pure KD).
     pub fn alpha(mut self, alpha: f64) -> Self {
         self.alpha = alpha;
+        self
+    }
+
+    /// Recomputes each layer's activations in the backward pass instead of keeping them: one layer's
+    /// activations in memory instead of every layer's, for a second forward pass of the layers.
+    pub fn checkpoint_activations(mut self, yes: bool) -> Self {
+        self.checkpoint_activations = yes;
         self
     }
 
@@ -147,6 +158,7 @@ impl Distillation {
             checkpoint_every: 0,
             checkpoint_path: None,
             progress: self.progress,
+            checkpoint_activations: self.checkpoint_activations,
         }
     }
 

@@ -10,9 +10,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use shuku_model::HeadInputLoss;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint, TrainingState};
 use crate::data::{BatchState, TokenDataset};
@@ -45,6 +47,19 @@ pub trait Trainable: Sync {
     /// built. `None` (the default) keeps [`Trainable::forward_logits`].
     fn forward_head_input(&self, tokens: &Tensor) -> candle_core::Result<Option<(Tensor, Tensor)>> {
         let _ = tokens;
+        Ok(None)
+    }
+
+    /// The parameter gradients of `loss`, a function of what [`Trainable::forward_head_input`]
+    /// returns (the head's input `[B·T, H]` and weight `[V, H]`), computed with activation
+    /// checkpointing ([`TrainConfig::checkpoint_activations`]). `None` (the default): the model has
+    /// no checkpointed pass.
+    fn checkpointed_gradients(
+        &self,
+        tokens: &Tensor,
+        loss: &mut HeadInputLoss<'_>,
+    ) -> candle_core::Result<Option<GradStore>> {
+        let _ = (tokens, loss);
         Ok(None)
     }
 }
@@ -97,6 +112,11 @@ pub struct TrainConfig {
     pub checkpoint_path: Option<PathBuf>,
     /// Show an indicatif progress bar.
     pub progress: bool,
+    /// Recompute each decoder layer's activations in the backward pass instead of keeping them
+    /// ([`Trainable::checkpointed_gradients`]): the memory of one layer's activations instead of
+    /// every layer's, for a second forward pass of the layers. Models without it are rejected.
+    #[serde(default)]
+    pub checkpoint_activations: bool,
 }
 
 impl Default for TrainConfig {
@@ -124,6 +144,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             checkpoint_path: None,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 }
@@ -480,20 +501,44 @@ impl Trainer {
                         .map(|t| t.inference_logits(&batch.inputs))
                         .transpose()
                 };
-                let head = match loss.fuses_with_head(teacher.is_some()) {
-                    true => model.forward_head_input(&batch.inputs)?,
-                    false => None,
-                };
                 let (targets, step) = (&batch.targets, self.step);
-                let out = match head {
-                    Some((h, w)) => {
-                        let t = teacher_logits()?;
-                        loss.compute_from_head(&h, &w, t.as_ref(), targets, step)?
-                    }
-                    None => {
-                        let logits = model.forward_logits(&batch.inputs)?;
-                        loss.compute(&logits, teacher_logits()?.as_ref(), targets, step)?
-                    }
+                let (out, backward) = if cfg.checkpoint_activations {
+                    let t = teacher_logits()?;
+                    let mut out = None;
+                    let grads = model
+                        .checkpointed_gradients(&batch.inputs, &mut |h, w| {
+                            let o = loss
+                                .compute_from_head(h, w, t.as_ref(), targets, step)
+                                .map_err(candle_core::Error::wrap)?;
+                            Ok(out.insert(o).total.clone())
+                        })?
+                        .ok_or_else(|| {
+                            DistillError::InvalidConfig(
+                                "checkpoint_activations: the model has no checkpointed pass".into(),
+                            )
+                        })?;
+                    let out = out.ok_or_else(|| {
+                        DistillError::InvalidConfig(
+                            "checkpoint_activations: the model's pass computed no loss".into(),
+                        )
+                    })?;
+                    (out, Some(grads))
+                } else {
+                    let head = match loss.fuses_with_head(teacher.is_some()) {
+                        true => model.forward_head_input(&batch.inputs)?,
+                        false => None,
+                    };
+                    let out = match head {
+                        Some((h, w)) => {
+                            let t = teacher_logits()?;
+                            loss.compute_from_head(&h, &w, t.as_ref(), targets, step)?
+                        }
+                        None => {
+                            let logits = model.forward_logits(&batch.inputs)?;
+                            loss.compute(&logits, teacher_logits()?.as_ref(), targets, step)?
+                        }
+                    };
+                    (out, None)
                 };
                 let value = out.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !value.is_finite() {
@@ -508,7 +553,11 @@ impl Trainer {
                     *soft.get_or_insert(0.0) += s;
                 }
                 temp = out.temperature;
-                acc.add(self.optimizer.gradients(&out.total.backward()?))?;
+                let grads = match backward {
+                    Some(grads) => grads,
+                    None => out.total.backward()?,
+                };
+                acc.add(self.optimizer.gradients(&grads))?;
             }
             let mut grads = acc.finish()?;
             let grad_norm = match cfg.clip_norm {

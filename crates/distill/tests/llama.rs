@@ -206,3 +206,34 @@ fn fused_and_composed_kernels_give_the_same_loss_curve() {
         }
     }
 }
+
+/// Activation checkpointing recomputes each layer in the backward pass instead of keeping its
+/// activations: the same run to the bit, by distillation (forward KL, the head fused) and by hard
+/// labels alone, and a model that has no checkpointed pass is refused rather than trained without it.
+#[test]
+fn checkpointed_activations_train_the_same_run_to_the_bit() {
+    let dev = Device::Cpu;
+    let teacher = Llama::random(config(32, 2, 4, 48), 3, &dev).unwrap();
+    let run = |checkpointed: bool, distil: bool| {
+        let student = Llama::random(config(32, 2, 4, 40), 4, &dev).unwrap();
+        let mut data = dataset();
+        let mut cfg = train_config(12);
+        cfg.checkpoint_activations = checkpointed;
+        let teacher = distil.then_some(&teacher as &dyn shuku_distill::Trainable);
+        let report = Trainer::new(&student, cfg)
+            .unwrap()
+            .fit(&student, teacher, &mut data, &loss())
+            .unwrap();
+        let curve: Vec<(f64, f64)> = report
+            .records
+            .iter()
+            .map(|r| (r.loss, r.grad_norm))
+            .collect();
+        (curve, bits(&student), report.last_eval.unwrap().loss)
+    };
+    for distil in [true, false] {
+        let (plain, checkpointed) = (run(false, distil), run(true, distil));
+        assert_eq!(plain.0.len(), 12);
+        assert_eq!(plain, checkpointed, "distil {distil}");
+    }
+}

@@ -176,6 +176,38 @@ fn plain_training_with_csv_log() {
     assert!(report.records.iter().all(|r| r.soft.is_none()));
 }
 
+/// Activation checkpointing asked of a model without a checkpointed pass is a typed error before any
+/// update, not a run that silently keeps every activation.
+#[test]
+fn checkpointing_a_model_without_a_checkpointed_pass_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = TinyLm::new(VOCAB, 6, 1);
+    let before = student.parameters()[0]
+        .1
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let mut cfg = config(3, dir.path());
+    cfg.checkpoint_activations = true;
+    let mut data = dataset();
+    let err = Trainer::new(&student, cfg)
+        .unwrap()
+        .fit(&student, None, &mut data, &DistillLoss::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, DistillError::InvalidConfig(m) if m.contains("checkpoint_activations")),
+        "{err}"
+    );
+    let after = student.parameters()[0]
+        .1
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(before, after);
+}
+
 #[test]
 fn teacher_with_other_vocab_is_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -53,7 +53,7 @@ pub use error::{ConfigProblem, ModelError, Result};
 pub use hf::{copy_tokenizer, load_safetensors, resolve_hub_dir};
 pub use import::{gguf_to_hf_dir, write_vocab_gguf, VOCAB_GGUF};
 pub use layout::{SliceBy, TensorRole, TensorSpec};
-pub use model::{BeforeGroup, KvCache, LinearObserver, Llama};
+pub use model::{BeforeGroup, HeadInputLoss, KvCache, LinearObserver, Llama};
 pub use safetensors_dir::{SafetensorsDir, TensorEntry};
 pub use staged_dir::StagedDir;
 pub use surgery::{KeptLayer, ShrinkPlan};

@@ -11,6 +11,9 @@ use crate::layout::{layer_prefix, norm_init, split_layer_name, TensorRole};
 use crate::ops;
 use crate::rng::Normal;
 
+mod checkpointing;
+pub use checkpointing::HeadInputLoss;
+
 /// Receives the input of every linear layer during [`Llama::forward_observed`].
 ///
 /// Layers that read the same activation are reported together: q/k/v share one input, gate/up share one.

@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use shuku_model::export::{convert_hf_dir, ExportOptions, OutType, PlainEncoder};
-use shuku_model::{KeptLayer, Llama, LlamaConfig, ModelType, ShrinkPlan};
+use shuku_model::{ops, KeptLayer, Llama, LlamaConfig, ModelType, ShrinkPlan};
 
 const BASE: &str = r#""vocab_size": 1024, "hidden_size": 32, "num_hidden_layers": 3,
     "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48, "rms_norm_eps": 1e-5,
@@ -216,6 +216,65 @@ fn every_parameter_of_every_family_gets_a_gradient() {
                 .unwrap();
             assert!(n > 0.0, "{name}: zero gradient for {pname}");
         }
+    }
+}
+
+/// Activation checkpointing recomputes each layer from its saved input: the gradients are the full
+/// graph's, to the bit, in every family (tied embeddings get both uses, Gemma's post-norms, sliding
+/// windows); the graph-free inference pass gives the full forward's logits.
+#[test]
+fn checkpointed_gradients_and_inference_logits_equal_the_full_graphs_in_every_family() {
+    let ids = tokens(14);
+    let batch = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .reshape((2, 7))
+        .unwrap();
+    let targets = Tensor::new(&ids[1..13], &Device::Cpu).unwrap();
+    let targets = Tensor::cat(
+        &[&targets, &Tensor::new(&[5u32, 6], &Device::Cpu).unwrap()],
+        0,
+    )
+    .unwrap();
+    let loss = |h: &Tensor, w: &Tensor| -> candle_core::Result<Tensor> {
+        let logits = ops::linear(h, w).map_err(candle_core::Error::wrap)?;
+        ops::cross_entropy(&logits, &targets).map_err(candle_core::Error::wrap)
+    };
+    for (name, config) in families() {
+        let m = model(&config, 6);
+        let (h, w) = m.forward_head_input(&batch).unwrap();
+        let full = loss(&h, &w).unwrap().backward().unwrap();
+        let mut losses = Vec::new();
+        let checkpointed = m
+            .checkpointed_gradients(&batch, &mut |h, w| {
+                let l = loss(h, w)?;
+                losses.push(l.to_scalar::<f32>()?);
+                Ok(l)
+            })
+            .unwrap();
+        assert_eq!(
+            losses,
+            [loss(&h, &w).unwrap().to_scalar::<f32>().unwrap()],
+            "{name}: the loss was computed once, on the same head input"
+        );
+        for (pname, var) in m.parameters() {
+            let a = full.get(var.as_tensor()).unwrap();
+            let b = checkpointed
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no checkpointed gradient for {pname}"));
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(a, b, "{name}: {pname}");
+        }
+        assert_eq!(
+            max_diff(
+                &m.forward_inference(&batch).unwrap(),
+                &m.forward(&batch, None).unwrap()
+            ),
+            0.0,
+            "{name}: inference logits"
+        );
     }
 }
 
