@@ -11,8 +11,10 @@
 //! the surrogate `Σ output ⊙ seed`, whose gradient is exactly `seed`.
 //!
 //! The recomputed forward is the same computation on the same values (the kernels are deterministic,
-//! no dropout), so the gradients equal those of the full graph; every weight and layer input has at
-//! most two uses, whose gradients add in either order to the same value.
+//! no dropout), so the gradients equal those of the full graph: to the bit for every layer input and
+//! weight (none has more than two uses, whose gradients add in either order to the same value) but a
+//! tied embedding, whose head gradient the full graph adds into before the lookup's rows of repeated
+//! tokens and this pass after them, the same sum in another order.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
