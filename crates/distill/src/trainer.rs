@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use shuku_model::HeadInputLoss;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint, TrainingState};
-use crate::data::{BatchState, TokenDataset};
+use crate::data::{Batch, BatchState, TokenDataset};
 use crate::error::{DistillError, Result};
-use crate::loss::{cross_entropy, DistillLoss};
+use crate::loss::{cross_entropy, DistillLoss, LossOutput};
 use crate::optim::{
     clip_grad_norm, decay_matrices_only, global_norm, AdamW, AdamWConfig, GradAccumulator,
 };
@@ -324,6 +324,61 @@ fn evaluate_here<M: Trainable + ?Sized>(
     }))
 }
 
+/// One micro-batch's loss at optimizer step `step`, and with activation checkpointing its gradients,
+/// which the checkpointed pass computes with the loss (`None`: the caller differentiates the loss).
+fn micro_batch_loss<M: Trainable + ?Sized>(
+    model: &M,
+    teacher: Option<&dyn Trainable>,
+    batch: &Batch,
+    loss: &DistillLoss,
+    step: usize,
+    checkpointed: bool,
+) -> Result<(LossOutput, Option<GradStore>)> {
+    let teacher_logits = || -> candle_core::Result<Option<Tensor>> {
+        teacher
+            .map(|t| t.inference_logits(&batch.inputs))
+            .transpose()
+    };
+    let targets = &batch.targets;
+    if checkpointed {
+        let t = teacher_logits()?;
+        let mut out = None;
+        let grads = model
+            .checkpointed_gradients(&batch.inputs, &mut |h, w| {
+                let o = loss
+                    .compute_from_head(h, w, t.as_ref(), targets, step)
+                    .map_err(candle_core::Error::wrap)?;
+                Ok(out.insert(o).total.clone())
+            })?
+            .ok_or_else(|| {
+                DistillError::InvalidConfig(
+                    "checkpoint_activations: the model has no checkpointed pass".into(),
+                )
+            })?;
+        let out = out.ok_or_else(|| {
+            DistillError::InvalidConfig(
+                "checkpoint_activations: the model's pass computed no loss".into(),
+            )
+        })?;
+        return Ok((out, Some(grads)));
+    }
+    let head = match loss.fuses_with_head(teacher.is_some()) {
+        true => model.forward_head_input(&batch.inputs)?,
+        false => None,
+    };
+    let out = match head {
+        Some((h, w)) => {
+            let t = teacher_logits()?;
+            loss.compute_from_head(&h, &w, t.as_ref(), targets, step)?
+        }
+        None => {
+            let logits = model.forward_logits(&batch.inputs)?;
+            loss.compute(&logits, teacher_logits()?.as_ref(), targets, step)?
+        }
+    };
+    Ok((out, None))
+}
+
 /// What [`Trainer::fit`] returns.
 #[derive(Debug, Clone)]
 pub struct FitReport {
@@ -496,50 +551,14 @@ impl Trainer {
             let (mut total, mut hard, mut soft, mut temp) = (0f64, 0f64, None::<f64>, None);
             for _ in 0..cfg.grad_accum {
                 let batch = data.next_batch(cfg.batch_size, &self.device)?;
-                let teacher_logits = || -> candle_core::Result<Option<Tensor>> {
-                    teacher
-                        .map(|t| t.inference_logits(&batch.inputs))
-                        .transpose()
-                };
-                let (targets, step) = (&batch.targets, self.step);
-                let (out, backward) = if cfg.checkpoint_activations {
-                    let t = teacher_logits()?;
-                    let mut out = None;
-                    let grads = model
-                        .checkpointed_gradients(&batch.inputs, &mut |h, w| {
-                            let o = loss
-                                .compute_from_head(h, w, t.as_ref(), targets, step)
-                                .map_err(candle_core::Error::wrap)?;
-                            Ok(out.insert(o).total.clone())
-                        })?
-                        .ok_or_else(|| {
-                            DistillError::InvalidConfig(
-                                "checkpoint_activations: the model has no checkpointed pass".into(),
-                            )
-                        })?;
-                    let out = out.ok_or_else(|| {
-                        DistillError::InvalidConfig(
-                            "checkpoint_activations: the model's pass computed no loss".into(),
-                        )
-                    })?;
-                    (out, Some(grads))
-                } else {
-                    let head = match loss.fuses_with_head(teacher.is_some()) {
-                        true => model.forward_head_input(&batch.inputs)?,
-                        false => None,
-                    };
-                    let out = match head {
-                        Some((h, w)) => {
-                            let t = teacher_logits()?;
-                            loss.compute_from_head(&h, &w, t.as_ref(), targets, step)?
-                        }
-                        None => {
-                            let logits = model.forward_logits(&batch.inputs)?;
-                            loss.compute(&logits, teacher_logits()?.as_ref(), targets, step)?
-                        }
-                    };
-                    (out, None)
-                };
+                let (out, backward) = micro_batch_loss(
+                    model,
+                    teacher,
+                    &batch,
+                    loss,
+                    self.step,
+                    cfg.checkpoint_activations,
+                )?;
                 let value = out.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !value.is_finite() {
                     return Err(DistillError::Diverged {
