@@ -21,7 +21,22 @@ cd "$ROOT"
 echo "==> assets: $SHUKU_ASSETS"
 bash "$SHUKU_SHARED/scripts/fetch-models.sh" "$SHUKU_ASSETS" >/dev/null
 echo "==> llama.cpp tools: $LLAMACPP_HOME"
-bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
+# The peer is built without llama.cpp's AMX kernels: on x86 CPUs that list AMX, -march=native compiles
+# them in, and where the (virtual) machine does not let a process load a tile configuration they crash
+# every quantized model (a general-protection fault in ggml_backend_amx_mul_mat). Without them the peer
+# runs the same AVX-512/AVX2 kernels on every x86 machine. CMake reads CFLAGS/CXXFLAGS when it first
+# configures the build; GCC's explicit -mno-* flags win over -march=native's. A cached build that has the
+# AMX kernels is rebuilt.
+if [ "$(uname -m)" = x86_64 ] && echo 'int main(void){return 0;}' |
+  "${CC:-cc}" -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c - -o /dev/null 2>/dev/null; then
+  NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  if grep -q ggml_backend_amx_mul_mat "$LLAMACPP_HOME/bin/llama-simple" 2>/dev/null; then
+    echo "the cached llama.cpp build has AMX kernels: rebuilding it without them"
+    rm -rf "$LLAMACPP_HOME/build" "$LLAMACPP_HOME/bin"
+  fi
+fi
+CFLAGS="${CFLAGS:-} ${NO_AMX:-}" CXXFLAGS="${CXXFLAGS:-} ${NO_AMX:-}" \
+  bash "$SHUKU_SHARED/scripts/build-llamacpp.sh" "$LLAMACPP_HOME"
 # Tiny random models of every family made by HF transformers, with their logits and llama.cpp's
 # converter output (the family conformance checks); a Python venv with torch and transformers.
 echo "==> family reference models: $SHUKU_ASSETS/families"

@@ -6,9 +6,9 @@ set -euo pipefail
 LLAMACPP_HOME=${LLAMACPP_HOME:-$HOME/.cache/shuku-llamacpp}
 SRC=$(cd "$(dirname "$0")" && pwd)/logits_dump.cpp
 OUT=$LLAMACPP_HOME/bin/shuku-logits-dump
-[ -x "$OUT" ] && [ "$OUT" -nt "$SRC" ] && { echo "shuku-logits-dump up to date in $LLAMACPP_HOME/bin"; exit 0; }
 LLAMA=$(ls -d "$LLAMACPP_HOME"/src/*/vendor/llama.cpp 2>/dev/null | head -n1) || true
 B=$LLAMACPP_HOME/build
+[ -x "$OUT" ] && [ "$OUT" -nt "$SRC" ] && [ "$OUT" -nt "$B/src/libllama.a" ] && { echo "shuku-logits-dump up to date in $LLAMACPP_HOME/bin"; exit 0; }
 [ -n "$LLAMA" ] && [ -f "$B/src/libllama.a" ] || {
   echo "llama.cpp's build is missing in $LLAMACPP_HOME: run ../shared/scripts/build-llamacpp.sh first" >&2
   exit 1

@@ -6,9 +6,9 @@ set -euo pipefail
 LLAMACPP_HOME=${LLAMACPP_HOME:-$HOME/.cache/shuku-llamacpp}
 SRC=$(cd "$(dirname "$0")" && pwd)/quantize_chunk.c
 OUT=$LLAMACPP_HOME/bin/shuku-quantize-chunk
-[ -x "$OUT" ] && [ "$OUT" -nt "$SRC" ] && { echo "shuku-quantize-chunk up to date in $LLAMACPP_HOME/bin"; exit 0; }
 LLAMA=$(ls -d "$LLAMACPP_HOME"/src/*/vendor/llama.cpp 2>/dev/null | head -n1) || true
 B=$LLAMACPP_HOME/build
+[ -x "$OUT" ] && [ "$OUT" -nt "$SRC" ] && [ "$OUT" -nt "$B/ggml/src/libggml-base.a" ] && { echo "shuku-quantize-chunk up to date in $LLAMACPP_HOME/bin"; exit 0; }
 [ -n "$LLAMA" ] && [ -f "$B/ggml/src/libggml-base.a" ] || {
   echo "llama.cpp's build is missing in $LLAMACPP_HOME: run ../shared/scripts/build-llamacpp.sh first" >&2
   exit 1
