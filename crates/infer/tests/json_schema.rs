@@ -482,13 +482,8 @@ fn random_walks_terminate_and_validate() {
             "required": ["name", "age", "ok"]
         }),
     ];
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = shuku_testkit::TestRng(0x1234_5678_9abc_def0);
+    let mut next = move || rng.next_u64();
     for schema in &schemas {
         let fresh = JsonSchemaConstraint::with_vocab(schema, vocab).unwrap();
         for _ in 0..6 {

@@ -3,19 +3,13 @@
 
 use candle_core::{Device, Tensor, Var};
 use shuku_model::{fused, ops, Activation};
+use shuku_testkit::TestRng;
 
 /// A deterministic tensor of values in about [-scale, scale].
 fn det(dims: &[usize], seed: u64, scale: f32) -> Tensor {
     let n: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
+    let mut rng = TestRng(seed);
+    let v: Vec<f32> = (0..n).map(|_| rng.signed() * scale).collect();
     Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
 }
 

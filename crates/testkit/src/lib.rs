@@ -175,6 +175,11 @@ impl TestRng {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// Uniform in [-1, 1).
+    pub fn signed(&mut self) -> f32 {
+        self.unit() * 2.0 - 1.0
+    }
+
     /// Roughly normal (sum of four uniforms), unit variance.
     pub fn normal(&mut self) -> f32 {
         let s: f32 = (0..4).map(|_| self.unit()).sum();

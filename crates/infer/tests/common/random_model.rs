@@ -36,16 +36,9 @@ impl Tensor {
 
 /// Seeded uniform values with mean 0 and standard deviation `std`.
 pub fn values(n: usize, seed: u64, std: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = shuku_testkit::TestRng(seed);
     let a = std * 3f32.sqrt();
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * a
-        })
-        .collect()
+    (0..n).map(|_| rng.signed() * a).collect()
 }
 
 /// `mean + values(std 0.1)`: norm weights.

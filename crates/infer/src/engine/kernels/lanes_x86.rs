@@ -604,13 +604,10 @@ mod tests {
 
     /// Seeded values in ±4, with extremes (±127 codes after quantization) in every block, or zeros.
     fn values(n: usize, seed: u64, zero: bool) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rng = shuku_testkit::TestRng(seed);
         (0..n)
             .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let v = ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * 4.0;
+                let v = rng.signed() * 4.0;
                 match (zero, i % 32) {
                     (true, _) => 0.0,
                     (false, 5) => 4.0,

@@ -1364,17 +1364,10 @@ pub fn quantize_for_tests(ttype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random values in [-1, 1) (xorshift).
+    /// Deterministic pseudo-random values in [-1, 1).
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        let mut rng = shuku_testkit::TestRng(seed);
+        (0..n).map(|_| rng.signed()).collect()
     }
 
     /// Buffer with 4-byte alignment, as the mmap's 32-byte aligned tensor data has.
