@@ -75,17 +75,54 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            // Library errors often repeat their source's text in their own message; print a cause only
-            // when it adds something.
             let mut said = err.to_string();
             for cause in err.chain().skip(1) {
                 let text = cause.to_string();
-                if !said.contains(&text) {
-                    eprintln!("  caused by: {text}");
+                if let Some(new) = what_a_cause_adds(&said, &text) {
+                    eprintln!("  caused by: {new}");
                 }
                 said = text;
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The part of a cause worth printing under the line before it, or `None` when it adds nothing.
+///
+/// Library errors often repeat their source's text in their own message, and name their file
+/// (`model.gguf: truncated GGUF: …`) where the command's context already ends with it
+/// (`cannot read model.gguf`): the repeated text and the repeated file name are left out.
+fn what_a_cause_adds<'a>(said: &str, cause: &'a str) -> Option<&'a str> {
+    if said.contains(cause) {
+        return None;
+    }
+    match cause.split_once(": ") {
+        Some((file, rest)) if !file.is_empty() && said.ends_with(&format!(" {file}")) => Some(rest),
+        _ => Some(cause),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::what_a_cause_adds;
+
+    #[test]
+    fn a_cause_is_printed_without_what_the_line_above_says() {
+        let context = "cannot read /tmp/m.gguf";
+        let cause = "/tmp/m.gguf: truncated GGUF: tensor count needs 8 bytes";
+        assert_eq!(
+            what_a_cause_adds(context, cause),
+            Some("truncated GGUF: tensor count needs 8 bytes")
+        );
+        assert_eq!(what_a_cause_adds(context, "/tmp/m.gguf"), None);
+        assert_eq!(
+            what_a_cause_adds("cannot read /tmp/a.gguf", "/tmp/b.gguf: no such file"),
+            Some("/tmp/b.gguf: no such file")
+        );
+        assert_eq!(
+            what_a_cause_adds("--json-schema s.json", "json: expected value"),
+            Some("json: expected value")
+        );
     }
 }
