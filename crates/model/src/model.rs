@@ -620,7 +620,9 @@ impl Llama {
     /// [`Llama::forward`] that also shows every linear layer's input to `observer` (calibration).
     ///
     /// Built from the same pieces as the layer-wise entry points: [`Llama::embed`], then
-    /// [`Llama::forward_block`] for every layer (here with the KV cache), then [`Llama::head`].
+    /// [`Llama::forward_block`] for every layer (here with the KV cache), then [`Llama::head`]. Inside
+    /// [`ops::without_gradients`] each layer's output is detached from the autograd graph (the pass of
+    /// [`Llama::forward_inference`] and [`crate::Calibration::collect`]).
     pub fn forward_observed(
         &self,
         tokens: &Tensor,
@@ -662,15 +664,19 @@ impl Llama {
             c.tokens = Some(all);
         }
         let ctx = self.pass_context(b, t, offset)?;
-        let mut x = self.embed_checked(tokens)?;
+        // Inside `ops::without_gradients` no backward pass follows: each layer's output is detached
+        // from the autograd graph, so one layer's activations are alive at a time, not every layer's.
+        let graph_free = ops::no_gradients();
+        let detached = |x: Tensor| if graph_free { x.detach() } else { x };
+        let mut x = detached(self.embed_checked(tokens)?);
         for (li, blk) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[li]);
-            x = blk.forward(&x, &ctx, layer_cache, reborrow(&mut observer))?;
+            x = detached(blk.forward(&x, &ctx, layer_cache, reborrow(&mut observer))?);
         }
         if let Some(c) = cache {
             c.seq_len += t;
         }
-        self.head_checked(&x, b, t, observer)
+        Ok(detached(self.head_checked(&x, b, t, observer)?))
     }
 
     /// Token embeddings `[B*T, H]` for tokens `[B, T]` (u32): the input of layer 0 for
@@ -854,15 +860,7 @@ impl Llama {
     /// layer's for a backward pass. Runs inside [`ops::without_gradients`]; on the CPU the values are
     /// [`Llama::forward`]'s.
     pub fn forward_inference(&self, tokens: &Tensor) -> Result<Tensor> {
-        ops::without_gradients(|| {
-            let (b, t) = self.check_tokens(tokens)?;
-            let ctx = self.pass_context(b, t, 0)?;
-            let mut x = self.embed_checked(tokens)?.detach();
-            for blk in &self.blocks {
-                x = blk.forward(&x, &ctx, None, None)?.detach();
-            }
-            Ok(self.head_checked(&x, b, t, None)?.detach())
-        })
+        ops::without_gradients(|| self.forward_observed(tokens, None, None))
     }
 
     /// The final RMSNorm, with the family's gain convention.

@@ -84,8 +84,9 @@ pub fn composed_only<T>(f: impl FnOnce() -> T) -> T {
     scoped(&COMPOSED_ONLY, f)
 }
 
-/// Whether candle-nn's gradient-free kernels may be used.
-fn no_gradients() -> bool {
+/// Whether this thread is inside [`without_gradients`]: candle-nn's gradient-free kernels may be used
+/// and no backward pass follows.
+pub(crate) fn no_gradients() -> bool {
     NO_GRADIENTS.with(Cell::get)
 }
 
