@@ -143,17 +143,23 @@ pub fn llamacpp(tool: &str) -> PathBuf {
 
 /// Runs a command and returns its standard output; panics with both outputs when it fails.
 pub fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_output(cmd).0).into_owned()
+}
+
+/// Runs a command and returns its standard output as bytes and its standard error as text (a peer's
+/// logs, which some checks read); panics with both outputs when it fails.
+pub fn run_output(cmd: &mut Command) -> (Vec<u8>, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{stderr}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout)
     );
-    stdout
+    (out.stdout, stderr)
 }
 
 /// A small deterministic generator (SplitMix64) for test data: the same seed gives the same

@@ -38,14 +38,7 @@ pub fn asset_model(name: &str) -> PathBuf {
 pub use shuku_testkit::{llamacpp as llama_bin, shared};
 
 /// Runs a command, failing the test with its stderr on a non-zero exit; returns (stdout, stderr).
-pub fn run(cmd: &mut Command) -> (Vec<u8>, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{cmd:?} failed:\n{stderr}");
-    (out.stdout, stderr)
-}
+pub use shuku_testkit::run_output as run;
 
 /// `llama-quantize --allow-requantize IN OUT TYPE` into `dir`.
 pub fn requantize(input: &Path, dir: &Path, ttype: &str) -> PathBuf {
