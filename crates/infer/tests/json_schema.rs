@@ -483,7 +483,6 @@ fn random_walks_terminate_and_validate() {
         }),
     ];
     let mut rng = shuku_testkit::TestRng(0x1234_5678_9abc_def0);
-    let mut next = move || rng.next_u64();
     for schema in &schemas {
         let fresh = JsonSchemaConstraint::with_vocab(schema, vocab).unwrap();
         for _ in 0..6 {
@@ -494,7 +493,7 @@ fn random_walks_terminate_and_validate() {
                 assert!(!allowed.is_empty());
                 // Prefer ending as soon as allowed, else a random allowed token.
                 let eog = allowed.iter().copied().find(|&t| tok.is_eog(t));
-                let t = eog.unwrap_or(allowed[(next() % allowed.len() as u64) as usize]);
+                let t = eog.unwrap_or(allowed[(rng.next_u64() % allowed.len() as u64) as usize]);
                 c.accept(t).unwrap();
                 steps += 1;
                 assert!(
